@@ -1,0 +1,232 @@
+# pop3d Makefile.  Our flags live in their own variables and are added to
+# the user's CFLAGS/LDFLAGS, never replaced by them.
+
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+PAMDIR	?= /etc/pam.d
+
+CC	?= cc
+CFLAGS	?= -O2 -g
+PYTHON	 = /usr/bin/python3
+# Debian's pytest; -o timeout: pytest-timeout stops a hung test.
+PYTEST	 = $(PYTHON) -m pytest -q -rfEs -p no:cacheprovider -o timeout=300
+
+WARN	= -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wformat=2 -Wshadow \
+	  -Wformat-truncation=2 -Wstrict-prototypes -Wmissing-prototypes \
+	  -Wpointer-arith -Wcast-qual -Wwrite-strings -Wvla -Wnull-dereference \
+	  -Wimplicit-fallthrough -Werror=implicit-function-declaration
+HARDEN	= -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
+	  -fstack-clash-protection -fcf-protection -fPIE
+LDHARD	= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
+SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all
+LIBS	= -lcrypt -lpam -lnettle
+# make check sets WERROR=-Werror; a plain build does not.
+WERROR	=
+
+SRCS	= pop3d.c auth.c maildrop.c
+HDRS	= pop3d.h maildrop.h
+OBJS	= $(SRCS:.c=.o)
+UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all demo check unit pytest san deps deps-build hardening install uninstall \
+	clean
+
+all: pop3d
+
+pop3d: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(LDHARD) -o $@ $(OBJS) $(LIBS)
+
+%.o: %.c $(HDRS)
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(HARDEN) $(CFLAGS) -c -o $@ $<
+
+# The sanitizer build: FORTIFY left out, as it blinds ASan.
+build/san/%.o: %.c $(HDRS)
+	@mkdir -p build/san
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -c -o $@ $<
+
+build/san/pop3d: $(SRCS:%.c=build/san/%.o)
+	$(CC) $(SAN) -o $@ $^ $(LIBS)
+
+# The fault-injection build (issue 4; maildrop.c): POP3D_FAULT=kill:N,
+# enospc:N or eio:N hits the N-th write/fsync/ftruncate/rename/unlink/link.
+build/fault/%.o: %.c $(HDRS)
+	@mkdir -p build/fault
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -DPOP3D_FAULT -c -o $@ $<
+
+build/fault/pop3d: $(SRCS:%.c=build/fault/%.o)
+	$(CC) $(SAN) -o $@ $^ $(LIBS)
+
+# Unit tests link the real objects; main() is renamed so cmocka's runs.
+build/unit/%.o: %.c $(HDRS)
+	@mkdir -p build/unit
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -DPOP3D_UNIT -Dmain=pop3d_main -c -o $@ $<
+
+build/unit/test_%: tests/unit/test_%.c $(SRCS:%.c=build/unit/%.o) $(HDRS)
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -I. -o $@ $< \
+	    $(SRCS:%.c=build/unit/%.o) $(LIBS) -lcmocka
+
+san: build/san/pop3d
+
+# Not intermediates: make must not delete them after linking.
+.SECONDARY: $(SRCS:%.c=build/san/%.o) $(SRCS:%.c=build/unit/%.o) \
+	$(SRCS:%.c=build/fault/%.o)
+
+deps:
+	@sh tests/install-deps.sh
+
+deps-build:
+	@sh tests/install-deps.sh build
+
+# Runs every unit test binary, each within UNIT_TIMEOUT seconds; an empty
+# list is an error, not a pass.
+UNIT_TIMEOUT = 300
+unit: $(UNITS)
+	@test -n "$(UNITS)" || { echo 'unit: no tests/unit/test_*.c' >&2; exit 1; }
+	@rc=0; for t in $(UNITS); do echo "== $$t"; \
+	    timeout -k 10 $(UNIT_TIMEOUT) $$t || { e=$$?; rc=1; echo "== $$t: FAILED (exit $$e)"; }; \
+	    done; exit $$rc
+
+pytest: pop3d
+	$(PYTEST) tests
+
+# What the default build promises (the Debian popa3d binary lacks some).
+hardening: pop3d
+	@readelf -h pop3d | grep -q 'Type: *DYN' || { echo 'pop3d is not PIE' >&2; exit 1; }
+	@readelf -d pop3d | grep -q 'BIND_NOW' || { echo 'pop3d lacks BIND_NOW' >&2; exit 1; }
+	@readelf -lW pop3d | grep -q 'GNU_RELRO' || { echo 'pop3d lacks RELRO' >&2; exit 1; }
+	@readelf -lW pop3d | grep 'GNU_STACK' | grep -qv 'RWE' || { echo 'pop3d has an executable stack' >&2; exit 1; }
+	@nm -D pop3d | grep -q '__stack_chk_fail' || { echo 'pop3d lacks the stack protector' >&2; exit 1; }
+	@nm -D pop3d | grep -q '_chk@' || { echo 'pop3d has no fortified calls' >&2; exit 1; }
+	@echo 'hardening: PIE, BIND_NOW, RELRO, NX stack, stack protector, FORTIFY: ok'
+
+# The one test command (README, .ci/run): packages, a -Werror build from
+# scratch (-B: objects of a plain build are not reused), the hardening
+# assertions, the unit tests, then pytest against pop3d and again against
+# the ASan/UBSan build (with a valgrind run of a session in the first),
+# then the fuzz targets for a short time and the static analyzers
+# (make fuzz-check, make analyze).  All of them always run; the output
+# ends with their summary lines and a total.  POP3D_STRICT: a missing tool fails a
+# test instead of skipping it.  bash for pipefail.
+check: SHELL = /bin/bash
+check: deps
+	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
+	@$(MAKE) --no-print-directory hardening
+	@mkdir -p build/log; rc=0; set -o pipefail; \
+	$(MAKE) --no-print-directory unit 2>&1 | tee build/log/unit.log || rc=1; \
+	echo "== pytest, POP3D_BIN=pop3d"; \
+	POP3D_STRICT=1 $(PYTEST) tests 2>&1 | tee build/log/pytest.log || rc=1; \
+	echo "== pytest, POP3D_BIN=build/san/pop3d"; \
+	POP3D_STRICT=1 POP3D_BIN=build/san/pop3d $(PYTEST) tests 2>&1 | \
+	    tee build/log/pytest-san.log || rc=1; \
+	echo "== fuzz, $(FUZZ_CHECK_TIME) s per target"; \
+	$(MAKE) --no-print-directory fuzz-check 2>&1 | tee build/log/fuzz.log || rc=1; \
+	echo "== analyze"; \
+	$(MAKE) --no-print-directory -k analyze 2>&1 | tee build/log/analyze.log || rc=1; \
+	echo "== summary"; \
+	grep -h '^\[  \(PASSED\|FAILED\) *\]\|^== .*: FAILED (exit' build/log/unit.log | sed 's/^/unit: /'; \
+	echo "pytest: $$(tail -n 1 build/log/pytest.log)"; \
+	echo "pytest (ASan/UBSan): $$(tail -n 1 build/log/pytest-san.log)"; \
+	grep -h '^fuzz_' build/log/fuzz.log || echo 'fuzz: no result'; \
+	grep -h '^\(cppcheck\|clang-tidy\): clean' build/log/analyze.log || \
+	    echo 'analyze: FAILED (build/log/analyze.log)'; \
+	awk '/^\[  PASSED  \]/ { p += $$4 } /^\[  FAILED  \]/ { f += $$4 } \
+	    /^== .*: FAILED \(exit/ { f++ } \
+	    / in [0-9.]+s/ { for (i = 1; i < NF; i++) { \
+		if ($$(i + 1) ~ /^passed/) p += $$i; \
+		if ($$(i + 1) ~ /^(failed|error)/) f += $$i } } \
+	    END { printf "check: %d passed, %d failed\n", p, f; exit f > 0 }' \
+	    build/log/unit.log build/log/pytest.log build/log/pytest-san.log || rc=1; \
+	exit $$rc
+
+# A scripted session against build/demo (tests/demo.sh says how).
+demo: deps-build
+	@$(MAKE) --no-print-directory pop3d
+	@sh tests/demo.sh
+
+# Benchmark (issue 6; helper "bench" owns bench/): not part of check.
+# Writes build/bench/ and the generated block of BENCH.md.
+# SIZES="S M L" adds the 100,000-message 1.7 GB mailbox; RUNS >= 5.
+.PHONY: bench
+SIZES	?= S M
+RUNS	?= 5
+BENCHFLAGS ?=
+bench: pop3d
+	$(PYTHON) bench/bench.py --sizes "$(SIZES)" --runs $(RUNS) $(BENCHFLAGS)
+
+# Hostile input (issue 7; helper "fuzz" owns fuzz/, .clang-tidy and
+# .cppcheck-suppressions; fuzz/FUZZING.md tells the rest).  libFuzzer
+# targets, built with clang: each is one file that #includes the source
+# it tests.  make fuzz: every target FUZZ_TIME seconds, FUZZ_JOBS at a
+# time; make check runs fuzz-check (FUZZ_CHECK_TIME seconds each).
+# make analyze: cppcheck and clang-tidy, every finding an error; run on
+# the unit-test configuration (-DPOP3D_UNIT: test hooks included).
+.PHONY: fuzz fuzz-build fuzz-check analyze cppcheck clang-tidy
+FUZZCC	 = clang
+FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
+	   -Wextra -fsanitize=fuzzer,address,undefined \
+	   -fno-sanitize-recover=all -DPOP3D_UNIT -Dmain=pop3d_main \
+	   -D_exit=fz_exit -I.
+FUZZLD	 = -Wl,--wrap=read,--wrap=write,--wrap=vsyslog,--wrap=crypt_rn
+FUZZERS	 = proto plain passwd mbox mbox_sse2 mbox_scalar
+FUZZDEPS = fuzz/common.c fuzz/common.h $(SRCS) $(HDRS)
+FUZZ_TIME ?= 60
+FUZZ_CHECK_TIME ?= 15
+FUZZ_JOBS ?= 2
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZDEPS)
+	@mkdir -p build/fuzz
+	$(FUZZCC) $(FUZZFLAGS) -o $@ $< fuzz/common.c $(LIBS) $(FUZZLD)
+
+# The mbox target again without AVX2, and without SSE2 as well: every
+# SIMD path of maildrop.c against the same reference.
+build/fuzz/fuzz_mbox_sse2: fuzz/fuzz_mbox.c $(FUZZDEPS)
+	@mkdir -p build/fuzz
+	$(FUZZCC) $(FUZZFLAGS) -DFZ_NO_AVX2 -o $@ $< fuzz/common.c $(LIBS) \
+	    $(FUZZLD)
+
+build/fuzz/fuzz_mbox_scalar: fuzz/fuzz_mbox.c $(FUZZDEPS)
+	@mkdir -p build/fuzz
+	$(FUZZCC) $(FUZZFLAGS) -DFZ_NO_AVX2 -U__SSE2__ -o $@ $< fuzz/common.c \
+	    $(LIBS) $(FUZZLD)
+
+fuzz-build: $(FUZZERS:%=build/fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	@$(MAKE) --no-print-directory -j$(FUZZ_JOBS) -k \
+	    $(FUZZERS:%=fuzz-run-%) FUZZ_RUN_TIME=$(FUZZ_TIME)
+
+fuzz-check: fuzz-build
+	@$(MAKE) --no-print-directory -j$(FUZZ_JOBS) -k \
+	    $(FUZZERS:%=fuzz-run-%) FUZZ_RUN_TIME=$(FUZZ_CHECK_TIME)
+
+fuzz-run-%:
+	@sh fuzz/run.sh $* $(FUZZ_RUN_TIME)
+
+analyze: cppcheck clang-tidy
+
+cppcheck:
+	cppcheck --quiet --error-exitcode=1 --inline-suppr \
+	    --suppressions-list=.cppcheck-suppressions \
+	    --enable=warning,style,performance,portability --std=c11 \
+	    -D__GNUC__ -D__x86_64__ -D_GNU_SOURCE -DPOP3D_UNIT -I. $(SRCS)
+	@echo 'cppcheck: clean'
+
+clang-tidy:
+	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE clang-tidy --quiet FILE -- \
+	    -std=c11 -D_GNU_SOURCE -DPOP3D_UNIT -I.
+	@echo 'clang-tidy: clean'
+
+install: pop3d
+	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PAMDIR)
+	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
+	install -m 644 pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	install -m 644 pam.d/pop3 $(DESTDIR)$(PAMDIR)/pop3
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
+	    $(DESTDIR)$(PAMDIR)/pop3
+
+clean:
+	rm -rf pop3d $(OBJS) build tests/__pycache__ .pytest_cache

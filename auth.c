@@ -1,0 +1,1375 @@
+/*
+ * auth.c: authentication (PAM, passwd:FILE), and every line of pop3d that
+ * runs as root.
+ *
+ * Started as root (euid 0), pop3d splits into processes as STYLE.md's
+ * "Privilege split" draws it (popa3d's DESIGN is the model):
+ *   root monitor     hygiene, forks the pre-login child, checks its records,
+ *                    verifies logins, holds PAM, forks the user's process,
+ *                    waits; never reads or writes the client
+ *   pre-login child  the unprivileged --prelogin-user in an empty chroot:
+ *                    greeting and AUTHORIZATION (pop3d.c), one record per
+ *                    login to the monitor
+ *   password child   short-lived, root: reads the password file, hashes,
+ *                    returns only a verdict (no hash stays in the monitor)
+ *   user's process   the user's uid and gid: TRANSACTION and UPDATE
+ *
+ * Code that runs as root, for audit (every other line of pop3d runs as
+ * the pre-login user or the mail's owner):
+ *   auth_main, auth_root          the monitor and its loop
+ *   auth_hygiene, auth_emptydir   fds, umask, core limit, tzset, syslog;
+ *                                 the chroot directory
+ *   auth_rec_check, auth_recv,    the record from the pre-login child,
+ *   auth_readn, auth_wait,        treated as hostile; verdicts; children
+ *   auth_forward, auth_sleep_until,
+ *   auth_child_signals
+ *   auth_verify, auth_pam,        the login check: PAM (conversation,
+ *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
+ *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
+ *   auth_mailbox
+ *   auth_passwd_root, pw_check,   the password file, in the password child
+ *   pw_getline, pw_parse
+ *   auth_sandbox                  the pre-login child's drop (until its
+ *                                 setresuid)
+ *   auth_become                   the user's process's drop (until its
+ *                                 setresuid)
+ *   auth_user_syntax, auth_user_valid, auth_log_fail, auth_peer_init
+ *                                 names, log lines, the client's address
+ * auth_prelogin runs as the pre-login user, after auth_sandbox.
+ *
+ * Started as a normal user: one process, no switch, and only the invoking
+ * user is served (auth_single, auth_passwd_local, auth_pam with root = 0).
+ */
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <crypt.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <netdb.h>
+#include <nettle/memops.h>
+#include <poll.h>
+#include <pwd.h>
+#include <security/pam_appl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pop3d.h"
+
+/* Verdicts of a login check. */
+enum auth_verdict {
+	AUTH_OK = 1,
+	AUTH_BADPASS,	/* known user, wrong password or account refused */
+	AUTH_UNKNOWN,	/* no such user: never log the name */
+	AUTH_ERROR	/* the backend failed (file unsafe, PAM error) */
+};
+
+/*
+ * The one record the pre-login child sends to the root parent per login
+ * attempt: fixed size, every string NUL-terminated inside its field.
+ * Checklist: tests/test_auth_root.py's hostile child (SHIM) knows this
+ * layout.
+ */
+struct auth_rec {
+	char		 user[POP3_USER_MAX + 1];
+	char		 pass[POP3_PASS_MAX + 1];
+	char		 mech[16];
+	uint32_t	 ilen;			/* pipelined bytes in ibuf */
+	char		 ibuf[POP3_INBUF];
+};
+
+/* What the password-file child tells the root parent. */
+struct auth_pwres {
+	int32_t		 verdict;
+	int32_t		 ids;			/* uid and gid fields given */
+	uint32_t	 uid, gid;
+	char		 mailbox[sizeof(((struct pop_user *)0)->mailbox)];
+};
+
+/* One password-file entry, parsed. */
+struct auth_pwent {
+	char		 hash[AUTH_HASH_MAX + 1];
+	int		 ids;
+	uid_t		 uid;
+	gid_t		 gid;
+	char		 mailbox[sizeof(((struct pop_user *)0)->mailbox)];
+};
+
+/*
+ * Unknown users are checked against this when the file has no hash to
+ * borrow the cost from (yescrypt, libcrypt's default on Debian 12), so the
+ * time spent does not tell them apart.  The password is not secret.
+ */
+#define AUTH_DUMMY_HASH	\
+	"$y$j9T$SDyErDfKaZ27kfyyVk//I/$PC3.Q25.Ij.SxxCiyZ8fi4LHk0tuiKVfNJiH911QwV1"
+
+/*
+ * The pre-login child is chrooted here: created 0755 root if absent; if it
+ * is unusable, a private directory from mkdtemp(3) under /tmp is used and
+ * removed after the pre-login phase.
+ */
+#define AUTH_EMPTY_DIR		"/run/pop3d-empty"
+#define AUTH_EMPTY_TMP		"/tmp/pop3d-empty.XXXXXX"
+
+/* How long the pre-login child may take to exit after an "ok". */
+#define AUTH_CHILD_EXIT_MS	5000
+
+static struct pop_conn	 conn;		/* one per process, 66 KB: static */
+static char		 auth_peer[128] = "unknown";
+static int		 auth_peer_known;	/* auth_peer is an address */
+static volatile sig_atomic_t auth_child;	/* the child signals go to */
+
+static int	auth_single(void);
+static int	auth_root(void);
+static void	auth_hygiene(void);
+static void	auth_peer_init(int);
+static int	auth_status(const struct pop_conn *);
+static void	auth_log_fail(const char *, int, const char *);
+static int	auth_user_syntax(const char *);
+static int	auth_user_valid(const char *);
+static int	auth_mailbox(struct pop_user *, const char *, const char *);
+static int	pw_check(const char *, const char *, const char *,
+		    struct auth_pwent *, int);
+static int	pw_parse(char *, unsigned long, const char *,
+		    struct auth_pwent *, const char **);
+static int	pw_getline(FILE *, char *, size_t);
+static int	auth_passwd_local(const struct pop_cred *, struct pop_user *);
+static int	auth_pam(const char *, const char *, struct pop_user *,
+		    pam_handle_t **, int);
+static int	auth_pam_conv(int, const struct pam_message **,
+		    struct pam_response **, void *);
+static void	auth_pam_delay(int, unsigned int, void *);
+static void	auth_pam_close(pam_handle_t *);
+static int	auth_user_ids(struct pop_user *, int, uid_t, gid_t);
+static void	auth_emptydir(char *, size_t, int *);
+static void	auth_sandbox(const char *, uid_t, gid_t);
+static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
+		    __attribute__((noreturn));
+static int	auth_rec_check(const struct auth_rec *, size_t);
+static int	auth_verify(const struct auth_rec *, struct pop_user *,
+		    pam_handle_t **);
+static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
+static void	auth_become(const struct pop_user *);
+static int	auth_wait(pid_t);
+static void	auth_forward(int);
+static void	auth_sleep_until(const struct timespec *);
+static ssize_t	auth_recv(int, void *, size_t, int);
+static ssize_t	auth_readn(int, void *, size_t);
+static void	auth_child_signals(void);
+
+int
+auth_main(void)
+{
+	if (geteuid() == 0) {
+		if (getuid() != 0)
+			fatalx("pop3d must not be installed set-user-ID");
+		return auth_root();
+	}
+	if (getuid() != geteuid() || getgid() != getegid())
+		fatalx("pop3d must not be installed set-user-ID or "
+		    "set-group-ID");
+	return auth_single();
+}
+
+/*
+ * Not root: one process, and only the invoking user's own mailbox.
+ */
+static int
+auth_single(void)
+{
+	struct pop_cred	 cred;
+	struct pop_user	 u;
+	pam_handle_t	*pamh = NULL;
+	int		 first, r, status, null;
+
+	/* Under inetd fd 2 may be the client: nothing but -d writes there. */
+	if (!opt.debug) {
+		if ((null = open("/dev/null", O_WRONLY | O_CLOEXEC)) == -1 ||
+		    dup2(null, 2) == -1)
+			fatal("/dev/null");
+		if (null != 2)
+			(void)close(null);
+	}
+	auth_peer_init(0);
+	pop_conn_init(&conn, 0, 1);
+	for (first = 1;; first = 0) {
+		if (!pop_authorize(&conn, &cred, first))
+			return auth_status(&conn);
+		memset(&u, 0, sizeof(u));
+		if (!auth_user_valid(cred.user)) {
+			auth_log_fail(cred.user, AUTH_UNKNOWN,
+			    "invalid user name");
+			r = AUTH_UNKNOWN;
+		} else if (opt.backend == POP3_AUTH_PASSWD)
+			r = auth_passwd_local(&cred, &u);
+		else
+			r = auth_pam(cred.user, cred.pass, &u, &pamh, 0);
+		pop_wipe(cred.pass, sizeof(cred.pass));
+		if (r == AUTH_OK)
+			break;
+		if (pop_auth_failed(&conn, &cred) == -1)
+			return POP3_EX_NOUSER;
+	}
+	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
+	    (unsigned long)u.uid, cred.mech, auth_peer);
+	status = pop_transaction(&conn, &u);
+	auth_pam_close(pamh);
+	return status;
+}
+
+/* The exit status of a session that ended before a login. */
+static int
+auth_status(const struct pop_conn *c)
+{
+	return c->eof ? POP3_EX_CLOSED : POP3_EX_OK;
+}
+
+/* Non-root password-file check: the entry must be ours. */
+static int
+auth_passwd_local(const struct pop_cred *cred, struct pop_user *u)
+{
+	struct auth_pwent e;
+	int		  r;
+
+	r = pw_check(opt.passwd_file, cred->user, cred->pass, &e, 0);
+	switch (r) {
+	case AUTH_OK:
+		break;
+	case AUTH_BADPASS:
+		auth_log_fail(cred->user, r, "wrong password");
+		return r;
+	case AUTH_UNKNOWN:
+		auth_log_fail(cred->user, r, "no such user");
+		return r;
+	default:
+		auth_log_fail(cred->user, r, "password file unusable");
+		return r;
+	}
+	if (e.ids && e.uid != getuid()) {
+		auth_log_fail(cred->user, AUTH_BADPASS, "the password file "
+		    "gives another uid; only the invoking user is served when "
+		    "not root");
+		return AUTH_BADPASS;
+	}
+	u->uid = getuid();
+	u->gid = getgid();
+	if (auth_mailbox(u, cred->user, e.mailbox) == -1)
+		return AUTH_ERROR;
+	return AUTH_OK;
+}
+
+/*
+ * Fills u->name and u->mailbox: the password file's mailbox field, or
+ * SPOOL/USER.  The name was checked by auth_user_valid().
+ */
+static int
+auth_mailbox(struct pop_user *u, const char *user, const char *mailbox)
+{
+	int	n;
+
+	if (strlen(user) >= sizeof(u->name))
+		return -1;
+	memcpy(u->name, user, strlen(user) + 1);
+	if (mailbox != NULL && mailbox[0] != '\0')
+		n = snprintf(u->mailbox, sizeof(u->mailbox), "%s", mailbox);
+	else
+		n = snprintf(u->mailbox, sizeof(u->mailbox), "%s/%s",
+		    opt.spool, user);
+	if (n < 0 || (size_t)n >= sizeof(u->mailbox)) {
+		pop_log(LOG_ERR, "mailbox path of user %s too long", user);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A user name as pop3d.c's parser lets one through: 1..POP3_USER_MAX
+ * octets 0x21..0x7e, no '/' or ':', not "." or "..".  Anything else in a
+ * record from the pre-login process means that process is not ours.
+ */
+static int
+auth_user_syntax(const char *user)
+{
+	size_t	i, len;
+
+	len = strnlen(user, POP3_USER_MAX + 1);
+	if (len == 0 || len > POP3_USER_MAX || strcmp(user, ".") == 0 ||
+	    strcmp(user, "..") == 0)
+		return 0;
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)user[i];
+
+		if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == ':')
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * A user name we serve, checked before it names a file or reaches PAM:
+ * the syntax above and no leading '.' or '-' (never a hidden file, never
+ * an option).  So "../x" never becomes a path.
+ */
+static int
+auth_user_valid(const char *user)
+{
+	return auth_user_syntax(user) && user[0] != '.' && user[0] != '-';
+}
+
+/* One log line per failed login; an unknown name is never logged. */
+static void
+auth_log_fail(const char *user, int verdict, const char *why)
+{
+	if (verdict == AUTH_UNKNOWN || !auth_user_valid(user))
+		pop_log(LOG_NOTICE, "login failed: UNKNOWN USER from %s: %s",
+		    auth_peer, why);
+	else
+		pop_log(LOG_NOTICE, "login failed: user %s from %s: %s", user,
+		    auth_peer, why);
+}
+
+/*
+ * The client's address for the log: getpeername() on fd, else what
+ * inetd-style launchers put in the environment, printable octets only.
+ */
+static void
+auth_peer_init(int fd)
+{
+	static const char *const env[] = {
+		"TCPREMOTEIP", "REMOTE_ADDR", "REMOTE_HOST"
+	};
+	struct sockaddr_storage ss;
+	socklen_t	 len = sizeof(ss);
+	char		 host[NI_MAXHOST];
+	const char	*s = NULL;
+	size_t		 i;
+
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_UNIX)
+			s = "local";
+		else if (getnameinfo((struct sockaddr *)&ss, len, host,
+		    sizeof(host), NULL, 0, NI_NUMERICHOST) == 0)
+			s = host;
+	}
+	for (i = 0; s == NULL && i < sizeof(env) / sizeof(env[0]); i++)
+		s = getenv(env[i]);
+	if (s == NULL || *s == '\0')
+		return;
+	auth_peer_known = strcmp(s, "local") != 0;
+	for (i = 0; i < sizeof(auth_peer) - 1 && s[i] != '\0'; i++)
+		auth_peer[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	auth_peer[i] = '\0';
+}
+
+/*
+ * The password file: "user:hash[:uid:gid[:mailbox]]" lines, '#' comments,
+ * blank lines.  A malformed line is logged with its number and ignored.
+ * Returns AUTH_OK and fills *e, AUTH_BADPASS, AUTH_UNKNOWN or AUTH_ERROR.
+ * Every line is read whoever asks, and an unknown user costs a hash of
+ * the same kind (the last one in the file), so time tells nothing.
+ * As root the file must be a root-owned regular file that group and
+ * others cannot read or write; in any mode, a file others can write is
+ * refused (whoever writes it chooses the passwords).
+ */
+static int
+pw_check(const char *file, const char *user, const char *pass,
+    struct auth_pwent *e, int root)
+{
+	static struct crypt_data cd;
+	static char	 line[AUTH_LINE_MAX + 1];
+	static char	 model[AUTH_HASH_MAX + 1];
+	struct auth_pwent cur;
+	struct stat	 st;
+	FILE		*fp;
+	const char	*name, *res;
+	unsigned long	 lineno;
+	size_t		 len;
+	int		 fd, found = 0, r, verdict;
+
+	memset(e, 0, sizeof(*e));
+	if ((fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY |
+	    O_CLOEXEC)) == -1) {
+		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+		return AUTH_ERROR;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		pop_log(LOG_ERR, "%s: not a regular file", file);
+		(void)close(fd);
+		return AUTH_ERROR;
+	}
+	if ((root && (st.st_uid != 0 || (st.st_mode & (S_IRGRP | S_IWGRP |
+	    S_IROTH | S_IWOTH)) != 0)) ||
+	    (!root && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
+		pop_log(LOG_ERR, "%s: refused: must %s by group or others "
+		    "(mode %03o, owner %lu)", file, root ? "be owned by root "
+		    "and not readable or writable" : "not be writable",
+		    (unsigned int)(st.st_mode & 07777),
+		    (unsigned long)st.st_uid);
+		(void)close(fd);
+		return AUTH_ERROR;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+		(void)close(fd);
+		return AUTH_ERROR;
+	}
+	model[0] = '\0';
+	for (lineno = 1; (r = pw_getline(fp, line, sizeof(line))) != 0;
+	    lineno++) {
+		if (r == -1 && ferror(fp)) {
+			pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+			(void)fclose(fp);
+			pop_wipe(line, sizeof(line));
+			pop_wipe(model, sizeof(model));
+			return AUTH_ERROR;
+		}
+		if (r == -1) {
+			pop_log(LOG_WARNING, "%s: line %lu: too long or "
+			    "contains NUL, ignored", file, lineno);
+			continue;
+		}
+		if (line[0] == '#' || line[strspn(line, " \t")] == '\0')
+			continue;
+		if (pw_parse(line, lineno, file, &cur, &name) == -1)
+			continue;
+		len = strlen(cur.hash);
+		if (len < sizeof(model))
+			memcpy(model, cur.hash, len + 1);
+		if (!found && strcmp(name, user) == 0) {
+			*e = cur;
+			found = 1;
+		}
+	}
+	pop_wipe(line, sizeof(line));
+	pop_wipe(&cur, sizeof(cur));
+	if (fclose(fp) == EOF)
+		pop_log(LOG_WARNING, "%s: close: %s", file, strerror(errno));
+
+	memset(&cd, 0, sizeof(cd));
+	if (found) {
+		res = crypt_rn(pass, e->hash, &cd, (int)sizeof(cd));
+		len = strlen(e->hash);
+		verdict = (res != NULL && strlen(res) == len &&
+		    memeql_sec(res, e->hash, len)) ? AUTH_OK : AUTH_BADPASS;
+	} else {
+		(void)crypt_rn(pass, model[0] != '\0' ? model :
+		    AUTH_DUMMY_HASH, &cd, (int)sizeof(cd));
+		verdict = AUTH_UNKNOWN;
+	}
+	pop_wipe(&cd, sizeof(cd));
+	pop_wipe(model, sizeof(model));
+	pop_wipe(e->hash, sizeof(e->hash));
+	return verdict;
+}
+
+/*
+ * Reads one line into buf without its newline.  1: a line; 0: end of
+ * file; -1: error, or a line too long or with a NUL (the rest of it is
+ * skipped).  Never more than the buffer, whatever the file holds.
+ */
+static int
+pw_getline(FILE *fp, char *buf, size_t size)
+{
+	size_t	n = 0;
+	int	ch, bad = 0;
+
+	while ((ch = getc(fp)) != EOF && ch != '\n') {
+		if (ch == '\0' || n + 1 >= size)
+			bad = 1;
+		else
+			buf[n++] = (char)ch;
+	}
+	buf[n] = '\0';
+	if (ch == EOF && ferror(fp))
+		return -1;
+	if (ch == EOF && n == 0 && !bad)
+		return 0;
+	return bad ? -1 : 1;
+}
+
+/* Splits one line; -1 (logged) if it is malformed. */
+static int
+pw_parse(char *line, unsigned long lineno, const char *file,
+    struct auth_pwent *e, const char **name)
+{
+	char		*f[5], *p = line, *end;
+	unsigned long	 v;
+	size_t		 i, n = 0;
+	const char	*why = NULL;
+
+	memset(e, 0, sizeof(*e));
+	f[n++] = p;
+	while (n < 5 && (p = strchr(p, ':')) != NULL) {
+		*p++ = '\0';
+		f[n++] = p;
+	}
+	if (n != 2 && n != 4 && n != 5)
+		why = "wrong number of fields";
+	else if (!auth_user_valid(f[0]))
+		why = "invalid user name";
+	else if (f[1][0] == '\0' || strlen(f[1]) > AUTH_HASH_MAX)
+		why = "empty or too long hash";
+	else if (n >= 4) {
+		for (i = 2; i < 4 && why == NULL; i++) {
+			errno = 0;
+			v = strtoul(f[i], &end, 10);
+			if (f[i][0] < '0' || f[i][0] > '9' || *end != '\0' ||
+			    errno != 0 || v >= (unsigned long)UINT32_MAX)
+				why = "uid or gid is not a number";
+			else if (i == 2)
+				e->uid = (uid_t)v;
+			else
+				e->gid = (gid_t)v;
+		}
+		e->ids = 1;
+		if (why == NULL && n == 5 && (f[4][0] != '/' ||
+		    strlen(f[4]) >= sizeof(e->mailbox)))
+			why = "mailbox is not an absolute path";
+		else if (why == NULL && n == 5)
+			memcpy(e->mailbox, f[4], strlen(f[4]) + 1);
+	}
+	if (why != NULL) {
+		pop_log(LOG_WARNING, "%s: line %lu: malformed (%s), ignored",
+		    file, lineno, why);
+		return -1;
+	}
+	memcpy(e->hash, f[1], strlen(f[1]) + 1);
+	*name = f[0];
+	return 0;
+}
+
+/*
+ * PAM.  Starts a transaction for user, authenticates with pass, checks
+ * the account, takes PAM_USER back (a module may change it) and resolves
+ * it with getpwnam(); then sets credentials and opens the session.  On
+ * AUTH_OK *hp holds the open handle (auth_pam_close() ends it), otherwise
+ * the handle is already ended.  root = 0: only the invoking user.
+ */
+static int
+auth_pam(const char *user, const char *pass, struct pop_user *u,
+    pam_handle_t **hp, int root)
+{
+	struct pam_conv	 conv = { auth_pam_conv, NULL };
+	const void	*item = NULL;
+	struct passwd	*pw;
+	pam_handle_t	*h = NULL;
+	const char	*name;
+	char		 why[160];
+	int		 rv, verdict = AUTH_BADPASS, known;
+
+	*hp = NULL;
+	why[0] = '\0';
+	conv.appdata_ptr = (void *)(uintptr_t)pass;
+	known = getpwnam(user) != NULL;
+	if ((rv = pam_start(opt.pam_service, user, &conv, &h)) != PAM_SUCCESS) {
+		pop_log(LOG_ERR, "pam_start(%s): %s", opt.pam_service,
+		    pam_strerror(NULL, rv));
+		return AUTH_ERROR;
+	}
+	/* Our fixed deadline answers failures, not PAM's own delay. */
+	if ((rv = pam_set_item(h, PAM_FAIL_DELAY,
+	    (const void *)(uintptr_t)auth_pam_delay)) != PAM_SUCCESS ||
+	    (auth_peer_known &&
+	    (rv = pam_set_item(h, PAM_RHOST, auth_peer)) != PAM_SUCCESS)) {
+		pop_log(LOG_ERR, "pam_set_item: %s", pam_strerror(h, rv));
+		verdict = AUTH_ERROR;
+		goto fail;
+	}
+	if ((rv = pam_authenticate(h, PAM_DISALLOW_NULL_AUTHTOK)) !=
+	    PAM_SUCCESS) {
+		if (rv == PAM_USER_UNKNOWN)
+			known = 0;
+		(void)snprintf(why, sizeof(why), "%s", pam_strerror(h, rv));
+		goto fail;
+	}
+	known = 1;
+	rv = pam_acct_mgmt(h, PAM_DISALLOW_NULL_AUTHTOK);
+	if (rv == PAM_NEW_AUTHTOK_REQD) {
+		(void)snprintf(why, sizeof(why), "password expired, must be "
+		    "changed (pam_acct_mgmt: %s)", pam_strerror(h, rv));
+		goto fail;
+	} else if (rv == PAM_ACCT_EXPIRED) {
+		(void)snprintf(why, sizeof(why), "account expired "
+		    "(pam_acct_mgmt: %s)", pam_strerror(h, rv));
+		goto fail;
+	} else if (rv != PAM_SUCCESS) {
+		(void)snprintf(why, sizeof(why), "account refused "
+		    "(pam_acct_mgmt: %s)", pam_strerror(h, rv));
+		goto fail;
+	}
+	if ((rv = pam_get_item(h, PAM_USER, &item)) != PAM_SUCCESS ||
+	    item == NULL || !auth_user_valid(name = item)) {
+		(void)snprintf(why, sizeof(why), "PAM_USER missing or invalid");
+		verdict = AUTH_ERROR;
+		goto fail;
+	}
+	if ((pw = getpwnam(name)) == NULL) {
+		(void)snprintf(why, sizeof(why), "PAM user %s has no passwd "
+		    "entry", name);
+		goto fail;
+	}
+	memset(u, 0, sizeof(*u));
+	if (auth_user_ids(u, root, pw->pw_uid, pw->pw_gid) == -1 ||
+	    auth_mailbox(u, name, NULL) == -1) {
+		(void)snprintf(why, sizeof(why), "user refused");
+		user = name;
+		goto fail;
+	}
+	if ((rv = pam_setcred(h, PAM_ESTABLISH_CRED)) != PAM_SUCCESS) {
+		(void)snprintf(why, sizeof(why), "pam_setcred: %s",
+		    pam_strerror(h, rv));
+		user = name;
+		goto fail;
+	}
+	if ((rv = pam_open_session(h, 0)) != PAM_SUCCESS) {
+		(void)snprintf(why, sizeof(why), "pam_open_session: %s",
+		    pam_strerror(h, rv));
+		(void)pam_setcred(h, PAM_DELETE_CRED);
+		user = name;
+		goto fail;
+	}
+	*hp = h;
+	return AUTH_OK;
+fail:
+	if (verdict == AUTH_BADPASS && !known)
+		verdict = AUTH_UNKNOWN;
+	if (verdict == AUTH_ERROR && rv == PAM_SUCCESS)
+		rv = PAM_SYSTEM_ERR;
+	auth_log_fail(user, verdict, verdict == AUTH_ERROR &&
+	    why[0] == '\0' ? "PAM error" : why);
+	(void)pam_end(h, rv == PAM_SUCCESS ? PAM_AUTH_ERR : rv);
+	return verdict;
+}
+
+/*
+ * Answers every password prompt with the password; informational and
+ * error messages are ignored (logged with -d); any other prompt fails the
+ * conversation.
+ * Some modules pass no resp for messages alone: answer nothing then.
+ */
+static int
+auth_pam_conv(int n, const struct pam_message **msg,
+    struct pam_response **resp, void *data)
+{
+	const char		*pass = data;
+	struct pam_response	*r = NULL;
+	int			 i;
+
+	if (n <= 0 || n > PAM_MAX_NUM_MSG || pass == NULL)
+		return PAM_CONV_ERR;
+	if (resp != NULL && (r = calloc((size_t)n, sizeof(*r))) == NULL)
+		return PAM_BUF_ERR;
+	for (i = 0; i < n; i++) {
+		switch (msg[i]->msg_style) {
+		case PAM_PROMPT_ECHO_OFF:
+			if (r == NULL || (r[i].resp = strdup(pass)) == NULL)
+				goto fail;
+			break;
+		case PAM_ERROR_MSG:
+		case PAM_TEXT_INFO:
+			/* Only with -d: a module may name an unknown user. */
+			if (opt.debug)
+				pop_log(LOG_DEBUG, "PAM says: %.200s",
+				    msg[i]->msg != NULL ? msg[i]->msg : "");
+			break;
+		default:
+			pop_log(LOG_WARNING, "PAM asked something other than "
+			    "a password (style %d); failing", msg[i]->msg_style);
+			goto fail;
+		}
+	}
+	if (resp != NULL)
+		*resp = r;
+	return PAM_SUCCESS;
+fail:
+	for (i = 0; r != NULL && i < n; i++) {
+		if (r[i].resp != NULL) {
+			pop_wipe(r[i].resp, strlen(r[i].resp));
+			free(r[i].resp);
+		}
+	}
+	free(r);
+	return PAM_CONV_ERR;
+}
+
+/* PAM_FAIL_DELAY: PAM's own delay would add to ours; do nothing. */
+static void
+auth_pam_delay(int status, unsigned int usec, void *data)
+{
+	(void)status;
+	(void)usec;
+	(void)data;
+}
+
+/* Closes what auth_pam() opened; safe with NULL. */
+static void
+auth_pam_close(pam_handle_t *h)
+{
+	int	rv;
+
+	if (h == NULL)
+		return;
+	if ((rv = pam_close_session(h, 0)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "pam_close_session: %s",
+		    pam_strerror(h, rv));
+	if ((rv = pam_setcred(h, PAM_DELETE_CRED)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "pam_setcred(DELETE): %s",
+		    pam_strerror(h, rv));
+	if ((rv = pam_end(h, PAM_SUCCESS)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "pam_end: %s", pam_strerror(NULL, rv));
+}
+
+/*
+ * The uid and gid a login will run as.  As root: never uid 0, gid 0 or a
+ * uid below --min-uid.  Not root: it must be the invoking user.
+ */
+static int
+auth_user_ids(struct pop_user *u, int root, uid_t uid, gid_t gid)
+{
+	if (!root) {
+		if (uid != getuid()) {
+			pop_log(LOG_WARNING, "uid %lu is not the invoking user "
+			    "(%lu); only that user is served when not root",
+			    (unsigned long)uid, (unsigned long)getuid());
+			return -1;
+		}
+		u->uid = uid;
+		u->gid = getgid();
+		return 0;
+	}
+	if (uid == 0 || gid == 0) {
+		pop_log(LOG_WARNING, "uid %lu gid %lu refused: root is never "
+		    "served", (unsigned long)uid, (unsigned long)gid);
+		return -1;
+	}
+	if (uid < opt.min_uid) {
+		pop_log(LOG_WARNING, "uid %lu refused: below --min-uid %lu",
+		    (unsigned long)uid, (unsigned long)opt.min_uid);
+		return -1;
+	}
+	u->uid = uid;
+	u->gid = gid;
+	return 0;
+}
+
+/*
+ * Root from here on.
+ */
+
+/*
+ * Start-up hygiene: descriptors above 2 closed (syslog reopened), the
+ * standard ones open, umask 077, no core dumps, time zone loaded before
+ * any chroot.
+ */
+static void
+auth_hygiene(void)
+{
+	struct rlimit	 rl = { 0, 0 };
+	int		 fd;
+
+	closelog();
+	if (close_range(3, ~0U, 0) == -1)
+		for (fd = 3; fd < 1024; fd++)
+			(void)close(fd);
+	/* A closed standard descriptor is /dev/null, not the next open. */
+	for (fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 &&
+		    open("/dev/null", O_RDWR) != fd)
+			fatal("/dev/null");
+	if (!opt.debug)
+		openlog(POP3D_NAME, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	(void)umask(077);
+	if (setrlimit(RLIMIT_CORE, &rl) == -1)
+		fatal("setrlimit(RLIMIT_CORE)");
+	tzset();
+}
+
+/*
+ * The pre-login child's chroot: AUTH_EMPTY_DIR if it is a root-owned
+ * directory nobody else can write and it is empty, else a fresh private
+ * one (*tmp = 1: remove it after the pre-login phase).
+ */
+static void
+auth_emptydir(char *buf, size_t size, int *tmp)
+{
+	struct stat	 st;
+	struct dirent	*de;
+	DIR		*d;
+	int		 entries = 0;
+
+	*tmp = 0;
+	if (mkdir(AUTH_EMPTY_DIR, 0755) == 0) {
+		if (chmod(AUTH_EMPTY_DIR, 0755) == -1)
+			fatal("chmod %s", AUTH_EMPTY_DIR);
+	} else if (errno != EEXIST)
+		goto fallback;
+	if (lstat(AUTH_EMPTY_DIR, &st) == -1 || !S_ISDIR(st.st_mode) ||
+	    st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		pop_log(LOG_WARNING, "%s: not a root-owned directory only root "
+		    "can write; using a private one", AUTH_EMPTY_DIR);
+		goto fallback;
+	}
+	if ((d = opendir(AUTH_EMPTY_DIR)) == NULL)
+		goto fallback;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			entries++;
+	(void)closedir(d);
+	if (entries != 0) {
+		pop_log(LOG_WARNING, "%s: not empty; using a private one",
+		    AUTH_EMPTY_DIR);
+		goto fallback;
+	}
+	if ((size_t)snprintf(buf, size, "%s", AUTH_EMPTY_DIR) >= size)
+		fatalx("empty dir path too long");
+	return;
+fallback:
+	if ((size_t)snprintf(buf, size, "%s", AUTH_EMPTY_TMP) >= size)
+		fatalx("empty dir path too long");
+	if (mkdtemp(buf) == NULL)
+		fatal("mkdtemp %s", AUTH_EMPTY_TMP);
+	*tmp = 1;
+}
+
+/*
+ * The pre-login child's cell: empty chroot, the unprivileged user, no
+ * groups, no new privileges, no new files, processes or descriptors.
+ */
+static void
+auth_sandbox(const char *root, uid_t uid, gid_t gid)
+{
+	struct rlimit	 zero = { 0, 0 }, three = { 3, 3 };
+	uid_t		 ru, eu, su;
+	gid_t		 rg, eg, sg;
+
+	if (chroot(root) == -1)
+		fatal("chroot %s", root);
+	if (chdir("/") == -1)
+		fatal("chdir /");
+	if (setgroups(0, NULL) == -1)
+		fatal("setgroups");
+	if (setresgid(gid, gid, gid) == -1)
+		fatal("setresgid");
+	if (setresuid(uid, uid, uid) == -1)
+		fatal("setresuid");
+	if (setuid(0) != -1 || getresuid(&ru, &eu, &su) == -1 ||
+	    getresgid(&rg, &eg, &sg) == -1 || ru != uid || eu != uid ||
+	    su != uid || rg != gid || eg != gid || sg != gid ||
+	    getgroups(0, NULL) != 0)
+		fatalx("pre-login privilege drop did not hold");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+	/*
+	 * No new descriptor: 0, 1 and 2 are taken and 3 is the limit (poll(2)
+	 * needs nfds within it); the monitor socket and syslog's stay
+	 * usable.  No file size but for a -d log, which may be a file.
+	 */
+	if (fcntl(0, F_GETFD) == -1 || fcntl(1, F_GETFD) == -1 ||
+	    fcntl(2, F_GETFD) == -1)
+		fatalx("descriptors 0, 1, 2 must be open");
+	if (setrlimit(RLIMIT_NOFILE, &three) == -1 ||
+	    setrlimit(RLIMIT_NPROC, &zero) == -1 ||
+	    (!opt.debug && setrlimit(RLIMIT_FSIZE, &zero) == -1))
+		fatal("setrlimit");
+}
+
+/*
+ * The pre-login child: runs AUTHORIZATION, sends each login to the root
+ * parent over sp as one struct auth_rec, and waits for the verdict byte.
+ */
+static void
+auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
+    gid_t gid)
+{
+	static struct auth_rec rec;
+	struct pop_cred	 cred;
+	ssize_t		 n;
+	int		 first;
+	char		 v;
+
+	if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
+		fatal("dup2");
+	if (close(in) == -1 || close(out) == -1)
+		fatal("close");
+	auth_sandbox(root, uid, gid);
+	pop_conn_init(&conn, 0, 1);
+	for (first = 1;; first = 0) {
+		if (!pop_authorize(&conn, &cred, first))
+			_exit(auth_status(&conn));
+		/* Replies so far go out before anyone else talks. */
+		(void)pop_flush(&conn);
+		memset(&rec, 0, sizeof(rec));
+		(void)snprintf(rec.user, sizeof(rec.user), "%s", cred.user);
+		(void)snprintf(rec.pass, sizeof(rec.pass), "%s", cred.pass);
+		(void)snprintf(rec.mech, sizeof(rec.mech), "%s", cred.mech);
+		rec.ilen = (uint32_t)conn.ilen;
+		memcpy(rec.ibuf, conn.ibuf, conn.ilen);
+		pop_wipe(cred.pass, sizeof(cred.pass));
+		n = send(sp, &rec, sizeof(rec), MSG_NOSIGNAL);
+		pop_wipe(&rec, sizeof(rec));
+		if (n != (ssize_t)sizeof(rec))
+			fatal("send to monitor");
+		if (auth_recv(sp, &v, 1, -1) != 1)
+			fatalx("monitor gone");
+		if (v == 'y')
+			_exit(POP3_EX_OK);
+		if (pop_auth_failed(&conn, &cred) == -1)
+			_exit(POP3_EX_NOUSER);
+	}
+}
+
+/*
+ * The record as the root parent sees it: from a process a bug may have
+ * handed to an attacker.  n is the size received (MSG_TRUNC: the size
+ * sent).  0 if it may be used, -1 (logged) if not.
+ */
+static int
+auth_rec_check(const struct auth_rec *r, size_t n)
+{
+	const char	*why = NULL;
+
+	if (n != sizeof(*r))
+		why = "wrong size";
+	else if (memchr(r->user, '\0', sizeof(r->user)) == NULL ||
+	    memchr(r->pass, '\0', sizeof(r->pass)) == NULL ||
+	    memchr(r->mech, '\0', sizeof(r->mech)) == NULL)
+		why = "unterminated field";
+	else if (!auth_user_syntax(r->user))
+		why = "impossible user name";
+	else if (strcmp(r->mech, "USER") != 0 && strcmp(r->mech, "PLAIN") != 0)
+		why = "unknown mechanism";
+	else if (r->ilen > POP3_INBUF)
+		why = "pending input too long";
+	if (why != NULL) {
+		pop_log(LOG_ERR, "pre-login process sent a bad record (%s); "
+		    "killing it", why);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Checks one record's login in the root parent.  On AUTH_OK *u is the
+ * user to become and *hp the open PAM handle (or NULL).
+ */
+static int
+auth_verify(const struct auth_rec *r, struct pop_user *u, pam_handle_t **hp)
+{
+	*hp = NULL;
+	memset(u, 0, sizeof(*u));
+	if (!auth_user_valid(r->user)) {
+		auth_log_fail(r->user, AUTH_UNKNOWN, "invalid user name");
+		return AUTH_UNKNOWN;
+	}
+	if (opt.backend == POP3_AUTH_PAM)
+		return auth_pam(r->user, r->pass, u, hp, 1);
+	return auth_passwd_root(r, u);
+}
+
+/*
+ * The password file, as root: read and hashed in a short-lived child so
+ * that no hash is ever in the parent's memory; the child returns only a
+ * verdict and the entry's uid, gid and mailbox.
+ */
+static int
+auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
+{
+	struct auth_pwres res;
+	struct auth_pwent e;
+	struct passwd	*pw;
+	ssize_t		 n;
+	pid_t		 pid;
+	int		 p[2], st;
+	uid_t		 uid;
+	gid_t		 gid;
+
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		pop_log(LOG_ERR, "pipe: %s", strerror(errno));
+		return AUTH_ERROR;
+	}
+	if ((pid = fork()) == -1) {
+		pop_log(LOG_ERR, "fork: %s", strerror(errno));
+		(void)close(p[0]);
+		(void)close(p[1]);
+		return AUTH_ERROR;
+	}
+	if (pid == 0) {
+		auth_child_signals();
+		(void)close(p[0]);
+		memset(&res, 0, sizeof(res));
+		res.verdict = pw_check(opt.passwd_file, r->user, r->pass, &e,
+		    1);
+		if (res.verdict == AUTH_OK) {
+			res.ids = e.ids;
+			res.uid = (uint32_t)e.uid;
+			res.gid = (uint32_t)e.gid;
+			memcpy(res.mailbox, e.mailbox, sizeof(res.mailbox));
+		}
+		pop_wipe(&e, sizeof(e));
+		n = write(p[1], &res, sizeof(res));
+		_exit(n == (ssize_t)sizeof(res) ? 0 : POP3_EX_OSERR);
+	}
+	(void)close(p[1]);
+	memset(&res, 0, sizeof(res));
+	n = auth_readn(p[0], &res, sizeof(res));
+	(void)close(p[0]);
+	st = auth_wait(pid);
+	if (n != (ssize_t)sizeof(res) || st != 0 || res.verdict < AUTH_OK ||
+	    res.verdict > AUTH_ERROR ||
+	    memchr(res.mailbox, '\0', sizeof(res.mailbox)) == NULL) {
+		pop_log(LOG_ERR, "password check process failed");
+		return AUTH_ERROR;
+	}
+	switch (res.verdict) {
+	case AUTH_OK:
+		break;
+	case AUTH_BADPASS:
+		auth_log_fail(r->user, res.verdict, "wrong password");
+		return res.verdict;
+	case AUTH_UNKNOWN:
+		auth_log_fail(r->user, res.verdict, "no such user");
+		return res.verdict;
+	default:
+		auth_log_fail(r->user, res.verdict, "password file unusable");
+		return res.verdict;
+	}
+	if (res.ids) {
+		uid = (uid_t)res.uid;
+		gid = (gid_t)res.gid;
+	} else if ((pw = getpwnam(r->user)) != NULL) {
+		uid = pw->pw_uid;
+		gid = pw->pw_gid;
+	} else {
+		auth_log_fail(r->user, AUTH_BADPASS, "no uid in the password "
+		    "file and no system user of that name");
+		return AUTH_BADPASS;
+	}
+	if (auth_user_ids(u, 1, uid, gid) == -1 ||
+	    auth_mailbox(u, r->user, res.mailbox) == -1) {
+		auth_log_fail(r->user, AUTH_BADPASS, "user refused");
+		return AUTH_BADPASS;
+	}
+	return AUTH_OK;
+}
+
+/*
+ * Becomes the user for good, in the user's process: the mail group as the
+ * only supplementary group when the mailbox directory is root:mail and
+ * group-writable and dotlocks are on (Debian's 2775 /var/mail), else none;
+ * then gid, then uid; and checks that none of it can be undone.
+ */
+static void
+auth_become(const struct pop_user *u)
+{
+	struct group	*gr;
+	struct stat	 st;
+	char		 dir[sizeof(u->mailbox)];
+	char		*slash;
+	gid_t		 mail = 0, g[2];
+	uid_t		 ru, eu, su;
+	gid_t		 rg, eg, sg;
+	int		 ng = 0;
+
+	memcpy(dir, u->mailbox, sizeof(dir));
+	dir[sizeof(dir) - 1] = '\0';
+	if ((slash = strrchr(dir, '/')) != NULL) {
+		if (slash == dir)
+			slash++;
+		*slash = '\0';
+	}
+	if ((opt.locks & POP3_LOCK_DOTLOCK) && slash != NULL &&
+	    (gr = getgrnam("mail")) != NULL && gr->gr_gid != 0 &&
+	    stat(dir, &st) == 0 && st.st_gid == gr->gr_gid &&
+	    (st.st_mode & S_IWGRP) != 0) {
+		mail = gr->gr_gid;
+		ng = 1;
+	}
+	if (setgroups((size_t)ng, &mail) == -1)
+		fatal("setgroups");
+	if (setresgid(u->gid, u->gid, u->gid) == -1)
+		fatal("setresgid %lu", (unsigned long)u->gid);
+	if (setresuid(u->uid, u->uid, u->uid) == -1)
+		fatal("setresuid %lu", (unsigned long)u->uid);
+	if (setuid(0) != -1 || setgid(0) != -1)
+		fatalx("could regain root after the drop");
+	if (getresuid(&ru, &eu, &su) == -1 || getresgid(&rg, &eg, &sg) == -1 ||
+	    ru != u->uid || eu != u->uid || su != u->uid || rg != u->gid ||
+	    eg != u->gid || sg != u->gid ||
+	    getgroups(2, g) != ng || (ng == 1 && g[0] != mail))
+		fatalx("privilege drop did not hold");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+/* Waits for pid; its exit status, or POP3_EX_SOFTWARE if it was killed. */
+static int
+auth_wait(pid_t pid)
+{
+	int	st;
+
+	while (waitpid(pid, &st, 0) == -1)
+		if (errno != EINTR)
+			fatal("waitpid");
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+		pop_log(LOG_ERR, "process %ld killed by signal %d", (long)pid,
+		    WTERMSIG(st));
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGPIPE ?
+	    POP3_EX_CLOSED : POP3_EX_SOFTWARE;
+}
+
+/* SIGTERM, SIGHUP, SIGINT to the root parent go to the current child. */
+static void
+auth_forward(int sig)
+{
+	int	saved = errno;
+
+	if (auth_child > 0)
+		(void)kill((pid_t)auth_child, sig);
+	errno = saved;
+}
+
+static void
+auth_sleep_until(const struct timespec *t)
+{
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, t, NULL) ==
+	    EINTR)
+		continue;
+}
+
+/*
+ * Receives one datagram from fd, waiting at most ms (-1: no limit).
+ * Returns the size sent (MSG_TRUNC: even if larger than size), 0 at end
+ * of file, -1 on error or timeout.
+ */
+static ssize_t
+auth_recv(int fd, void *buf, size_t size, int ms)
+{
+	struct pollfd	 pfd = { fd, POLLIN, 0 };
+	ssize_t		 n;
+
+	for (;;) {
+		if (ms >= 0) {
+			n = poll(&pfd, 1, ms);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return -1;
+		}
+		n = recv(fd, buf, size, MSG_TRUNC);
+		if (n == -1 && errno == EINTR)
+			continue;
+		return n;
+	}
+}
+
+/* Reads up to size bytes from a pipe, until end of file; -1 on error. */
+static ssize_t
+auth_readn(int fd, void *buf, size_t size)
+{
+	size_t	 got = 0;
+	ssize_t	 n;
+
+	while (got < size) {
+		n = read(fd, (char *)buf + got, size - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* A child starts with the default signal actions of a session. */
+static void
+auth_child_signals(void)
+{
+	auth_child = 0;
+	if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+	    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
+	    signal(SIGINT, SIG_DFL) == SIG_ERR)
+		fatal("signal");
+}
+
+/*
+ * Root: the monitor.  Forks the pre-login child, checks its logins, and
+ * on success forks the user's process and waits for it.
+ */
+static int
+auth_root(void)
+{
+	static struct auth_rec rec;
+	struct sigaction sa;
+	struct pop_user	 u;
+	struct passwd	*pw;
+	struct timespec	 t;
+	pam_handle_t	*pamh = NULL;
+	char		 empty[64];
+	ssize_t		 n;
+	pid_t		 pid;
+	uid_t		 pre_uid;
+	gid_t		 pre_gid;
+	int		 sp[2], in, out, null, tmp, fails = 0, r, status;
+	char		 v;
+
+	auth_hygiene();
+	if ((pw = getpwnam(opt.prelogin_user)) == NULL) {
+		pop_log(LOG_ERR, "pre-login user %s does not exist (create it: "
+		    "see pop3d(8))", opt.prelogin_user);
+		return POP3_EX_CONFIG;
+	}
+	if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+		pop_log(LOG_ERR, "pre-login user %s must not have uid or gid 0",
+		    opt.prelogin_user);
+		return POP3_EX_CONFIG;
+	}
+	pre_uid = pw->pw_uid;
+	pre_gid = pw->pw_gid;
+	auth_peer_init(0);
+	auth_emptydir(empty, sizeof(empty), &tmp);
+
+	/*
+	 * The client moves to private descriptors that only the children
+	 * use; 0, 1 (and 2 without -d) become /dev/null, so nothing that
+	 * runs here, PAM modules included, can talk to the client.
+	 */
+	if ((in = fcntl(0, F_DUPFD_CLOEXEC, 3)) == -1 ||
+	    (out = fcntl(1, F_DUPFD_CLOEXEC, 3)) == -1)
+		fatal("client descriptors");
+	if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) == -1)
+		fatal("/dev/null");
+	if (dup2(null, 0) == -1 || dup2(null, 1) == -1 ||
+	    (!opt.debug && dup2(null, 2) == -1) || close(null) == -1)
+		fatal("dup2 /dev/null");
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = auth_forward;
+	(void)sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    sigaction(SIGHUP, &sa, NULL) == -1 ||
+	    sigaction(SIGINT, &sa, NULL) == -1)
+		fatal("sigaction");
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL) == -1)
+		fatal("sigaction");
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
+		fatal("socketpair");
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0) {
+		auth_child_signals();
+		(void)close(sp[0]);
+		auth_prelogin(sp[1], in, out, empty, pre_uid, pre_gid);
+	}
+	auth_child = pid;
+	if (close(sp[1]) == -1)
+		fatal("close");
+
+	for (;;) {
+		memset(&rec, 0, sizeof(rec));
+		n = auth_recv(sp[0], &rec, sizeof(rec),
+		    POP3_SESSION_MAX * 1000);
+		if (n == 0) {
+			/* QUIT, EOF, timeout, or the last failure. */
+			status = auth_wait(pid);
+			if (tmp)
+				(void)rmdir(empty);
+			return status;
+		}
+		(void)clock_gettime(CLOCK_MONOTONIC, &t);
+		if (n < 0 || auth_rec_check(&rec, (size_t)n) == -1 ||
+		    fails >= POP3_AUTH_FAIL_MAX) {
+			if (n < 0 || fails >= POP3_AUTH_FAIL_MAX)
+				pop_log(LOG_ERR, "pre-login process misbehaved; "
+				    "killing it");
+			pop_wipe(&rec, sizeof(rec));
+			(void)kill(pid, SIGKILL);
+			(void)auth_wait(pid);
+			if (tmp)
+				(void)rmdir(empty);
+			return POP3_EX_SOFTWARE;
+		}
+		r = auth_verify(&rec, &u, &pamh);
+		pop_wipe(rec.pass, sizeof(rec.pass));
+		if (r == AUTH_OK)
+			break;
+		/* Our own deadline too: a subverted child gets no speed. */
+		fails++;
+		t.tv_sec += opt.fail_delay_ms / 1000;
+		t.tv_nsec += (long)(opt.fail_delay_ms % 1000) * 1000000L;
+		if (t.tv_nsec >= 1000000000L) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000L;
+		}
+		auth_sleep_until(&t);
+		if (send(sp[0], "n", 1, MSG_NOSIGNAL) != 1)
+			pop_log(LOG_ERR, "verdict to pre-login: %s",
+			    strerror(errno));
+	}
+
+	/* The pre-login child ends before the user's process talks. */
+	if (send(sp[0], "y", 1, MSG_NOSIGNAL) != 1 ||
+	    auth_recv(sp[0], &v, 1, AUTH_CHILD_EXIT_MS) != 0)
+		pop_log(LOG_WARNING, "pre-login process did not end; killing "
+		    "it");
+	(void)kill(pid, SIGKILL);
+	status = auth_wait(pid);
+	if (tmp)
+		(void)rmdir(empty);
+	(void)close(sp[0]);
+	if (status != POP3_EX_OK) {
+		pop_log(LOG_ERR, "pre-login process ended with status %d",
+		    status);
+		pop_wipe(&rec, sizeof(rec));
+		auth_pam_close(pamh);
+		return POP3_EX_SOFTWARE;
+	}
+	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
+	    (unsigned long)u.uid, rec.mech, auth_peer);
+
+	if ((pid = fork()) == -1) {
+		pop_log(LOG_ERR, "fork: %s", strerror(errno));
+		auth_pam_close(pamh);
+		return POP3_EX_OSERR;
+	}
+	if (pid == 0) {
+		auth_child_signals();
+		if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
+			fatal("dup2");
+		if (close(in) == -1 || close(out) == -1)
+			fatal("close");
+		auth_become(&u);
+		pop_conn_init(&conn, 0, 1);
+		memcpy(conn.ibuf, rec.ibuf, rec.ilen);
+		conn.ilen = rec.ilen;
+		pop_wipe(&rec, sizeof(rec));
+		return pop_transaction(&conn, &u);
+	}
+	auth_child = pid;
+	pop_wipe(&rec, sizeof(rec));
+	if (close(in) == -1 || close(out) == -1)
+		pop_log(LOG_WARNING, "close: %s", strerror(errno));
+	status = auth_wait(pid);
+	auth_pam_close(pamh);
+	return status;
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""Writes the hand-made seed corpora of fuzz/corpus/TARGET/ (run once;
+the files are in the repository, this says where each one comes from)."""
+
+import base64
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FROM = b"From sender@example.org Thu Nov 26 12:00:00 2026\n"
+
+
+def put(target, name, data):
+	d = os.path.join(HERE, "corpus", target)
+	os.makedirs(d, exist_ok=True)
+	with open(os.path.join(d, name), "wb") as f:
+		f.write(data)
+
+
+def crlf(*lines):
+	return b"".join(ln + b"\r\n" for ln in lines)
+
+
+# ---- fuzz_proto: 3 control octets (read size, write budget, stub flags),
+# then the client's octets.
+LOGIN = crlf(b"USER alice", b"PASS pw")
+PLAIN = base64.b64encode(b"\0alice\0pw")
+put("proto", "full", b"\0\0\0" + crlf(b"CAPA") + LOGIN + crlf(b"STAT",
+    b"LIST", b"LIST 2", b"UIDL", b"UIDL 3", b"RETR 1", b"TOP 2 1",
+    b"TOP 3 0", b"DELE 1", b"RSET", b"DELE 2", b"NOOP", b"CAPA", b"QUIT"))
+put("proto", "plain", b"\0\0\0" + crlf(b"AUTH", b"AUTH PLAIN " + PLAIN,
+    b"RETR 2", b"QUIT"))
+put("proto", "plain-cont", b"\0\0\0" + crlf(b"AUTH PLAIN", PLAIN,
+    b"LIST 1", b"QUIT"))
+put("proto", "plain-cancel", b"\0\0\0" + crlf(b"AUTH PLAIN", b"*",
+    b"AUTH PLAIN =", b"AUTH X", b"QUIT"))
+put("proto", "failures", b"\0\0\0" + crlf(b"PASS x", b"USER bob",
+    b"PASS x", b"USER alice", b"PASS no", b"USER alice", b"PASS pw",
+    b"STAT", b"QUIT"))
+put("proto", "bytewise", b"\x01\0\0" + LOGIN + crlf(b"LIST", b"QUIT"))
+put("proto", "gone", b"\0\x05\0" + LOGIN + crlf(b"RETR 3", b"QUIT"))
+put("proto", "open-fail", b"\0\0\x03" + LOGIN + crlf(b"STAT"))
+put("proto", "update-fail", b"\0\0\x08" + LOGIN + crlf(b"DELE 1",
+    b"QUIT"))
+put("proto", "stream-changed", b"\0\0\x10" + LOGIN + crlf(b"RETR 4",
+    b"STAT"))
+put("proto", "stream-mid", b"\0\0\x20" + LOGIN + crlf(b"TOP 4 2",
+    b"RETR 4", b"STAT"))
+put("proto", "empty", b"\0\0\x40" + LOGIN + crlf(b"LIST", b"UIDL",
+    b"RETR 1", b"QUIT"))
+put("proto", "many", b"\0\0\x80" + LOGIN + crlf(b"LIST", b"UIDL",
+    b"DELE 4999", b"LIST 4999", b"QUIT"))
+put("proto", "numbers", b"\0\0\0" + LOGIN + crlf(b"LIST 01", b"LIST +1",
+    b"LIST -1", b"LIST 0", b"LIST 1x", b"LIST 18446744073709551617",
+    b"LIST 4294967297", b"TOP 1 99999999999999999999", b"RETR", b"DELE 1 2",
+    b"QUIT"))
+put("proto", "wire", b"\0\0\0" + b"X" * 300 + b"\r\n" + b"NO\0OP\r\n" +
+    b"CAPA\rCAPA\n" + b"user alice\n" + b"pass pw\n" + b"stat\r\n" +
+    b"QUIT")
+
+# ---- fuzz_plain: one response line.
+for name, s in [("plain", PLAIN), ("authzid", base64.b64encode(
+    b"alice\0alice\0pw")), ("empty", b"="), ("cancel", b"*"),
+    ("spaces", base64.b64encode(b"\0alice\0 a b ")),
+    ("bad", b"AGFsaWNl=AHB3"), ("twonul", base64.b64encode(b"\0\0pw"))]:
+	put("plain", name, s)
+
+# ---- fuzz_mbox: mailbox files.  "\x01P" a b: a*4096+b filler octets.
+M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n"
+M2 = b"Subject: dots\n\n.\n..two\n.dot\nFrom here on\n>From quoted\n"
+put("mbox", "three", FROM + M1 + b"\n" + FROM + M2 + b"\n" +
+    b"From a Mon Jan  1 00:00 2001\nSubject: x\n\nlast")
+put("mbox", "crlf", (FROM + M1 + b"\n" + FROM + M2).replace(b"\n",
+    b"\r\n"))
+put("mbox", "pseudo", b"From MAILER-DAEMON Thu Nov 26 12:00:00 2026\n"
+    b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+    b"X-IMAP: 1 2\n\nThis text is part of the internal format.\n\n" +
+    FROM + M1 + b"\n" + FROM + M1)
+put("mbox", "twins", FROM + M1 + b"\n" + FROM + M1 + b"\n" + FROM + M1)
+put("mbox", "binary", FROM + b"Subject: b\n\nnul\0x\nbare\rcr\r\n\xff\n"
+    b"\r\n\r\nFrom x Fri Feb 29 23:59:59 MET DST 2008 remote from y\r\n"
+    b"\n\n")
+put("mbox", "only-from", FROM)
+put("mbox", "dates", FROM + b"\n\n" + b"From a Mon Jan 1 1:02 +0100 2000\n"
+    b"\n\nFrom b Tue Feb 12 12:34:56 2020 x\n\nFrom c Wed Mar  3 00:00:00 "
+    b"PST 1999\nStatus: RO\nX-UID: 4\n\nbody\n\n")
+put("mbox", "padded", FROM + b"Subject: big\n\n" + b"\x01P\x3f\xf0" +
+    b"\n\n" + FROM + b"Subject: next\n\n.x\n\x01P\x00\x40last\n")
+put("mbox", "long-header", FROM + b"X-Long: " + b"\x01P\x10\x00" +
+    b"\nSubject: s\n\nbody\n\n" + FROM + b"\n")
+put("mbox", "not-mbox", b"Subject: no From_ line\n\nbody\n")
+
+# ---- fuzz_passwd: password files.
+put("passwd", "typical", b"# comment\n\nalice:$6$salt$hash\n"
+    b"bob:$y$j9T$x$y:1000:1000\ncarol:$2b$05$z:1001:1001:/var/mail/c:x\n"
+    b"alice:second\n")
+put("passwd", "malformed", b"alice\n:x\n.alice:x\n-bob:x\nbob:\n"
+    b"bob:h:1\nbob:h:1:2:\nbob:h:x:1\nbob:h:1:4294967295\n"
+    b"bob:h:01:002:rel/path\nbob:h:1:2:/ok\n\tx:y\n")
+put("passwd", "long", b"alice:" + b"h" * 300 + b"\nbob:" + b"x" * 5000 +
+    b"\nbob:h\n" + b"dave:h\0\ndave:h2")

@@ -1,0 +1,184 @@
+/*
+ * pop3d.h: every limit and default of pop3d, with the reason for it, and the
+ * contracts between pop3d.c (protocol), auth.c (root side, authentication)
+ * and maildrop.c (the mbox spool).
+ *
+ * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
+ * the README.
+ */
+#ifndef POP3D_H
+#define POP3D_H
+
+#include <sys/types.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define POP3D_NAME	"pop3d"
+#define POP3D_VERSION	"0.1"
+
+/*
+ * Protocol limits.
+ */
+/* RFC 2449 section 4: a command line is at most 255 octets with its CRLF. */
+#define POP3_CMD_MAX		255
+/* RFC 2449 section 4: a reply line is at most 512 octets with its CRLF. */
+#define POP3_LINE_MAX		512
+/* Input buffer: one full command plus pipelined ones; never grows. */
+#define POP3_INBUF		1024
+/* Output buffer for replies and streamed messages (large writes, issue 6). */
+#define POP3_OUTBUF		(64 * 1024)
+/* RFC 1939 section 3: an autologout timer of at least 10 minutes. */
+#define POP3_TIMEOUT		600
+/* An overall session limit, so a trickling client cannot hold a process. */
+#define POP3_SESSION_MAX	(4 * 3600)
+/* Consecutive bad commands before we disconnect (Dovecot uses 20). */
+#define POP3_BAD_MAX		20
+/* Failed logins before we disconnect. */
+#define POP3_AUTH_FAIL_MAX	3
+/* A failed login is answered this long after PASS, whatever the cause. */
+#define POP3_FAIL_DELAY_MS	2000
+/* Longest user name and password accepted (both bounded by the line). */
+#define POP3_USER_MAX		64
+#define POP3_PASS_MAX		POP3_CMD_MAX
+/* RFC 1939 section 7: a unique-id is 1 to 70 characters 0x21..0x7E. */
+#define POP3_UIDL_MAX		70
+
+/*
+ * Password file limits (auth.c).
+ */
+/* Longest crypt(3) hash: yescrypt with parameters and sha512-crypt with
+ * rounds= stay below 200 octets; this leaves room for new ones. */
+#define AUTH_HASH_MAX		256
+/* Longest line: user, hash, two 10-digit ids, a mailbox path of PATH_MAX
+ * and the colons; a longer line is malformed (logged, ignored), never
+ * read into more memory. */
+#define AUTH_LINE_MAX		(POP3_USER_MAX + AUTH_HASH_MAX + 4096 + 32)
+
+/*
+ * Mailbox limits (maildrop.c).
+ */
+/* Messages per mailbox; a larger one is refused with -ERR [SYS/PERM].
+ * At 56 bytes a record this bounds the index at about 110 MB. */
+#define MD_MAX_MESSAGES		2000000
+/* How long we try to get the spool locks before -ERR [SYS/TEMP]. */
+#define MD_LOCK_WAIT		30
+/* liblockfile treats a dotlock older than 5 minutes as stale (Debian
+ * Policy 11.6); we do the same, and refresh ours every minute. */
+#define MD_DOTLOCK_STALE	300
+#define MD_DOTLOCK_REFRESH	60
+/* Read block for indexing and streaming. */
+#define MD_BLOCK		(1024 * 1024)
+
+/*
+ * Exit statuses (sysexits.h values; pop3d.8 EXIT STATUS lists each).
+ */
+#define POP3_EX_OK		0	/* session ended by QUIT */
+#define POP3_EX_CLOSED		1	/* EOF, timeout, too many errors */
+#define POP3_EX_USAGE		64	/* bad command line */
+#define POP3_EX_NOUSER		67	/* login failed, client gave up */
+#define POP3_EX_SOFTWARE	70	/* internal error */
+#define POP3_EX_OSERR		71	/* system error (fork, pipe, ...) */
+#define POP3_EX_TEMPFAIL	75	/* mailbox in use, locked, update failed */
+#define POP3_EX_CONFIG		78	/* configuration (password file, user) */
+
+/* Lock methods for --lock. */
+#define POP3_LOCK_FCNTL		0x01
+#define POP3_LOCK_DOTLOCK	0x02
+
+enum pop_backend { POP3_AUTH_PAM, POP3_AUTH_PASSWD };
+
+/* Options, set once by main() from the command line. */
+struct pop_opts {
+	const char	*spool;		/* --spool DIR: mailbox is SPOOL/USER */
+	enum pop_backend backend;	/* --auth pam | passwd:FILE */
+	const char	*passwd_file;	/* FILE of passwd:FILE */
+	const char	*pam_service;	/* --pam-service NAME, default "pop3" */
+	const char	*prelogin_user;	/* --prelogin-user NAME, default pop3d */
+	uid_t		 min_uid;	/* --min-uid N, default 1000 */
+	int		 timeout;	/* --timeout SECONDS, default 600 */
+	int		 fail_delay_ms;	/* --fail-delay MS, default 2000 */
+	int		 locks;		/* --lock fcntl,dotlock (POP3_LOCK_*) */
+	int		 debug;		/* -d: log to stderr, not syslog */
+};
+extern struct pop_opts opt;
+
+/*
+ * Logging (pop3d.c): syslog LOG_MAIL with ident "pop3d", or stderr with -d.
+ * Never pass client data as the format.
+ */
+void	pop_log(int, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));	/* + errno */
+void	fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * The connection (pop3d.c). One per process; fixed buffers, no allocation.
+ */
+struct pop_conn {
+	int		 in, out;		/* client fds (0 and 1) */
+	char		 ibuf[POP3_INBUF];	/* unread client bytes */
+	size_t		 ilen;			/* bytes valid in ibuf */
+	char		 obuf[POP3_OUTBUF];	/* replies not yet written */
+	size_t		 olen;
+	time_t		 start;			/* session start (monotonic) */
+	int		 bad;			/* consecutive bad commands */
+	int		 authfail;		/* failed logins so far */
+	int		 eof;			/* over without QUIT: EOF, timeout,
+						 * write error, bad commands */
+};
+
+/* What the AUTHORIZATION state yields: a login to check. */
+struct pop_cred {
+	char		 user[POP3_USER_MAX + 1];
+	char		 pass[POP3_PASS_MAX + 1];
+	char		 mech[16];		/* "USER" or "PLAIN" */
+	struct timespec	 when;			/* CLOCK_MONOTONIC at PASS/AUTH */
+};
+
+/* The logged-in user, as auth.c resolved it. */
+struct pop_user {
+	char		 name[POP3_USER_MAX + 1];
+	uid_t		 uid;
+	gid_t		 gid;
+	char		 mailbox[4096];	/* absolute path of the mbox */
+};
+
+/* Sets the fds (in, out) O_NONBLOCK unless a tty; starts the session clock. */
+void	pop_conn_init(struct pop_conn *, int, int);
+/*
+ * Sends the greeting, then runs the AUTHORIZATION state until the client
+ * gives a complete login (USER+PASS or AUTH PLAIN).  Returns 1 with *cred
+ * filled, 0 when the session is over (QUIT, EOF, timeout, too many bad
+ * commands: everything was already said to the client).  Called again after
+ * a failed login, it does not repeat the greeting (greet = 0).
+ */
+int	pop_authorize(struct pop_conn *, struct pop_cred *, int greet);
+/*
+ * A login failed: waits until cred->when + opt.fail_delay_ms, sends
+ * "-ERR [AUTH] ...", counts it. Returns 0 if the client may try again,
+ * -1 if that was the last allowed failure (the session is over).
+ */
+int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
+/*
+ * The user is known: opens and locks the maildrop, replies to PASS/AUTH
+ * ("+OK" or "-ERR [IN-USE]"/"-ERR [SYS/TEMP]"), runs TRANSACTION and, on
+ * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).
+ */
+int	pop_transaction(struct pop_conn *, const struct pop_user *);
+/* Writes out buffered replies; -1 on error (the client is gone). */
+int	pop_flush(struct pop_conn *);
+/* Wipes secrets (explicit_bzero), the portable way. */
+void	pop_wipe(void *, size_t);
+
+/*
+ * auth.c: everything that runs as root, and credential checks.
+ * Runs the whole session after option parsing; returns the exit status.
+ */
+int	auth_main(void);
+
+#endif /* POP3D_H */

@@ -1,0 +1,213 @@
+"""The passwd:FILE backend (issue 2, auth.c) in the one-process mode that
+pop3d uses when it is not root: hashes, the file's syntax, malformed and
+hostile lines, the uid and mailbox fields, timing, and what is logged.
+Root-mode checks of the file (owner, mode) are in test_auth_root.py."""
+
+import base64
+import os
+import time
+
+import pytest
+
+from conftest import (LIMITS, NOBODY, PASSWORD, ROOT, USER, make_hash,
+    mbox)
+
+FAIL = "-ERR [AUTH] authentication failed"
+MSG = b"Subject: hi\n\nhello\n"
+
+
+def uid():
+	return NOBODY if ROOT else os.getuid()
+
+
+def login(pop3, user=USER, password=PASSWORD, extra=()):
+	return pop3.run(["USER " + user, "PASS " + password, "STAT", "QUIT"],
+	    *extra)
+
+
+@pytest.mark.parametrize("scheme", ["sha512", "yescrypt", "bcrypt"])
+def test_hash_schemes(pop3, scheme):
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD, scheme))])
+	pop3.write_mbox([MSG])
+	t = login(pop3)
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 1 "), t
+	t = login(pop3, password=PASSWORD + "x")
+	assert t.replies[1].text == FAIL, t
+
+
+def test_comments_blank_and_malformed_lines_are_skipped(pop3):
+	h = make_hash(PASSWORD)
+	lines = [
+	    "# a comment",				# 1
+	    "",						# 2
+	    "   ",					# 3
+	    "justaname",				# 4: one field
+	    "bob:%s:1" % h,				# 5: three fields
+	    "bob:%s:x:1" % h,				# 6: uid not a number
+	    "bob:%s:1:-2" % h,				# 7: gid not a number
+	    "../x:%s" % h,				# 8: a path as a name
+	    ".hidden:%s" % h,				# 9: a dot file name
+	    "bob:",					# 10: no hash
+	    "bob:%s:1:2:relative/box" % h,		# 11: relative mailbox
+	    "bob:%s:99999999999:2" % h,			# 12: uid too large
+	    "bo b:%s" % h,				# 13: space in the name
+	    "%s:%s" % (USER, h),			# 14: good
+	]
+	pop3.write_passwd(lines)
+	t = login(pop3)
+	assert t.replies[1].ok, t
+	for n in range(4, 14):
+		assert "line %d: malformed" % n in t.stderr, (n, t.stderr)
+	for n in (1, 2, 3, 14):
+		assert "line %d:" % n not in t.stderr, (n, t.stderr)
+	assert h not in t.stderr		# no line content in the log
+
+
+def test_too_long_line_and_nul_are_malformed_and_bounded(pop3):
+	h = make_hash(PASSWORD)
+	huge = "bob:" + "x" * (8 << 20)		# 8 MB in one line
+	nul = "carol\0:%s" % h
+	limit = "d:" + "y" * (LIMITS["AUTH_LINE_MAX"] - 1)	# one too long
+	pop3.write_passwd([huge, nul, limit, "%s:%s" % (USER, h)])
+	t = login(pop3)
+	assert t.replies[1].ok, t
+	for n in (1, 2, 3):
+		assert "line %d: too long or contains NUL" % n in t.stderr, t
+
+
+def test_line_length_limit_is_exact(pop3):
+	n = LIMITS["AUTH_LINE_MAX"]
+	pop3.write_passwd(["#" + "x" * (n - 1), "#" + "x" * n,
+	    "%s:%s" % (USER, make_hash(PASSWORD))])
+	t = login(pop3)
+	assert t.replies[1].ok, t
+	assert "line 1:" not in t.stderr, t.stderr
+	assert "line 2: too long" in t.stderr, t.stderr
+
+
+def test_first_entry_of_a_user_wins(pop3):
+	pop3.write_passwd(["%s:%s" % (USER, make_hash("first")),
+	    "%s:%s" % (USER, make_hash("second"))])
+	assert login(pop3, password="first").replies[1].ok
+	assert login(pop3, password="second").replies[1].text == FAIL
+
+
+def test_mailbox_field(pop3):
+	d = pop3.base / "elsewhere"		# a dotlock can be made there
+	d.mkdir(mode=0o755)
+	pop3._own(d)
+	other = d / "box"
+	other.write_bytes(mbox([MSG, MSG, MSG]))
+	pop3._own(other)
+	os.chmod(other, 0o600)
+	pop3.write_mbox([MSG])
+	pop3.write_passwd(["%s:%s:%d:%d:%s" % (USER, make_hash(PASSWORD), uid(),
+	    uid(), other)])
+	t = login(pop3)
+	assert t.replies[2].text.startswith("+OK 3 "), t
+
+
+def test_uid_field_must_be_the_invoking_user(pop3):
+	pop3.write_mbox([MSG])
+	pop3.write_passwd(["%s:%s:%d:%d" % (USER, make_hash(PASSWORD),
+	    uid() - 1, uid())])
+	t = login(pop3)
+	assert t.replies[1].text == FAIL, t
+	assert "gives another uid" in t.stderr, t.stderr
+	assert "login: user" not in t.stderr
+
+
+def test_missing_password_file(pop3):
+	t = pop3.run(["USER " + USER, "PASS " + PASSWORD, "QUIT"],
+	    auth="passwd:%s" % (pop3.base / "nonexistent"))
+	assert t.replies[1].text == FAIL, t
+	assert "password file unusable" in t.stderr, t.stderr
+
+
+def test_password_file_that_is_a_directory(pop3):
+	t = pop3.run(["USER " + USER, "PASS " + PASSWORD, "QUIT"],
+	    auth="passwd:%s" % pop3.base)
+	assert t.replies[1].text == FAIL, t
+	assert "not a regular file" in t.stderr, t.stderr
+
+
+def test_unknown_user_costs_a_hash_too(pop3):
+	"""With no fixed delay, an unknown user still costs a hash of the
+	kind the file uses (yescrypt here), so time does not tell."""
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD, "yescrypt")),
+	    "bob:%s" % make_hash("bob pw", "yescrypt")])
+
+	def fastest(user):
+		best = None
+		for _ in range(5):
+			s = pop3.session(fail_delay=0)
+			assert s.greeting().ok
+			assert s.cmd("USER " + user).ok
+			t0 = time.monotonic()
+			r = s.cmd("PASS wrong password")
+			el = time.monotonic() - t0
+			assert r.text == FAIL
+			s.send("QUIT\r\n")
+			s.wait()
+			best = el if best is None else min(best, el)
+		return best
+	known, unknown = fastest(USER), fastest("nosuchuser")
+	assert unknown > 0.5 * known and known > 0.5 * unknown, (known, unknown)
+
+
+def test_fixed_deadline(pop3):
+	for user in (USER, "nosuchuser"):
+		s = pop3.session(fail_delay=600)
+		assert s.greeting().ok
+		assert s.cmd("USER " + user).ok
+		t0 = time.monotonic()
+		assert s.cmd("PASS wrong").text == FAIL
+		el = time.monotonic() - t0
+		assert 0.59 <= el < 1.1, (user, el)
+		s.send("QUIT\r\n")
+		s.wait()
+
+
+def test_names_that_are_paths_never_reach_the_spool(pop3):
+	"""A hidden or option-like name never names a mailbox, even if the
+	spool has such a file."""
+	for name in (".alice", "-alice"):
+		p = pop3.spool / name
+		p.write_bytes(mbox([MSG]))
+		pop3._own(p)
+		os.chmod(p, 0o600)
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD))])
+	for name in (".alice", "-alice"):
+		t = pop3.run(["USER " + name, "PASS " + PASSWORD, "QUIT"])
+		assert t.replies[1].text == FAIL or t.replies[0].err, t
+		assert "login: user" not in t.stderr
+	plain = base64.b64encode(b"\0../spool/alice\0" + PASSWORD.encode())
+	t = pop3.run(["AUTH PLAIN " + plain.decode(), "QUIT"])
+	assert t.replies[0].err, t
+
+
+def test_log_has_the_summary_and_never_the_password(pop3):
+	pop3.write_mbox([MSG, MSG])
+	secret = "S3cret-typed-as-user"
+	t = pop3.run(["USER " + secret, "PASS x", "USER " + USER,
+	    "PASS " + PASSWORD, "RETR 1", "DELE 2", "QUIT"])
+	assert t.replies[3].ok, t
+	assert "login: user %s uid %d mech USER" % (USER, uid()) in t.stderr
+	assert "UNKNOWN USER" in t.stderr
+	assert secret not in t.stderr and PASSWORD not in t.stderr, t.stderr
+	assert "retrieved 1" in t.stderr and "deleted 1" in t.stderr, t.stderr
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+def test_password_file_others_can_write_is_refused(pop3, mode):
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD))])
+	os.chmod(pop3.passwd, mode)
+	t = login(pop3)
+	assert t.replies[1].text == FAIL, t
+	assert "must not be writable by group or others" in t.stderr, t.stderr
+
+
+def test_password_file_others_can_read_is_accepted_when_not_root(pop3):
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD))])
+	os.chmod(pop3.passwd, 0o644)
+	assert login(pop3).replies[1].ok

@@ -1,0 +1,978 @@
+"""pop3d started as root (issue 3): PAM, the privilege split, the user's
+process, the password file as root, logging.
+
+Real root runs pop3d here (as inetd would), so the privilege drops are the
+real ones: /proc shows the kernel's view of each process.  cwrap provides
+the rest: nss_wrapper a private passwd/group (users below), pam_wrapper a
+private PAM stack with pam_matrix (passwords) and a small test module
+built here, pam_pop3test.so, that PAM cannot otherwise fake honestly:
+acct_mgmt returns PAM_ACCT_EXPIRED for carol and PAM_NEW_AUTHTOK_REQD for
+dave, auth maps the login "al" to PAM_USER "alice", and every call
+(authenticate, acct_mgmt, setcred, open/close_session, and pam_end through
+a data cleanup) is written to a
+log with the pid and euid that made it.
+
+A hostile pre-login process is simulated with an LD_PRELOAD shim that
+rewrites the record pop3d's pre-login child sends (send(2) of exactly a
+record's size, by a non-root process), so the real binary's root parent is
+what rejects it.
+"""
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (LIMITS, REPO, ROOT, Inetd, Session, Transcript,
+    make_hash, mbox, need)
+
+LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
+NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
+PAM_WRAPPER = LIBDIR / "libpam_wrapper.so"
+PAM_MATRIX = LIBDIR / "pam_wrapper" / "pam_matrix.so"
+
+PW = "open sesame 7"		# alice's password (a space, as PASS allows)
+PRE_UID = 990			# the pre-login user "pop3d"
+MAIL_GID = 8			# Debian's mail group
+EMPTY_DIR = "/run/pop3d-empty"
+
+# name, uid, gid, password (None: not in the PAM passdb)
+USERS = [
+	("root", 0, 0, None),
+	("pop3d", PRE_UID, PRE_UID, None),
+	("alice", 2001, 2001, PW),
+	("bob", 2002, 2002, "bob pw"),
+	("carol", 2003, 2003, "carol pw"),	# account expired
+	("dave", 2004, 2004, "dave pw"),	# password must be changed
+	("toor", 0, 0, "toor pw"),		# uid 0 under another name
+	("low", 500, 500, "low pw"),		# below --min-uid
+	("gzero", 2005, 0, "gzero pw"),		# primary group root
+	("al", 2006, 2006, "al pw"),		# PAM_USER becomes alice
+	("nobody", 65534, 65534, None),
+]
+GROUPS = [("root", 0, ""), ("mail", MAIL_GID, ""), ("staff", 50, "alice"),
+    ("pop3d", PRE_UID, "")] + [(n, g, "") for n, u, g, p in USERS
+    if g >= 1000 and n not in ("pop3d", "nobody")] + [("nogroup", 65534, "")]
+
+MSGS = [b"From: bob@example.org\nSubject: one\n\nFirst.\n",
+    b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
+
+PAM_MODULE = r"""
+#include <security/pam_modules.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *
+logpath(int argc, const char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (strncmp(argv[i], "log=", 4) == 0)
+			return argv[i] + 4;
+	return NULL;
+}
+
+static void
+note(pam_handle_t *h, const char *log, const char *what)
+{
+	const void *u = NULL, *rhost = NULL;
+	FILE *f;
+
+	if (log == NULL || (f = fopen(log, "a")) == NULL)
+		return;
+	(void)pam_get_item(h, PAM_USER, &u);
+	(void)pam_get_item(h, PAM_RHOST, &rhost);
+	fprintf(f, "%s user=%s pid=%ld euid=%ld rhost=%s\n", what,
+	    u != NULL ? (const char *)u : "-", (long)getpid(),
+	    (long)geteuid(), rhost != NULL ? (const char *)rhost : "-");
+	fclose(f);
+}
+
+static void
+cleanup(pam_handle_t *h, void *data, int err)
+{
+	(void)err;
+	note(h, data, "end");
+	free(data);
+}
+
+static const char *
+user(pam_handle_t *h)
+{
+	const char *u = NULL;
+
+	return pam_get_user(h, &u, NULL) == PAM_SUCCESS && u ? u : "";
+}
+
+int
+pam_sm_authenticate(pam_handle_t *h, int flags, int argc, const char **argv)
+{
+	const char *log = logpath(argc, argv);
+
+	(void)flags;
+	note(h, log, "auth");
+	if (log != NULL)
+		(void)pam_set_data(h, "pop3test", strdup(log), cleanup);
+	if (strcmp(user(h), "al") == 0)
+		return pam_set_item(h, PAM_USER, "alice");
+	return PAM_SUCCESS;
+}
+
+int
+pam_sm_acct_mgmt(pam_handle_t *h, int flags, int argc, const char **argv)
+{
+	(void)flags;
+	note(h, logpath(argc, argv), "acct");
+	if (strcmp(user(h), "carol") == 0)
+		return PAM_ACCT_EXPIRED;
+	if (strcmp(user(h), "dave") == 0)
+		return PAM_NEW_AUTHTOK_REQD;
+	return PAM_SUCCESS;
+}
+
+int
+pam_sm_setcred(pam_handle_t *h, int flags, int argc, const char **argv)
+{
+	note(h, logpath(argc, argv), (flags & PAM_DELETE_CRED) ?
+	    "setcred-delete" : "setcred-establish");
+	return PAM_SUCCESS;
+}
+
+int
+pam_sm_open_session(pam_handle_t *h, int flags, int argc, const char **argv)
+{
+	(void)flags;
+	note(h, logpath(argc, argv), "open");
+	return PAM_SUCCESS;
+}
+
+int
+pam_sm_close_session(pam_handle_t *h, int flags, int argc, const char **argv)
+{
+	(void)flags;
+	note(h, logpath(argc, argv), "close");
+	return PAM_SUCCESS;
+}
+"""
+
+# Must match struct auth_rec in auth.c.
+SHIM = r"""
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "pop3d.h"
+
+struct rec {
+	char		 user[POP3_USER_MAX + 1];
+	char		 pass[POP3_PASS_MAX + 1];
+	char		 mech[16];
+	uint32_t	 ilen;
+	char		 ibuf[POP3_INBUF];
+};
+
+ssize_t
+send(int fd, const void *buf, size_t len, int flags)
+{
+	static ssize_t (*real)(int, const void *, size_t, int);
+	static char big[sizeof(struct rec) + 4096];
+	struct rec *r = (struct rec *)big;
+	const char *m = getenv("POP3D_TEST_RECORD");
+	size_t i;
+
+	if (real == NULL)
+		real = (ssize_t (*)(int, const void *, size_t, int))
+		    dlsym(RTLD_NEXT, "send");
+	if (m == NULL || len != sizeof(struct rec) || getuid() == 0)
+		return real(fd, buf, len, flags);
+	memcpy(big, buf, len);
+	if (strcmp(m, "short") == 0)
+		len--;
+	else if (strcmp(m, "long") == 0)
+		len += 4096;
+	else if (strcmp(m, "user-unterminated") == 0)
+		memset(r->user, 'a', sizeof(r->user));
+	else if (strcmp(m, "pass-unterminated") == 0)
+		memset(r->pass, 'p', sizeof(r->pass));
+	else if (strcmp(m, "mech") == 0)
+		strcpy(r->mech, "CRAM-MD5");
+	else if (strcmp(m, "ilen") == 0)
+		r->ilen = POP3_INBUF + 1;
+	else if (strcmp(m, "user-path") == 0)
+		strcpy(r->user, "../../etc");
+	else if (strcmp(m, "garbage") == 0) {
+		srand(7);
+		for (i = 0; i < len; i++)
+			big[i] = (char)(rand() & 0xff);
+	} else if (strcmp(m, "flood") == 0) {
+		/* More logins than the parent allows a session. */
+		for (i = 0; i < POP3_AUTH_FAIL_MAX; i++)
+			(void)real(fd, big, len, flags);
+	}
+	return real(fd, big, len, flags);
+}
+"""
+
+
+def cc(src, out, *args):
+	cc = shutil.which("cc") or shutil.which("gcc")
+	need(cc, "a C compiler")
+	subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out),
+	    str(src)] + list(args), check=True)
+
+
+@pytest.fixture(scope="session")
+def tools(tmp_path_factory):
+	"""The cwrap libraries, the test PAM module and the record shim."""
+	need(ROOT, "runs pop3d as real root (the CI does)")
+	for p in (NSS_WRAPPER, PAM_WRAPPER, PAM_MATRIX):
+		need(p.exists(), "%s (cwrap: tests/packages.txt)" % p)
+	d = Path(tempfile.mkdtemp(prefix="pop3d-authtools.", dir="/tmp"))
+	os.chmod(d, 0o755)
+	(d / "pam_pop3test.c").write_text(PAM_MODULE)
+	cc(d / "pam_pop3test.c", d / "pam_pop3test.so", "-lpam")
+	(d / "shim.c").write_text(SHIM)
+	cc(d / "shim.c", d / "shim.so", "-I", str(REPO), "-ldl")
+	yield d
+	shutil.rmtree(d, ignore_errors=True)
+
+
+def proc_status(pid):
+	"""/proc/pid/status as a dict of strings."""
+	out = {}
+	with open("/proc/%d/status" % pid) as f:
+		for ln in f:
+			k, _, v = ln.partition(":")
+			out[k] = v.strip()
+	return out
+
+
+def proc_limits(pid):
+	out = {}
+	with open("/proc/%d/limits" % pid) as f:
+		for ln in f.readlines()[1:]:
+			name = ln[:26].strip()
+			out[name] = ln[26:].split()[:2]
+	return out
+
+
+def children(pid):
+	kids = []
+	for d in os.listdir("/proc"):
+		if not d.isdigit():
+			continue
+		try:
+			with open("/proc/%s/stat" % d) as f:
+				st = f.read()
+		except OSError:
+			continue
+		fields = st[st.rindex(")") + 2:].split()
+		if int(fields[1]) == pid and fields[0] != "Z":
+			kids.append(int(d))
+	return kids
+
+
+def one_child(pid, timeout=5):
+	"""The single live child of pid, once there is exactly one."""
+	deadline = time.monotonic() + timeout
+	while time.monotonic() < deadline:
+		k = children(pid)
+		if len(k) == 1:
+			return k[0]
+		time.sleep(0.02)
+	raise AssertionError("pid %d has children %r" % (pid, children(pid)))
+
+
+class RootEnv:
+	"""A spool, a fake user database and PAM stack, and pop3d as root."""
+
+	def __init__(self, binary, base, tools):
+		self.bin = binary
+		self.base = base
+		self.tools = tools
+		self.spool = base / "spool"
+		self.spool.mkdir()
+		os.chown(self.spool, 0, MAIL_GID)
+		os.chmod(self.spool, 0o2775)		# Debian's /var/mail
+		nss = base / "nss"
+		nss.mkdir()
+		self.nss_passwd = nss / "passwd"
+		self.nss_group = nss / "group"
+		self.nss_passwd.write_text("".join(
+		    "%s:x:%d:%d:%s:/home/%s:/bin/sh\n" % (n, u, g, n, n)
+		    for n, u, g, p in USERS))
+		self.nss_group.write_text("".join(
+		    "%s:x:%d:%s\n" % g for g in GROUPS))
+		self.passdb = base / "passdb"
+		self.passdb.write_text("".join("%s:%s:pop3\n" % (n, p)
+		    for n, u, g, p in USERS if p is not None) +
+		    "ghost:ghost pw:pop3\n")		# PAM only, no passwd entry
+		self.pamlog = base / "pam.log"
+		self.pamlog.touch()
+		os.chmod(self.pamlog, 0o666)
+		self.pamdir = base / "pam.d"
+		self.pamdir.mkdir()
+		self.write_service("pop3")
+		(self.pamdir / "other").write_text(
+		    "auth required pam_deny.so\naccount required pam_deny.so\n"
+		    "session required pam_deny.so\n")
+		for p in (base, nss, self.pamdir, self.nss_passwd, self.nss_group,
+		    self.passdb):
+			os.chmod(p, 0o755 if p.is_dir() else 0o644)
+		self.passwd = base / "passwd"		# for --auth=passwd:FILE
+		self.write_passwd(["alice:" + make_hash(PW)])
+		self.write_mbox("alice", 2001, 2001, mbox(MSGS))
+		self.cleanup = []
+
+	def write_service(self, name, account_extra=""):
+		m = self.tools / "pam_pop3test.so"
+		log = "log=%s" % self.pamlog
+		(self.pamdir / name).write_text(
+		    "auth required %s passdb=%s verbose\n"
+		    "auth required %s %s\n"
+		    "account required %s passdb=%s\n"
+		    "account required %s %s\n%s"
+		    "session required %s %s\n" % (PAM_MATRIX, self.passdb, m, log,
+		    PAM_MATRIX, self.passdb, m, log, account_extra, m, log))
+
+	def write_passwd(self, lines, mode=0o600, owner=0):
+		self.passwd.write_text("".join(ln + "\n" for ln in lines))
+		os.chown(self.passwd, owner, 0)
+		os.chmod(self.passwd, mode)
+
+	def mailbox(self, user="alice"):
+		return self.spool / user
+
+	def write_mbox(self, user, uid, gid, data, mode=0o600):
+		p = self.mailbox(user)
+		p.write_bytes(data)
+		os.chown(p, uid, gid)
+		os.chmod(p, mode)
+
+	def env(self, **extra):
+		e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C",
+		    "LD_PRELOAD": "%s %s" % (PAM_WRAPPER, NSS_WRAPPER),
+		    "PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": str(self.pamdir),
+		    # No RTLD_DEEPBIND, which the sanitizer build cannot take
+		    # (pam_wrapper 1.1.4 reads the UID_ name by mistake).
+		    "PAM_WRAPPER_DISABLE_DEEPBIND": "1",
+		    "UID_WRAPPER_DISABLE_DEEPBIND": "1",
+		    "NSS_WRAPPER_DISABLE_DEEPBIND": "1",
+		    "NSS_WRAPPER_PASSWD": str(self.nss_passwd),
+		    "NSS_WRAPPER_GROUP": str(self.nss_group)}
+		# The sanitizer build: the wrappers come before libasan, and
+		# LeakSanitizer cannot trace a process that changed its uid.
+		asan = os.environ.get("ASAN_OPTIONS", "")
+		e["ASAN_OPTIONS"] = ":".join(x for x in (asan,
+		    "verify_asan_link_order=0", "detect_leaks=0") if x)
+		for k in ("UBSAN_OPTIONS",):
+			if k in os.environ:
+				e[k] = os.environ[k]
+		e.update(extra)
+		return e
+
+	def argv(self, *extra, auth=None, fail_delay=100, debug=True):
+		a = [self.bin, "-s", str(self.spool), "-u", "pop3d",
+		    "--fail-delay", str(fail_delay)]
+		if auth:
+			a += ["-a", auth]
+		if debug:
+			a.append("-d")
+		return a + list(extra)
+
+	def kw(self, env=None, user=None):
+		kw = {"cwd": str(self.base), "env": env or self.env()}
+		if user is not None:
+			kw.update(user=user, group=user, extra_groups=[])
+		return kw
+
+	def session(self, *extra, env=None, user=None, **kw):
+		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
+		    dir=self.base)
+		s = Session(self.argv(*extra, **kw), self.kw(env, user), errf)
+		self.cleanup.append(s.kill)
+		return s
+
+	def run(self, cmds, *extra, env=None, user=None, timeout=30, **kw):
+		data = b"".join(c.encode("latin-1") + b"\r\n" for c in cmds)
+		t0 = time.monotonic()
+		p = subprocess.Popen(self.argv(*extra, **kw), stdin=subprocess.PIPE,
+		    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+		    **self.kw(env, user))
+		try:
+			out, err = p.communicate(data, timeout=timeout)
+		except subprocess.TimeoutExpired:
+			p.kill()
+			out, err = p.communicate()
+			pytest.fail("pop3d still running:\n%r" % Transcript(cmds, out,
+			    err, None, timeout))
+		return Transcript(cmds, out, err, p.returncode,
+		    time.monotonic() - t0)
+
+	def pam_events(self):
+		return [ln.split() for ln in self.pamlog.read_text().splitlines()]
+
+
+@pytest.fixture
+def root(pop3d_bin, tools):
+	base = Path(tempfile.mkdtemp(prefix="pop3d-root.", dir="/tmp"))
+	os.chmod(base, 0o755)
+	env = RootEnv(pop3d_bin, base, tools)
+	yield env
+	for f in env.cleanup:
+		f()
+	shutil.rmtree(base, ignore_errors=True)
+
+
+def plain(authz, user, pw):
+	return base64.b64encode(("%s\0%s\0%s" % (authz, user, pw)).encode()
+	    ).decode()
+
+
+# ---------------------------------------------------------------- PAM
+
+def test_pam_login_user_pass(root):
+	t = root.run(["USER alice", "PASS " + PW, "STAT", "RETR 1", "QUIT"])
+	assert t.rc == 0, t
+	assert [r.ok for r in t.replies] == [True] * 5, t
+	assert t.replies[2].text.startswith("+OK 2 "), t
+	assert b"First." in t.replies[3].data
+	assert "login: user alice uid 2001 mech USER" in t.stderr, t
+	assert PW not in t.stderr
+
+
+def test_pam_session_opened_and_closed_by_root_monitor(root):
+	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	assert t.rc == 0, t
+	ev = root.pam_events()
+	names = [e[0] for e in ev]
+	assert names == ["auth", "acct", "setcred-establish", "open", "close",
+	    "setcred-delete", "end"], ev
+	# All in one process, the root parent, which outlived the session.
+	assert len({e[2] for e in ev}) == 1, ev
+	assert {e[3] for e in ev} == {"euid=0"}, ev
+	assert all(e[1] == "user=alice" for e in ev), ev
+	assert all(e[4] == "rhost=-" for e in ev), ev	# pipes: no address
+
+
+def test_auth_plain_initial_response_and_continuation(root):
+	t = root.run(["AUTH PLAIN " + plain("", "alice", PW), "STAT", "QUIT"])
+	assert [r.ok for r in t.replies] == [True] * 3, t
+	assert "mech PLAIN" in t.stderr
+	s = root.session()
+	assert s.greeting().ok
+	s.send("AUTH PLAIN\r\n")
+	r = s.readline()
+	assert r.startswith(b"+ "), r
+	r = s.cmd(plain("alice", "alice", PW))
+	assert r.ok, (r, s.stderr())
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+def test_auth_plain_failures(root):
+	t = root.run(["AUTH PLAIN " + plain("", "alice", "wrong"),
+	    "AUTH PLAIN " + plain("bob", "alice", PW), "AUTH PLAIN !!!!",
+	    "QUIT"])
+	assert t.replies[0].text == "-ERR [AUTH] authentication failed", t
+	assert t.replies[1].err and t.replies[2].err, t
+	assert t.rc == 0, t
+	assert "login: user" not in t.stderr
+	assert PW not in t.stderr and "wrong" not in t.stderr
+	s = root.session()
+	assert s.greeting().ok
+	s.send("AUTH PLAIN\r\n")
+	assert s.readline().startswith(b"+ ")
+	assert s.cmd("*").err
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+	ev = [e[0] for e in root.pam_events()]
+	assert ev.count("end") == ev.count("auth") == 1, ev
+
+
+def timed_failure(root, user, pw, delay):
+	s = root.session(fail_delay=delay)
+	assert s.greeting().ok
+	assert s.cmd("USER " + user).ok
+	t0 = time.monotonic()
+	r = s.cmd("PASS " + pw, timeout=delay / 1000 + 10)
+	el = time.monotonic() - t0
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+	return r.text, el, s.stderr()
+
+
+@pytest.mark.parametrize("auth", ["pam", "passwd"])
+def test_unknown_user_and_wrong_password_identical(root, auth):
+	a = None if auth == "pam" else "passwd:%s" % root.passwd
+	res = {}
+	for user, pw in (("alice", "not it"), ("nosuchuser", "x"),
+	    ("ghost", "ghost pw"), ("alice", PW + "x")):
+		s = root.session(auth=a, fail_delay=700)
+		assert s.greeting().ok
+		assert s.cmd("USER " + user).ok
+		t0 = time.monotonic()
+		r = s.cmd("PASS " + pw, timeout=10)
+		res[(user, pw)] = (r.text, time.monotonic() - t0)
+		s.send("QUIT\r\n")
+		s.wait()
+		log = s.stderr()
+		assert pw not in log
+		if user == "nosuchuser":
+			assert user not in log, log
+			assert "UNKNOWN USER" in log, log
+	texts = {v[0] for v in res.values()}
+	assert texts == {"-ERR [AUTH] authentication failed"}, res
+	# The fixed deadline: 700 ms after PASS, whatever happened.
+	for v in res.values():
+		assert 0.69 <= v[1] < 1.2, res
+
+
+def test_three_failures_disconnect(root):
+	cmds = []
+	for i in range(3):
+		cmds += ["USER alice", "PASS bad%d" % i]
+	t = root.run(cmds + ["USER alice", "PASS " + PW])
+	assert [r.text for r in t.replies[1:6:2]] == [
+	    "-ERR [AUTH] authentication failed"] * 3, t
+	assert len(t.replies) == 6, t
+	assert t.rc == LIMITS["POP3_EX_NOUSER"], t
+
+
+@pytest.mark.parametrize("user,why", [
+	("carol", "account expired"),
+	("dave", "password expired"),
+])
+def test_account_refused_by_pam_acct_mgmt(root, user, why):
+	t = root.run(["USER " + user, "PASS %s pw" % user, "QUIT"])
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert "user %s" % user in t.stderr and why in t.stderr, t.stderr
+	assert "login: user" not in t.stderr
+	ev = [e[0] for e in root.pam_events()]
+	assert "open" not in ev and ev[-1] == "end", ev
+
+
+def test_account_denied_by_pam_stack(root):
+	root.write_service("pop3", "account requisite pam_deny.so\n")
+	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	assert t.replies[1].err, t
+	assert "account refused" in t.stderr, t.stderr
+
+
+@pytest.mark.parametrize("user,why", [
+	("toor", "uid 0"),
+	("low", "below --min-uid"),
+	("gzero", "gid 0"),
+])
+def test_root_and_low_ids_refused(root, user, why):
+	t = root.run(["USER " + user, "PASS %s pw" % user, "QUIT"])
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert why in t.stderr, t.stderr
+	assert "login: user" not in t.stderr
+	ev = [e[0] for e in root.pam_events()]
+	assert "open" not in ev and ev[-1] == "end", ev
+
+
+def test_min_uid_option(root):
+	root.write_mbox("low", 500, 500, b"")
+	t = root.run(["USER low", "PASS low pw", "STAT", "QUIT"], "-m", "500")
+	assert t.replies[1].ok, t
+	assert "login: user low uid 500" in t.stderr
+
+
+def test_pam_user_changed_by_module_is_used(root):
+	s = root.session()
+	assert s.greeting().ok
+	assert s.cmd("USER al").ok
+	r = s.cmd("PASS al pw")
+	assert r.ok, (r, s.stderr())
+	assert s.cmd("STAT").text.startswith("+OK 2 ")	# alice's mailbox
+	st = proc_status(one_child(s.proc.pid))
+	assert st["Uid"].split() == ["2001"] * 4, st
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+	assert "login: user alice uid 2001" in s.stderr()
+
+
+def test_pam_user_without_passwd_entry_refused(root):
+	t = root.run(["USER ghost", "PASS ghost pw", "QUIT"])
+	assert t.replies[1].err, t
+	assert "UNKNOWN USER" in t.stderr or "no passwd entry" in t.stderr
+
+
+def test_pam_service_option(root):
+	root.write_service("popmail")
+	(root.pamdir / "pop3").unlink()
+	# pam_matrix's account check wants the service named in its passdb.
+	root.passdb.write_text(root.passdb.read_text().replace(":pop3\n",
+	    ":popmail\n"))
+	t = root.run(["USER alice", "PASS " + PW, "QUIT"], "-P", "popmail")
+	assert t.replies[1].ok, t
+	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	assert t.replies[1].err, t
+
+
+# ---------------------------------------------------------------- processes
+
+def test_prelogin_process_is_sandboxed(root):
+	s = root.session(debug=False)
+	assert s.greeting().ok
+	pid = s.proc.pid
+	c = one_child(pid)
+	st = proc_status(c)
+	assert st["Uid"].split() == [str(PRE_UID)] * 4, st
+	assert st["Gid"].split() == [str(PRE_UID)] * 4, st
+	assert st["Groups"] == "", st
+	assert st["NoNewPrivs"] == "1", st
+	assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, st
+	rootdir = os.readlink("/proc/%d/root" % c)
+	assert rootdir == EMPTY_DIR or rootdir.startswith("/tmp/pop3d-empty."), \
+	    rootdir
+	assert os.listdir("/proc/%d/root/" % c) == []
+	assert os.readlink("/proc/%d/cwd" % c) == rootdir
+	lim = proc_limits(c)
+	assert lim["Max open files"] == ["3", "3"], lim
+	assert lim["Max processes"] == ["0", "0"], lim
+	assert lim["Max file size"] == ["0", "0"], lim
+	assert lim["Max core file size"] == ["0", "0"], lim
+	# The root parent is out of the client's reach meanwhile.
+	pst = proc_status(pid)
+	assert pst["Uid"].split()[1] == "0"
+	for fd in (0, 1, 2):
+		assert os.readlink("/proc/%d/fd/%d" % (pid, fd)) == "/dev/null"
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+def test_user_process_runs_as_the_user(root):
+	s = root.session()
+	assert s.greeting().ok
+	client_fds = {os.readlink("/proc/self/fd/%d" % f.fileno())
+	    for f in (s.proc.stdin, s.proc.stdout)}	# our ends of the pipes
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok
+	pid = s.proc.pid
+	c = one_child(pid)
+	st = proc_status(c)
+	assert st["Uid"].split() == ["2001"] * 4, st
+	assert st["Gid"].split() == ["2001"] * 4, st
+	# Only the mail group (the spool is root:mail 2775), never staff or 0.
+	assert st["Groups"].split() == [str(MAIL_GID)], st
+	assert st["NoNewPrivs"] == "1", st
+	for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+		assert int(st[cap], 16) == 0, st
+	assert os.readlink("/proc/%d/root" % c) == "/"
+	# The user's process has the client; the root parent does not.
+	assert {os.readlink("/proc/%d/fd/%d" % (c, fd)) for fd in (0, 1)} == \
+	    client_fds
+	pfds = {os.readlink("/proc/%d/fd/%s" % (pid, fd))
+	    for fd in os.listdir("/proc/%d/fd" % pid)}
+	assert not pfds & client_fds, pfds
+	assert proc_status(pid)["Uid"].split()[1] == "0"
+	assert s.cmd("STAT").ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+def test_no_mail_group_when_the_spool_does_not_need_it(root):
+	os.chown(root.spool, 0, 0)
+	os.chmod(root.spool, 0o755)
+	s = root.session("--lock", "fcntl")
+	assert s.greeting().ok
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	st = proc_status(one_child(s.proc.pid))
+	assert st["Groups"] == "", st
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+def test_sigterm_to_the_monitor_ends_the_session_and_pam(root):
+	s = root.session()
+	s.login("alice", PW)
+	c = one_child(s.proc.pid)
+	os.kill(s.proc.pid, signal.SIGTERM)
+	s.wait(10)
+	assert not os.path.exists("/proc/%d/status" % c) or \
+	    proc_status(c)["State"].startswith("Z")
+	ev = [e[0] for e in root.pam_events()]
+	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
+
+
+def test_missing_prelogin_user_is_a_config_error(root):
+	t = root.run(["QUIT"], "-u", "nosuchprelogin")
+	assert t.rc == LIMITS["POP3_EX_CONFIG"], t
+	assert "nosuchprelogin" in t.stderr
+
+
+# ---------------------------------------------------------------- records
+
+@pytest.mark.parametrize("mode,why", [
+	("short", "wrong size"),
+	("long", "wrong size"),
+	("garbage", "bad record"),
+	("user-unterminated", "unterminated"),
+	("pass-unterminated", "unterminated"),
+	("mech", "unknown mechanism"),
+	("ilen", "pending input"),
+	("user-path", "impossible user name"),
+	("flood", "misbehaved"),
+])
+def test_hostile_record_is_rejected(root, mode, why):
+	env = root.env(LD_PRELOAD="%s %s %s" % (root.tools / "shim.so",
+	    PAM_WRAPPER, NSS_WRAPPER), POP3D_TEST_RECORD=mode)
+	pw = "wrong" if mode == "flood" else PW
+	t = root.run(["USER alice", "PASS " + pw, "STAT"], env=env)
+	assert t.rc == LIMITS["POP3_EX_SOFTWARE"], t
+	assert why in t.stderr, t.stderr
+	assert "login: user" not in t.stderr
+	if mode == "flood":
+		# The child's one login failed; the parent killed it at the
+		# record past the session's limit.
+		assert t.replies[1].err, t
+	else:
+		assert len(t.replies) == 1, t	# +OK to USER, then nothing
+	assert "open" not in [e[0] for e in root.pam_events()]
+
+
+def test_pipelined_commands_reach_the_user_process(root):
+	t = root.run(["USER alice", "PASS " + PW, "STAT", "LIST", "UIDL",
+	    "NOOP", "QUIT"])
+	assert [r.ok for r in t.replies] == [True] * 7, t
+	assert t.rc == 0
+
+
+# ---------------------------------------------------------------- passwd:FILE
+
+def test_passwd_file_as_root(root):
+	other = root.base / "elsewhere"		# bob may make dotlocks there
+	other.mkdir(mode=0o755)
+	os.chown(other, 2002, 2002)
+	(other / "box").write_bytes(mbox(MSGS))
+	os.chown(other / "box", 2002, 2002)
+	os.chmod(other / "box", 0o600)
+	root.write_passwd([
+	    "# alice: uid and gid from the system (getpwnam)",
+	    "alice:" + make_hash(PW, "yescrypt"),
+	    "bob:%s:2002:2002:%s" % (make_hash("bob pw"), other / "box"),
+	    "toor:%s:0:0" % make_hash("toor pw"),
+	    "low:%s:500:500" % make_hash("low pw"),
+	])
+	a = "passwd:%s" % root.passwd
+	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], auth=a)
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
+	assert "login: user alice uid 2001" in t.stderr
+	t = root.run(["USER bob", "PASS bob pw", "STAT", "QUIT"], auth=a)
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
+	for u, why in (("toor", "uid 0"), ("low", "below --min-uid")):
+		t = root.run(["USER " + u, "PASS %s pw" % u, "QUIT"], auth=a)
+		assert t.replies[1].err and why in t.stderr, t
+	assert "open" not in [e[0] for e in root.pam_events()]
+
+
+@pytest.mark.parametrize("mode,owner", [
+	(0o640, 0), (0o604, 0), (0o620, 0), (0o600, 2001)])
+def test_unsafe_passwd_file_refused_as_root(root, mode, owner):
+	root.write_passwd(["alice:" + make_hash(PW)], mode=mode, owner=owner)
+	t = root.run(["USER alice", "PASS " + PW, "QUIT"],
+	    auth="passwd:%s" % root.passwd)
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert "must be owned by root" in t.stderr, t.stderr
+
+
+def test_passwd_hashes_never_reach_the_monitor(root):
+	"""The file is read in a short-lived child: the monitor never opens
+	it (its open descriptors during the session show no such file)."""
+	a = "passwd:%s" % root.passwd
+	s = root.session(auth=a)
+	s.login("alice", PW)
+	pid = s.proc.pid
+	fds = [os.readlink("/proc/%d/fd/%s" % (pid, fd))
+	    for fd in os.listdir("/proc/%d/fd" % pid)]
+	assert str(root.passwd) not in fds
+	with open("/proc/%d/maps" % pid) as f:
+		assert str(root.passwd) not in f.read()
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+# ---------------------------------------------------------------- logging
+
+def test_login_line_has_the_client_address(root):
+	errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.", dir=root.base)
+	d = Inetd(root.argv(), root.kw(), errf)
+	root.cleanup.append(d.kill)
+	with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
+		f = c.makefile("rwb")
+		assert f.readline().startswith(b"+OK")
+		for ln in (b"USER alice", ("PASS " + PW).encode(), b"QUIT"):
+			f.write(ln + b"\r\n")
+			f.flush()
+			assert f.readline().startswith(b"+OK")
+	assert d.wait() == 0
+	assert "login: user alice uid 2001 mech USER from 127.0.0.1" in \
+	    d.stderr(), d.stderr()
+	ev = root.pam_events()
+	assert ev and all(e[4] == "rhost=127.0.0.1" for e in ev), ev
+
+
+def test_client_address_from_the_environment(root):
+	t = root.run(["USER nosuch", "PASS x", "QUIT"],
+	    env=root.env(TCPREMOTEIP="192.0.2.7"))
+	assert "UNKNOWN USER from 192.0.2.7" in t.stderr, t.stderr
+	ev = root.pam_events()
+	assert ev and all(e[4] == "rhost=192.0.2.7" for e in ev), ev
+
+
+def test_password_typed_as_user_name_is_not_logged(root):
+	secret = "Tr0ub4dor&3"
+	t = root.run(["USER " + secret, "PASS alice", "USER alice",
+	    "PASS " + PW, "QUIT"])
+	assert t.replies[3].ok, t
+	assert secret not in t.stderr and PW not in t.stderr, t.stderr
+	assert "UNKNOWN USER" in t.stderr
+
+
+def test_syslog_lines(root, tmp_path):
+	"""Without -d, every process logs through syslog(3), the chrooted
+	pre-login one included: run pop3d in a private mount namespace whose
+	/dev/log is our socket."""
+	need(shutil.which("unshare") and shutil.which("mount"), "unshare")
+	sock_path = tmp_path / "log"
+	srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+	srv.bind(str(sock_path))
+	srv.settimeout(0.2)
+	script = ("mount -t tmpfs -o mode=755 none /dev && "
+	    "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec \"$@\"" %
+	    sock_path)
+	argv = ["unshare", "-m", "sh", "-c", script, "sh"] + root.argv(
+	    debug=False)
+	cmds = ["USER nosuch", "PASS " + PW + "!", "USER alice", "PASS " + PW,
+	    "STAT", "RETR 1", "DELE 2", "QUIT"]
+	p = subprocess.run(argv, input=b"".join(c.encode() + b"\r\n"
+	    for c in cmds), capture_output=True, timeout=30, **root.kw())
+	got = []
+	while True:
+		try:
+			got.append(srv.recv(4096).decode("utf-8", "replace"))
+		except socket.timeout:
+			break
+	srv.close()
+	assert p.returncode == 0, (p, got)
+	log = "\n".join(got)
+	assert got and all(int(g[1:g.index(">")]) // 8 == 2 for g in got), \
+	    got				# LOG_MAIL
+	assert "pop3d[" in log
+	assert "UNKNOWN USER" in log and "nosuch" not in log, log
+	assert "login: user alice uid 2001" in log, log
+	assert "retrieved 1" in log and "deleted 1" in log, log
+	assert PW not in log, log
+
+
+# ---------------------------------------------------------------- not root
+
+def test_non_root_pam_serves_only_the_invoking_user(root):
+	"""Started as alice (not root): one process, PAM checks alice's own
+	password; another user's correct password is refused."""
+	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], "-l",
+	    "fcntl", user=2001)		# not in the mail group: no dotlocks
+	assert t.replies[1].ok, t
+	assert t.rc == 0, t
+	t = root.run(["USER bob", "PASS bob pw", "QUIT"], user=2001)
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert "not the invoking user" in t.stderr, t.stderr
+	assert "login: user" not in t.stderr
+
+
+# ---------------------------------------------------------------- the spool
+
+def spool_state(*paths):
+	out = []
+	for p in paths:
+		st = os.lstat(p)
+		data = None if stat.S_ISLNK(st.st_mode) else Path(p).read_bytes()
+		out.append((str(p), st.st_mode, st.st_uid, st.st_nlink,
+		    st.st_mtime_ns, st.st_size, data,
+		    os.readlink(p) if stat.S_ISLNK(st.st_mode) else None))
+	return out
+
+
+def refused_login(root):
+	s = root.session()
+	assert s.greeting().ok
+	assert s.cmd("USER alice").ok
+	r = s.cmd("PASS " + PW, timeout=LIMITS["MD_LOCK_WAIT"] + 15)
+	if r is not None and r.ok:
+		# Whatever happens, nothing may be read: no message is shown.
+		st = s.cmd("STAT")
+		assert st.text.startswith("+OK 0 ") or st.err, st
+	try:
+		s.send("QUIT\r\n")
+	except BrokenPipeError:		# pop3d ended the session itself
+		pass
+	s.wait(LIMITS["MD_LOCK_WAIT"] + 15)
+	return r, s.stderr()
+
+
+def victim(root, owner=2001):
+	v = root.base / "victim"
+	v.write_bytes(mbox([b"Subject: secret\n\nnot alice's mail\n"]))
+	os.chown(v, owner, owner)
+	os.chmod(v, 0o600)
+	return v
+
+
+def test_symlinked_mailbox_refused(root):
+	v = victim(root)
+	root.mailbox().unlink()
+	root.mailbox().symlink_to(v)
+	before = spool_state(v, root.mailbox())
+	r, log = refused_login(root)
+	assert r is not None and r.text.startswith("-ERR [SYS/PERM]"), (r, log)
+	assert spool_state(v, root.mailbox()) == before
+	assert "symbolic link" in log, log
+
+
+def test_foreign_owned_mailbox_refused(root):
+	os.chown(root.mailbox(), 2002, 2002)
+	os.chmod(root.mailbox(), 0o644)		# readable: still not served
+	before = spool_state(root.mailbox())
+	r, log = refused_login(root)
+	assert r is not None and r.text.startswith("-ERR [SYS/PERM]"), (r, log)
+	assert spool_state(root.mailbox()) == before
+	assert "not owned by the user" in log, log
+
+
+def test_hard_linked_mailbox_refused(root):
+	link = root.base / "other-name"
+	os.link(root.mailbox(), link)
+	before = spool_state(root.mailbox(), link)
+	r, log = refused_login(root)
+	assert r is not None and r.text.startswith("-ERR [SYS/PERM]"), (r, log)
+	assert spool_state(root.mailbox(), link) == before
+	assert "more than one link" in log, log
+
+
+def test_symlinked_dotlock_is_not_followed(root):
+	v = victim(root, owner=0)
+	lock = root.spool / "alice.lock"
+	lock.symlink_to(v)
+	box = spool_state(root.mailbox())
+	before = spool_state(v, lock)
+	r, log = refused_login(root)
+	assert r is not None and r.text.startswith("-ERR [SYS/PERM]"), (r, log)
+	assert spool_state(v, lock) == before	# link and target untouched
+	assert spool_state(root.mailbox()) == box
+	assert "not a regular file" in log, log

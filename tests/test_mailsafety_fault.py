@@ -1,0 +1,591 @@
+"""Crash-proof update (issue 4): kill -9, ENOSPC and EIO injected at every
+write (write, pwrite, copy_file_range), fsync, ftruncate, rename, unlink
+and link of maildrop.c (build/fault/pop3d, POP3D_FAULT=kind:N), one real
+full disk, and the order of the update's writes and fsyncs (strace).
+
+After every fault the next session, run with the binary under test, must
+succeed and find the mailbox either exactly as it was before the update
+(every deleted message still there) or exactly as the update leaves it
+(every deleted message gone), never anything in between: each kept
+message byte-identical, no fragment, no duplicate, the journal gone, the
+repair logged.  Appended mail is kept in both.
+
+The counter runs from the start of the process, so the first steps are
+the spool locks of the login (dotlock: write, link, unlink; release:
+unlink), then those of the update, the journal, its application and the
+release of the locks.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import LIMITS, ROOT, USER, mbox, need, parse_mbox
+from mailsafety import (DOTLOCK, JOURNAL, Run, census, describe,
+    fault_binary, journals, leftovers, message)
+
+# Steps of one update stay far below this; a run past it is a bug.
+MAX_STEPS = 200
+ERRTEXT = {"enospc": os.strerror(28), "eio": os.strerror(5)}
+REPAIR_LOG = re.compile(r"repaired an interrupted update|completed an "
+    r"interrupted update|removed the journal of an update")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fault_build():
+	fault_binary()
+
+
+# A body of about 1.4 MB: the journal and its application copy it in
+# several MD_BLOCK pieces, so a fault can fall between two of them.
+BIG_BODY = b"".join(b"%07d a line of the big message, to be copied\n" % i
+    for i in range(1400000 // 48))
+ODD_BODY = (b"crlf line\r\nnul\x00 and bare\rcr\n\n\nblank lines above\n"
+    b">From a quoted From_ line\n.\n")
+
+
+def six(big=False):
+	msgs = [message(i) for i in range(1, 7)]
+	msgs[2] = message(3, body=ODD_BODY)
+	if big:
+		msgs[1] = message(2, body=BIG_BODY)
+	return msgs
+
+
+class Scenario:
+	"""A mailbox, the messages a session deletes, mail appended during
+	the session (after PASS, before DELE)."""
+
+	def __init__(self, msgs, dele, append=None, final_newline=True):
+		self.msgs = msgs
+		self.dele = dele
+		self.append = append
+		self.fnl = final_newline
+
+	@property
+	def initial(self):
+		return mbox(self.msgs, final_newline=self.fnl)
+
+	def kept(self):
+		return [m for i, m in enumerate(self.msgs, 1)
+		    if i not in self.dele]
+
+	def before(self, appended):
+		if appended:
+			return mbox(self.msgs + [self.append])
+		return self.initial
+
+	def after(self, appended):
+		kept = self.kept()
+		if appended:
+			return mbox(kept + [self.append])
+		# A deleted last message leaves a whole record at the end.
+		fnl = self.fnl or len(self.msgs) in self.dele
+		return mbox(kept, final_newline=fnl) if kept else b""
+
+
+SCENARIOS = {
+	"first": Scenario(six(big=True), [1]),
+	"last": Scenario(six(), [6]),
+	"every_other": Scenario(six(), [1, 3, 5]),
+	"all": Scenario(six(), [1, 2, 3, 4, 5, 6]),
+	"appended": Scenario(six(), [2, 4], append=message(7, tag="new")),
+	"no_final_newline": Scenario(six(), [2, 5], final_newline=False),
+}
+
+
+class FaultRun:
+	"""What one session under POP3D_FAULT did."""
+
+	def __init__(self, fault, run, pas, quit, appended):
+		self.fault = fault
+		self.rc = run.rc
+		self.log = run.log
+		self.stderr = run.stderr
+		self.pas = pas
+		self.quit = quit
+		self.appended = appended
+
+	@property
+	def killed(self):
+		return self.rc == -9
+
+	def __repr__(self):
+		return "POP3D_FAULT=%s: exit %s\n%s\nstderr:\n%s" % (self.fault,
+		    self.rc, self.log, self.stderr[-3000:])
+
+
+def reset(pop3, data):
+	"""A spool with only the mailbox, holding data (rewritten in place:
+	the inode stays, as a journal kept by restore() names it)."""
+	for f in pop3.spool_files():
+		if f != USER:
+			os.unlink(pop3.spool / f)
+	pop3.write_mbox(data)
+	return os.stat(pop3.mailbox())
+
+
+def fault_run(pop3, sc, fault):
+	"""Login, (append), DELE each of sc.dele, QUIT under POP3D_FAULT."""
+	appended = False
+	quit = None
+	with Run(pop3, binary=fault_binary(), env={"POP3D_FAULT": fault},
+	    timeout=60) as r:
+		pas = r.login()
+		if pas is not None and pas.ok:
+			if sc.append is not None:
+				pop3.append_mbox(mbox([sc.append]))
+				appended = True
+			for n in sc.dele:
+				d = r.cmd("DELE %d" % n)
+				if d is None:
+					break
+				assert d.ok, r.log
+			else:
+				quit = r.cmd("QUIT", timeout=60)
+		r.close(timeout=60)
+	return FaultRun(fault, r, pas, quit, appended)
+
+
+def state(data, sc, appended):
+	if data == sc.before(appended):
+		return "before"
+	if data == sc.after(appended):
+		return "after"
+	return "partial"
+
+
+def next_session(pop3, sc, res, st0):
+	"""The next session (binary under test) after res; checks everything
+	the issue asks and returns "before" or "after"."""
+	was_journal = bool(journals(pop3))
+	was_lock = DOTLOCK in pop3.spool_files()
+	now = pop3.read_mbox()
+	t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
+	data = pop3.read_mbox()
+	before = sc.before(res.appended)
+	after = sc.after(res.appended)
+	ctx = "%r\nmailbox after the fault: %s\nnext session:\n%r" % (res,
+	    describe(now), t)
+	assert len(t) == 4 and t[1].ok, "the next session failed:\n" + ctx
+	# No fragment, no duplicate, nothing lost: the multiset of messages
+	# is one of the two, then the octets are.
+	c = census(data)
+	assert c in (census(before), census(after)), (
+	    "mailbox is %s\nbefore: %s\nafter: %s\n%s" % (describe(data),
+	    describe(before), describe(after), ctx))
+	assert data in (before, after), "same messages, other octets:\n" + ctx
+	n = len(parse_mbox(data))
+	assert t[2].text.startswith("+OK %d " % n), ctx
+	assert t[3].ok and t.rc == 0, ctx
+	# The journal and our dotlock are gone; a temporary lock file of a
+	# killed link() step may stay (liblockfile leaves those too).
+	left = [f for f in leftovers(pop3) if not f.startswith(".pop3d-lk.")]
+	assert left == [], "left in the spool: %r\n%s" % (left, ctx)
+	if was_journal:
+		assert REPAIR_LOG.search(t.stderr), "repair not logged:\n" + ctx
+	if was_lock:
+		assert "stale dotlock" in t.stderr, "stale lock not logged:\n" + ctx
+	# Same file: inode, owner and mode kept.
+	st = os.stat(pop3.mailbox())
+	assert (st.st_ino, st.st_uid, st.st_mode) == (st0.st_ino, st0.st_uid,
+	    st0.st_mode), ctx
+	return "before" if data == before else "after"
+
+
+_scan = {}
+
+
+def kill_scan(pop3, name):
+	"""kill:N for N = 1, 2, ... until a run is not killed.  Returns
+	(steps, commit): the number of fault points of the whole session and
+	the first N whose kill leaves the update done (the journal is
+	committed from there on)."""
+	if name in _scan:
+		return _scan[name]
+	sc = SCENARIOS[name]
+	outcomes = []
+	for n in range(1, MAX_STEPS):
+		st0 = reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % n)
+		if not res.killed:
+			assert res.quit is not None and res.quit.ok and \
+			    res.rc == 0, res
+			assert pop3.read_mbox() == sc.after(res.appended), res
+			assert journals(pop3) == [], res
+			break
+		assert res.quit is None or not res.quit.ok, \
+		    "+OK before the update was done:\n%r" % res
+		outcomes.append(next_session(pop3, sc, res, st0))
+	else:
+		pytest.fail("still killed after %d steps" % MAX_STEPS)
+	assert outcomes and outcomes[0] == "before", outcomes
+	commit = outcomes.index("after") + 1 if "after" in outcomes else n
+	# Once the journal is committed, every later kill finds it done.
+	assert all(o == "after" for o in outcomes[commit - 1:]), outcomes
+	assert all(o == "before" for o in outcomes[:commit - 1]), outcomes
+	_scan[name] = (n - 1, commit)
+	return _scan[name]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_kill_at_every_step(pop3, name):
+	steps, commit = kill_scan(pop3, name)
+	assert commit <= steps
+
+
+@pytest.mark.parametrize("kind", ["enospc", "eio"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_error_at_every_step(pop3, name, kind):
+	"""ENOSPC/EIO at step N (the steps of the kill scan).  Expected:
+	  N < commit (locks, writing the journal): -ERR [SYS/TEMP] and the
+	    mailbox exactly as before, no journal; or, when the failed call
+	    is one pop3d may ignore (removing a lock file), +OK and the
+	    update done.  A failed login lock: -ERR [SYS/TEMP] to PASS.
+	  N = commit, commit+1 (fsync of the journal, then of the spool
+	    directory: a kill there finds the journal committed, an error
+	    makes pop3d remove it): either.
+	  N > commit+1 (applying the committed journal): the update is done,
+	    at once (+OK: pop3d repairs in the same session), or by the next
+	    session (-ERR [SYS/TEMP], the journal left for its repair), or
+	    done but not known to be on disk (-ERR [SYS/TEMP] after the
+	    journal was removed: the directory fsync failed).
+	"""
+	steps, commit = kill_scan(pop3, name)
+	sc = SCENARIOS[name]
+	seen = set()
+	for n in range(1, steps + 1):
+		st0 = reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "%s:%d" % (kind, n))
+		assert not res.killed, res
+		now = state(pop3.read_mbox(), sc, res.appended)
+		jl = bool(journals(pop3))
+		if res.pas is None or not res.pas.ok:
+			assert res.pas is not None and "[SYS/TEMP]" in \
+			    res.pas.text, res
+			assert now == "before" and not jl, res
+			outcome = "login"
+		else:
+			assert res.quit is not None, res
+			if res.quit.ok:
+				assert now == "after" and not jl, res
+				outcome = "ok"
+			else:
+				assert res.quit.text.startswith(
+				    "-ERR [SYS/TEMP]"), res
+				# Never a half-done mailbox without its journal.
+				assert jl or now != "partial", res
+				outcome = ("temp-journal" if jl else "temp" if
+				    now == "before" else "temp-done")
+		final = next_session(pop3, sc, res, st0)
+		if n < commit:
+			assert outcome in ("login", "temp", "ok"), res
+			if outcome == "ok":
+				assert "cannot remove" in res.stderr, res
+			assert final == ("after" if outcome == "ok" else
+			    "before"), res
+		elif n > commit + 1:
+			assert final == "after", res
+			assert outcome in ("ok", "temp-journal", "temp-done"), res
+		seen.add(outcome)
+	assert "temp" in seen, seen
+
+
+def snapshot(pop3):
+	"""Every file of the spool: a state to go back to."""
+	return {f: (pop3.spool / f).read_bytes() for f in pop3.spool_files()}
+
+
+def restore(pop3, snap):
+	"""The spool as snap had it.  The mailbox is rewritten in place: the
+	journal names its inode."""
+	for f in pop3.spool_files():
+		if f not in snap:
+			os.unlink(pop3.spool / f)
+	for f, data in snap.items():
+		p = pop3.spool / f
+		if f == USER:
+			with open(p, "r+b") as fh:
+				fh.truncate(0)
+				fh.write(data)
+			continue
+		p.write_bytes(data)
+		os.chmod(p, 0o600)
+		if ROOT:
+			os.chown(p, 65534, 65534)
+
+
+def committed_states(pop3, name):
+	"""For each state a kill leaves a committed journal in (mailbox
+	untouched, partly rewritten, truncated), the first kill step that
+	leaves it: {phase: (k, run, stat of the mailbox, snapshot)}."""
+	sc = SCENARIOS[name]
+	steps, commit = kill_scan(pop3, name)
+	phases = {}
+	for k in range(commit, steps + 1):
+		st0 = reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % k)
+		assert res.killed, res
+		if not journals(pop3):
+			break		# the journal was removed: done
+		now = pop3.read_mbox()
+		ph = ("untouched" if now == sc.before(False) else "truncated"
+		    if now == sc.after(False) else "partial")
+		if ph not in phases:
+			phases[ph] = (k, res, st0, snapshot(pop3))
+	want = ["truncated", "untouched"]
+	if sc.after(False) != sc.initial[:len(sc.after(False))]:
+		want.append("partial")	# T is written over other octets
+	assert sorted(phases) == sorted(want), phases
+	return phases
+
+
+LATE = message(8, tag="late")
+
+
+def repair_run(pop3, fault):
+	"""A session that only logs in (and repairs), STAT, QUIT."""
+	with Run(pop3, binary=fault_binary(), env={"POP3D_FAULT": fault}) as r:
+		pas = r.login()
+		stat = None
+		if pas is not None and pas.ok:
+			stat = r.cmd("STAT")
+			assert stat is not None and r.cmd("QUIT").ok, r.log
+		r.close()
+	return r, pas, stat
+
+
+@pytest.mark.parametrize("name", ["first", "all"])
+def test_kill_during_repair_with_mail_delivered(pop3, name):
+	"""An update killed after its journal was committed (the mailbox
+	untouched, half rewritten: the big message is copied in several
+	blocks, and truncated), a message delivered before the next session,
+	whose repair is then killed at every step in turn (the repair writes
+	a new journal with the delivered mail and renames it over the old
+	one first).  Every session that gets to index finds the update done
+	and the new message kept; so does the session after each kill.
+	"all": the journal holds no octets (T is empty), only a truncate."""
+	sc = SCENARIOS[name]
+	sc2 = Scenario(sc.msgs + [LATE], sc.dele)
+	for ph, (k, res, st0, snap) in committed_states(pop3, name).items():
+		for m in range(1, MAX_STEPS):
+			restore(pop3, snap)
+			pop3.append_mbox(mbox([LATE]))
+			r, pas, stat = repair_run(pop3, "kill:%d" % m)
+			ctx = "%s journal, kill:%d, repair kill:%d\n%s\n%s" % (
+			    ph, k, m, r.log, r.stderr)
+			# A session never indexes a half-done update.
+			if pas is not None:
+				assert pas.ok and r.rc == 0, ctx
+				assert pop3.read_mbox() == sc2.after(False), ctx
+				assert stat.text.startswith("+OK %d " % (
+				    len(sc2.kept()))), ctx
+			else:
+				assert r.rc == -9, ctx
+			assert next_session(pop3, sc2, res, st0) == "after", ctx
+			if r.rc != -9:
+				break
+		else:
+			pytest.fail("repair still killed after %d steps" %
+			    MAX_STEPS)
+
+
+@pytest.mark.parametrize("kind", ["enospc", "eio"])
+def test_error_during_repair(pop3, kind):
+	"""The same repairs (journal committed, mail delivered since) fail at
+	step M with ENOSPC/EIO: PASS gets -ERR [SYS/TEMP] and the journal
+	stays (or the repair is done and only the directory fsync after
+	removing the journal failed), or the session goes on with the update
+	done; the session after that finds the update done."""
+	sc = SCENARIOS["first"]
+	sc2 = Scenario(sc.msgs + [LATE], sc.dele)
+	for ph, (k, res, st0, snap) in committed_states(pop3, "first").items():
+		for m in range(1, MAX_STEPS):
+			restore(pop3, snap)
+			pop3.append_mbox(mbox([LATE]))
+			r, pas, stat = repair_run(pop3, "%s:%d" % (kind, m))
+			ctx = "%s journal, kill:%d, repair %s:%d\n%s\n%s" % (
+			    ph, k, kind, m, r.log, r.stderr)
+			assert pas is not None, ctx
+			if pas.ok:
+				assert pop3.read_mbox() == sc2.after(False), ctx
+				assert stat.text.startswith("+OK %d " % (
+				    len(sc2.kept()))), ctx
+			else:
+				assert "[SYS/TEMP]" in pas.text, ctx
+				assert journals(pop3) or pop3.read_mbox() == \
+				    sc2.after(False), ctx
+			assert next_session(pop3, sc2, res, st0) == "after", ctx
+			if pas.ok and ERRTEXT[kind] not in r.stderr:
+				break	# step m is past the session's last one
+		else:
+			pytest.fail("repair still failing after %d steps" %
+			    MAX_STEPS)
+
+
+# ------------------------------------------------------------ a real full disk
+
+def _mount_tmpfs(path, size):
+	if not ROOT:
+		pytest.skip("mounting a tmpfs needs root")
+	opts = "size=%d,mode=0755" % size
+	opts += ",uid=%d,gid=%d" % (65534, 65534)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs",
+	    str(path)], capture_output=True, text=True)
+	if r.returncode != 0:
+		pytest.skip("mount -t tmpfs is not permitted here: %s" %
+		    r.stderr.strip())
+
+
+def _fill(path):
+	"""Writes path until the file system is full."""
+	with open(path, "wb", buffering=0) as f:
+		for chunk in (65536, 4096, 1):
+			buf = b"\0" * chunk
+			while True:
+				try:
+					f.write(buf)
+				except OSError as e:
+					if e.errno != 28:
+						raise
+					break
+
+
+@pytest.mark.parametrize("locks", ["fcntl,dotlock", "fcntl"])
+def test_real_full_disk(pop3, request, locks):
+	"""The spool is a 1 MB tmpfs.  After login and DELE 1 it is filled
+	(with dotlocks: all but one page, the one our dotlock takes, so the
+	journal is what cannot be written).  QUIT: -ERR [SYS/TEMP], the
+	mailbox byte-identical, no journal; once there is room, the same
+	update succeeds."""
+	spool = pop3.spool
+	_mount_tmpfs(spool, 1 << 20)
+	request.addfinalizer(lambda: subprocess.run(["umount", "-l",
+	    str(spool)], check=False))
+	msgs = six()
+	data = pop3.write_mbox(msgs)
+	st0 = os.stat(pop3.mailbox())
+	filler = spool / "filler"
+	reserve = spool / "reserve"
+	with Run(pop3, "-l", locks) as r:
+		assert r.login().ok, r.log
+		assert r.cmd("DELE 1").ok
+		if "dotlock" in locks:
+			reserve.write_bytes(b"r" * 4096)
+		_fill(filler)
+		if "dotlock" in locks:
+			reserve.unlink()
+		q = r.cmd("QUIT", timeout=60)
+		rc = r.close()
+	ctx = "%s\n%s" % (r.log, r.stderr)
+	assert q is not None and q.text.startswith("-ERR [SYS/TEMP]"), ctx
+	assert rc == LIMITS["POP3_EX_TEMPFAIL"], ctx
+	assert "journal" in r.stderr and "No space left" in r.stderr, ctx
+	assert pop3.read_mbox() == data
+	assert [f for f in pop3.spool_files() if f not in (USER, "filler")] \
+	    == [], pop3.spool_files()
+	st = os.stat(pop3.mailbox())
+	assert (st.st_ino, st.st_mode) == (st0.st_ino, st0.st_mode)
+	filler.unlink()
+	t = pop3.run(pop3.login_cmds() + ["DELE 1", "QUIT"], "-l", locks)
+	assert t[3].ok, t
+	assert pop3.read_mbox() == mbox(msgs[1:])
+
+
+
+# ------------------------------------------------------------ order on disk
+
+_CALL = re.compile(r"^(\d+) +(\w+)\((.*)\) += (-?\d+)")
+
+
+def strace_calls(path):
+	"""(syscall, argument text, result) of an strace -f log."""
+	out = []
+	for ln in open(path, encoding="latin-1"):
+		m = _CALL.match(ln)
+		if m:
+			out.append((m.group(2), m.group(3), int(m.group(4))))
+	return out
+
+
+def test_journal_and_fsync_order(pop3):
+	"""strace of an update with appended mail: the journal is written and
+	fsynced, and the spool directory fsynced, before the first write to
+	the mailbox; the mailbox is fsynced after its last write and
+	truncate, the journal removed and the directory fsynced again, all
+	before "+OK" to QUIT; the mailbox is never renamed or replaced."""
+	strace = shutil.which("strace")
+	need(strace, "strace (package strace)")
+	sc = SCENARIOS["appended"]
+	reset(pop3, sc.initial)
+	tdir = pop3.base / "trace"
+	tdir.mkdir()
+	if ROOT:
+		os.chown(tdir, 65534, 65534)
+	log = tdir / "log"
+	argv = [strace, "-f", "-qq", "-s", "64", "-o", str(log), "-e",
+	    "trace=openat,open,close,write,pwrite64,copy_file_range,fsync,"
+	    "fdatasync,ftruncate,unlink,unlinkat,rename,renameat,renameat2"]
+	with Run(pop3, wrapper=argv) as r:
+		assert r.login().ok, r.log
+		pop3.append_mbox(mbox([sc.append]))
+		for n in sc.dele:
+			assert r.cmd("DELE %d" % n).ok
+		q = r.cmd("QUIT")
+		r.close()
+	assert q is not None and q.ok, r.log + r.stderr
+	assert pop3.read_mbox() == sc.after(True)
+	box, spool = str(pop3.mailbox()), str(pop3.spool)
+	jpath = str(pop3.spool / JOURNAL)
+	fds = {}
+	ev = []		# (what, detail) in order
+	for call, args, ret in strace_calls(log):
+		fd = args.split(",", 1)[0]
+		if call in ("openat", "open") and ret >= 0:
+			m = re.search(r'"([^"]*)"', args)
+			fds[str(ret)] = m.group(1) if m else "?"
+			continue
+		if call == "close":
+			fds.pop(fd, None)
+			continue
+		if call == "copy_file_range":
+			# copy_file_range(in, &off_in, out, &off_out, len, 0)
+			fd = re.sub(r"\[[^]]*\]|NULL", "", args).split(",")[2]
+			fd = fd.strip()
+			call = "write"
+		name = fds.get(fd, "fd" + fd)
+		if call in ("write", "pwrite64") and fd == "1" and \
+		    "signing off" in args:
+			ev.append(("ok", ""))
+		elif call in ("write", "pwrite64", "ftruncate") and ret >= 0:
+			ev.append((call, name))
+		elif call in ("fsync", "fdatasync") and ret == 0:
+			ev.append(("fsync", name))
+		elif call.startswith(("unlink", "rename")):
+			ev.append((call, args))
+	ok = ev.index(("ok", ""))
+	bw = [i for i, e in enumerate(ev) if e[0] in ("pwrite64", "write",
+	    "ftruncate") and e[1] == box]
+	assert bw and bw[-1] < ok, ev
+	jw = [i for i, e in enumerate(ev) if e[0] in ("pwrite64", "write")
+	    and e[1] == jpath]
+	jsync = [i for i, e in enumerate(ev) if e == ("fsync", jpath)]
+	dsync = [i for i, e in enumerate(ev) if e == ("fsync", spool)]
+	bsync = [i for i, e in enumerate(ev) if e == ("fsync", box)]
+	junl = [i for i, e in enumerate(ev) if e[0].startswith("unlink") and
+	    JOURNAL in e[1]]
+	ctx = "\n".join("%s %s" % e for e in ev)
+	# Journal committed (its last write fsynced), then the directory,
+	# then the mailbox touched.
+	commit = [j for j in jsync if jw and jw[-1] < j < bw[0]]
+	assert commit, ctx
+	assert any(commit[0] < d < bw[0] for d in dsync), ctx
+	# Mailbox on disk, journal gone, directory on disk, then +OK.
+	assert any(bw[-1] < s < ok for s in bsync), ctx
+	assert junl and bw[-1] < junl[-1] < ok, ctx
+	assert any(junl[-1] < d < ok for d in dsync), ctx
+	assert not any(e[0].startswith("rename") and box in e[1].split(",")[-1]
+	    for e in ev), ctx

@@ -1,0 +1,1317 @@
+/*
+ * test_maildrop.c: cmocka tests of maildrop.c: the indexer on crafted
+ * mboxes, sizes against streamed bytes, TOP, dot-stuffing, UIDLs, twins,
+ * the pseudo-message, the update, the journal repair (with POP3D_FAULT
+ * kills and errors in forked children), and the safe open.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "maildrop.h"
+
+void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
+void	md_test_split(uint64_t, uint64_t);	/* maildrop.c, unit builds */
+
+#define FROM1	"From alice@example.org Thu Nov 26 12:00:00 2026\n"
+#define FROM2	"From bob@example.org Fri Nov 27 08:01:02 2026\n"
+
+static char		 dir[64];
+static struct pop_user	 user;
+
+struct buf {
+	char	*p;
+	size_t	 len, cap;
+};
+
+static void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+		assert_non_null(b->p);
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+buf_free(struct buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+static int
+put(void *arg, const char *p, size_t n)
+{
+	buf_add(arg, p, n);
+	return 0;
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/md-test.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	memset(&user, 0, sizeof(user));
+	snprintf(user.name, sizeof(user.name), "user");
+	user.uid = getuid();
+	user.gid = getgid();
+	snprintf(user.mailbox, sizeof(user.mailbox), "%s/user", dir);
+	opt.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK;
+	md_test_split(0, 0);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	DIR		*d;
+	struct dirent	*e;
+	char		 p[512];
+
+	(void)state;
+	if ((d = opendir(dir)) != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 ||
+			    strcmp(e->d_name, "..") == 0)
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			(void)unlink(p);
+		}
+		closedir(d);
+	}
+	(void)rmdir(dir);
+	return 0;
+}
+
+static void
+write_file(const char *path, const void *p, size_t n)
+{
+	int	fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, p, n), (ssize_t)n);
+	assert_int_equal(close(fd), 0);
+}
+
+static void
+append_file(const char *path, const void *p, size_t n)
+{
+	int	fd;
+
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, p, n), (ssize_t)n);
+	assert_int_equal(close(fd), 0);
+}
+
+static void
+read_file(const char *path, struct buf *b)
+{
+	char	tmp[65536];
+	ssize_t	r;
+	int	fd;
+
+	memset(b, 0, sizeof(*b));
+	buf_add(b, "", 0);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	while ((r = read(fd, tmp, sizeof(tmp))) > 0)
+		buf_add(b, tmp, (size_t)r);
+	assert_int_equal(r, 0);
+	close(fd);
+}
+
+static void
+mbox(const char *s)
+{
+	write_file(user.mailbox, s, strlen(s));
+}
+
+/* RETR (lines < 0) or TOP of message i into b; returns md_stream's result. */
+static enum md_res
+stream(struct maildrop *md, uint32_t i, long lines, struct buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	buf_add(b, "", 0);
+	return md_stream(md, i, lines, put, b);
+}
+
+/* Removes dot-stuffing: the "." that starts a stuffed line. */
+static size_t
+unstuffed_len(const struct buf *b)
+{
+	size_t	i, n = b->len;
+
+	for (i = 0; i < b->len; i++)
+		if (b->p[i] == '.' && (i == 0 || b->p[i - 1] == '\n'))
+			n--;
+	return n;
+}
+
+/* What RETR must send for octets p: LF -> CRLF, final line end added. */
+static void
+expect(const char *p, size_t n, struct buf *out)
+{
+	size_t	i;
+	int	bol = 1;
+
+	memset(out, 0, sizeof(*out));
+	buf_add(out, "", 0);
+	for (i = 0; i < n; i++) {
+		if (bol && p[i] == '.')
+			buf_add(out, ".", 1);
+		bol = 0;
+		if (p[i] == '\n') {
+			if (i == 0 || p[i - 1] != '\r')
+				buf_add(out, "\r", 1);
+			bol = 1;
+		}
+		buf_add(out, p + i, 1);
+	}
+	if (n > 0 && p[n - 1] != '\n')
+		buf_add(out, p[n - 1] == '\r' ? "\n" : "\r\n",
+		    p[n - 1] == '\r' ? 1 : 2);
+}
+
+static void
+check_msg(struct maildrop *md, uint32_t i, const char *octets, size_t n)
+{
+	struct buf	got, want;
+
+	assert_true(i < md->n);
+	assert_int_equal(stream(md, i, -1, &got), MD_OK);
+	expect(octets, n, &want);
+	assert_int_equal(got.len, want.len);
+	assert_memory_equal(got.p, want.p, want.len);
+	assert_int_equal(md->msg[i].size, unstuffed_len(&got));
+	buf_free(&got);
+	buf_free(&want);
+}
+
+static void
+check_str(struct maildrop *md, uint32_t i, const char *octets)
+{
+	check_msg(md, i, octets, strlen(octets));
+}
+
+static void
+open_ok(struct maildrop *md)
+{
+	assert_int_equal(md_open(md, &user), MD_OK);
+}
+
+static const char pseudo[] =
+    "From MAILER-DAEMON Thu Nov 26 12:00:00 2026\n"
+    "Date: Thu, 26 Nov 2026 12:00:00 +0000\n"
+    "From: Mail System Internal Data <MAILER-DAEMON@x>\n"
+    "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+    "X-IMAP: 1234 0000000001\n\n"
+    "This text is part of the internal format of your mail folder.\n\n";
+
+static const char *const msgs[] = {
+	FROM1 "Subject: m1\n\none\n\n",
+	FROM2 "Subject: m2\n\ntwo\ntwo\n\n",
+	FROM1 "Subject: m3\n\nthree\n\n",
+	FROM2 "Subject: m4\n\nfour\n.\n\n",
+	FROM1 "Subject: m5\n\nfive\n\n",
+	FROM2 "Subject: m6\n\nsix\n",
+};
+#define NMSGS	(sizeof(msgs) / sizeof(msgs[0]))
+
+static void
+write_msgs(void)
+{
+	struct buf	b;
+	size_t		i;
+
+	memset(&b, 0, sizeof(b));
+	for (i = 0; i < NMSGS; i++)
+		buf_add(&b, msgs[i], strlen(msgs[i]));
+	write_file(user.mailbox, b.p, b.len);
+	buf_free(&b);
+}
+
+/*
+ * Large mailboxes are indexed in two halves at once, joined at the first
+ * message of the second half: the index must not depend on where.
+ */
+static void
+same_index(const struct maildrop *a, const struct maildrop *b)
+{
+	uint32_t	i;
+
+	assert_int_equal(a->n, b->n);
+	assert_int_equal(a->hidden_end, b->hidden_end);
+	for (i = 0; i < a->n; i++) {
+		assert_int_equal(a->msg[i].from, b->msg[i].from);
+		assert_int_equal(a->msg[i].data, b->msg[i].data);
+		assert_int_equal(a->msg[i].end, b->msg[i].end);
+		assert_int_equal(a->msg[i].size, b->msg[i].size);
+		assert_int_equal(a->msg[i].twin, b->msg[i].twin);
+		assert_memory_equal(a->msg[i].hash, b->msg[i].hash, 16);
+	}
+}
+
+static void
+split_all(size_t step)
+{
+	struct maildrop	whole, half;
+	struct stat	st;
+	uint64_t	at;
+	uint32_t	n;
+
+	assert_int_equal(stat(user.mailbox, &st), 0);
+	md_test_split(0, 0);
+	open_ok(&whole);
+	/* Keep a copy of the index; md_close() frees it. */
+	{
+		struct md_msg	*copy;
+
+		copy = calloc(whole.n + 1, sizeof(*copy));
+		assert_non_null(copy);
+		memcpy(copy, whole.msg, whole.n * sizeof(*copy));
+		n = whole.n;
+		md_close(&whole);
+		whole.msg = copy;
+		whole.n = n;
+	}
+	for (at = 1; at < (uint64_t)st.st_size; at += step) {
+		md_test_split(1, at);
+		open_ok(&half);
+		same_index(&whole, &half);
+		md_close(&half);
+	}
+	md_test_split(0, 0);
+	free(whole.msg);
+}
+
+/*
+ * The indexer.
+ */
+
+static void
+test_empty_missing(void **state)
+{
+	struct maildrop	md;
+
+	(void)state;
+	open_ok(&md);
+	assert_int_equal(md.fd, -1);
+	assert_int_equal(md.n, 0);
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	md_close(&md);
+	assert_int_equal(access(user.mailbox, F_OK), -1);
+
+	mbox("");
+	open_ok(&md);
+	assert_true(md.fd >= 0);
+	assert_int_equal(md.n, 0);
+	md_close(&md);
+}
+
+static void
+test_not_mbox(void **state)
+{
+	struct maildrop	md;
+
+	(void)state;
+	mbox("Subject: hello\n\nbody\n");
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	mbox("\n" FROM1 "\nx\n");
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	mbox("From");
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	/* Refused without a trace: no lock left behind. */
+	assert_int_equal(access(user.mailbox, F_OK), 0);
+	{
+		char	lock[4200];
+
+		snprintf(lock, sizeof(lock), "%s.lock", user.mailbox);
+		assert_int_equal(access(lock, F_OK), -1);
+	}
+}
+
+static void
+test_from_edges(void **state)
+{
+	struct maildrop	md;
+
+	(void)state;
+	mbox(FROM1
+	    "Subject: one\n\nbody\n\nFrom here on, all is well\n"
+	    ">From the archive\nsee:\nFrom bob@example.org Fri Nov 27 "
+	    "08:01:02 2026\n\n"
+	    "From carol Thu Nov 26 12:00 +0100 2026\nSubject: tz\n\nx\n\n"
+	    "From dave@example.org  Mon Jan  5 01:02:03 PST 2026\n"
+	    "Subject: pst\n\ny\n\n"
+	    "From eve Tue Feb 10 10:10:10 MET DST 2026\nSubject: 2tz\n\nz\n\n"
+	    "From uucp!frank Wed Mar  4 04:04:04 2026 remote from gw\n"
+	    "Subject: uucp\n\nw\n\n"
+	    "From broken Thu, 26 Nov 2026 12:00:00 +0000\nstill w\n\n"
+	    "From nobody Sat Dec 31 23:59:59 1999\n\nlast\n");
+	open_ok(&md);
+	assert_int_equal(md.n, 6);
+	check_str(&md, 0, "Subject: one\n\nbody\n\nFrom here on, all is well\n"
+	    ">From the archive\nsee:\nFrom bob@example.org Fri Nov 27 "
+	    "08:01:02 2026\n");
+	check_str(&md, 1, "Subject: tz\n\nx\n");
+	check_str(&md, 2, "Subject: pst\n\ny\n");
+	check_str(&md, 3, "Subject: 2tz\n\nz\n");
+	check_str(&md, 4, "Subject: uucp\n\nw\n\n"
+	    "From broken Thu, 26 Nov 2026 12:00:00 +0000\nstill w\n");
+	check_str(&md, 5, "\nlast\n");
+	md_close(&md);
+}
+
+static void
+test_no_final_newline(void **state)
+{
+	struct maildrop	md;
+
+	(void)state;
+	mbox(FROM1 "Subject: a\n\nno newline");
+	open_ok(&md);
+	assert_int_equal(md.n, 1);
+	check_str(&md, 0, "Subject: a\n\nno newline");
+	assert_int_equal(md.msg[0].size, strlen("Subject: a\r\n\r\nno newline\r\n"));
+	md_close(&md);
+
+	mbox(FROM1 "Subject: a\n\nends in CR\r");
+	open_ok(&md);
+	check_str(&md, 0, "Subject: a\n\nends in CR\r");
+	md_close(&md);
+
+	/* One final newline is the line end, two: one is the separator. */
+	mbox(FROM1 "Subject: a\n\nline\n");
+	open_ok(&md);
+	check_str(&md, 0, "Subject: a\n\nline\n");
+	md_close(&md);
+	mbox(FROM1 "Subject: a\n\nline\n\n");
+	open_ok(&md);
+	check_str(&md, 0, "Subject: a\n\nline\n");
+	md_close(&md);
+
+	/* Empty messages. */
+	mbox(FROM1 "\n" FROM2 "\n" FROM1);
+	open_ok(&md);
+	assert_int_equal(md.n, 3);
+	check_str(&md, 0, "");
+	check_str(&md, 1, "");
+	check_str(&md, 2, "");
+	assert_int_equal(md.msg[0].size, 0);
+	md_close(&md);
+}
+
+static void
+test_crlf_cr_nul(void **state)
+{
+	static const char	m[] =
+	    "From alice Thu Nov 26 12:00:00 2026\r\n"
+	    "Subject: crlf\r\n\r\n.dot\r\nline\r\n\r\n"
+	    "From bob Thu Nov 26 12:00:01 2026\r\n"
+	    "Subject: cr\r\n\r\nbare\rcr\r\r\nnul\0byte\n\r\n";
+	static const char	m2[] =
+	    "Subject: cr\r\n\r\nbare\rcr\r\r\nnul\0byte\n";
+	struct maildrop		md;
+
+	(void)state;
+	write_file(user.mailbox, m, sizeof(m) - 1);
+	open_ok(&md);
+	assert_int_equal(md.n, 2);
+	check_str(&md, 0, "Subject: crlf\r\n\r\n.dot\r\nline\r\n");
+	check_msg(&md, 1, m2, sizeof(m2) - 1);
+	md_close(&md);
+}
+
+static void
+test_long_line(void **state)
+{
+	struct maildrop	md;
+	struct buf	b, got;
+	size_t		n = 3 * 1024 * 1024 + 17;
+	char		*line;
+
+	(void)state;
+	line = malloc(n);
+	assert_non_null(line);
+	memset(line, 'x', n);
+	line[0] = '.';
+	memset(&b, 0, sizeof(b));
+	buf_add(&b, FROM1 "Subject: long\n\n", strlen(FROM1) + 15);
+	buf_add(&b, line, n);
+	buf_add(&b, "\r\n\n" FROM2 "Subject: after\n\n", 3 + strlen(FROM2) +
+	    16);
+	buf_add(&b, line, n);	/* and no final newline */
+	write_file(user.mailbox, b.p, b.len);
+	open_ok(&md);
+	assert_int_equal(md.n, 2);
+	assert_int_equal(stream(&md, 0, -1, &got), MD_OK);
+	assert_int_equal(md.msg[0].size, unstuffed_len(&got));
+	assert_int_equal(got.len, 15 + 2 + 1 + n + 2);
+	buf_free(&got);
+	assert_int_equal(stream(&md, 1, -1, &got), MD_OK);
+	assert_int_equal(md.msg[1].size, 18 + n + 2);
+	assert_int_equal(md.msg[1].size, unstuffed_len(&got));
+	buf_free(&got);
+	/* TOP n 0 of a message with a long body. */
+	assert_int_equal(stream(&md, 1, 0, &got), MD_OK);
+	assert_string_equal(got.p, "Subject: after\r\n\r\n");
+	buf_free(&got);
+	md_close(&md);
+	buf_free(&b);
+	free(line);
+}
+
+/* A deterministic varied corpus: every size equals the streamed bytes. */
+#define P(s)	{ s, sizeof(s) - 1 }
+static const struct {
+	const char	*s;
+	size_t		 len;
+} pieces[] = {
+	P("plain line\n"), P(".dot line\n"), P("..two dots\n"), P(".\n"),
+	P("\n"), P("crlf line\r\n"), P("bare\rcr\n"), P("From here on\n"),
+	P(">From quoted\n"), P("nul\0in line\n"),
+	P("From bob Fri Nov 27 08:01:02 2026\n"),	/* not after "\n\n" */
+	P("\r\n"), P("tab\tline\n"), P("=?utf-8?q?x?=\n"), P("x\r"),
+};
+#undef P
+#define NPIECES	(sizeof(pieces) / sizeof(pieces[0]))
+
+static uint32_t
+rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+static void
+test_corpus(void **state)
+{
+	struct maildrop	 md;
+	struct buf	 file, body[40];
+	uint32_t	 seed = 12345, i, k, nmsg = 40, lines;
+	size_t		 j;
+
+	(void)state;
+	memset(&file, 0, sizeof(file));
+	for (i = 0; i < nmsg; i++) {
+		memset(&body[i], 0, sizeof(body[i]));
+		buf_add(&body[i], "", 0);
+		buf_add(&body[i], "Subject: corpus\nX-N: ", 21);
+		buf_add(&body[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN" + i,
+		    1);
+		buf_add(&body[i], "\n\n", 2);
+		lines = rnd(&seed) % 60;
+		for (k = 0; k < lines; k++) {
+			j = rnd(&seed) % NPIECES;
+			/* An empty line must not precede a real From_. */
+			if (j == 10 && body[i].len > 0 &&
+			    body[i].p[body[i].len - 1] == '\n' &&
+			    (body[i].len < 2 || body[i].p[body[i].len - 2] ==
+			    '\n' || body[i].p[body[i].len - 2] == '\r'))
+				j = 0;
+			buf_add(&body[i], pieces[j].s, pieces[j].len);
+		}
+		buf_add(&body[i], "end\n", 4);
+		if (rnd(&seed) % 4 == 0 && k > 0 && body[i].len > 0) {
+			/* A body ending in a very long line, cut in blocks. */
+			for (k = 0; k < 40000; k++)
+				buf_add(&body[i], "0123456789abcdefghijklmnopqrstuv"
+				    "wxyz", 36);
+			buf_add(&body[i], "\n", 1);
+		}
+		buf_add(&file, i % 2 ? FROM1 : FROM2,
+		    strlen(i % 2 ? FROM1 : FROM2));
+		if (i + 1 == nmsg) {
+			/* The last one without its final newline. */
+			buf_add(&file, body[i].p, body[i].len);
+			buf_add(&file, "tail", 4);
+			buf_add(&body[i], "tail", 4);
+		} else {
+			buf_add(&file, body[i].p, body[i].len);
+			buf_add(&file, "\n", 1);
+		}
+	}
+	write_file(user.mailbox, file.p, file.len);
+	open_ok(&md);
+	assert_int_equal(md.n, nmsg);
+	for (i = 0; i < nmsg; i++)
+		check_msg(&md, i, body[i].p, body[i].len);
+	md_close(&md);
+	split_all(file.len / 300);
+	md_test_split(1, 0);
+	open_ok(&md);
+	for (i = 0; i < nmsg; i++)
+		check_msg(&md, i, body[i].p, body[i].len);
+	md_close(&md);
+	for (i = 0; i < nmsg; i++)
+		buf_free(&body[i]);
+	buf_free(&file);
+}
+
+static void
+test_split(void **state)
+{
+	struct buf	b;
+	size_t		i;
+
+	(void)state;
+	write_msgs();
+	split_all(1);
+	mbox(FROM1 "Subject: a\n\nline\n\n\n" FROM2 "\n" FROM1 "\r\n"
+	    FROM2 "x\n\nFrom here\n\n" FROM1 "\n\nFrom me\n\n");
+	split_all(1);
+	mbox("From a Thu Nov 26 12:00:00 2026\r\nS: 1\r\n\r\nb\r\n\r\n"
+	    "From b Thu Nov 26 12:00:00 2026\r\nS: 2\r\n\r\nc\r\n\r\n");
+	split_all(1);
+	memset(&b, 0, sizeof(b));
+	buf_add(&b, pseudo, strlen(pseudo));
+	for (i = 0; i < NMSGS; i++)
+		buf_add(&b, msgs[i], strlen(msgs[i]));
+	write_file(user.mailbox, b.p, b.len);
+	buf_free(&b);
+	split_all(1);
+}
+
+/* Random octets from a small alphabet: every CR, LF, "." position. */
+static void
+test_random_octets(void **state)
+{
+	static const char	abc[] = ".\n\r.a\0\n";
+	struct maildrop		md;
+	struct buf		file, body, retr, top;
+	uint32_t		seed = 777;
+	size_t			i, n;
+	int			round;
+
+	(void)state;
+	for (round = 0; round < 20; round++) {
+		memset(&body, 0, sizeof(body));
+		buf_add(&body, "", 0);
+		n = 1 + rnd(&seed) % (round < 10 ? 300 : 200000);
+		for (i = 0; i < n; i++)
+			buf_add(&body, abc + rnd(&seed) % (sizeof(abc) - 1), 1);
+		buf_add(&body, "x\n", 2);
+		memset(&file, 0, sizeof(file));
+		buf_add(&file, FROM1, strlen(FROM1));
+		buf_add(&file, body.p, body.len);
+		buf_add(&file, "\n", 1);
+		write_file(user.mailbox, file.p, file.len);
+		open_ok(&md);
+		assert_int_equal(md.n, 1);
+		check_msg(&md, 0, body.p, body.len);
+		assert_int_equal(stream(&md, 0, -1, &retr), MD_OK);
+		assert_int_equal(stream(&md, 0, 1L << 30, &top), MD_OK);
+		assert_int_equal(retr.len, top.len);
+		assert_memory_equal(retr.p, top.p, top.len);
+		md_close(&md);
+		buf_free(&retr);
+		buf_free(&top);
+		buf_free(&body);
+		buf_free(&file);
+	}
+}
+
+static void
+test_top_stuffing(void **state)
+{
+	struct maildrop	md;
+	struct buf	b;
+
+	(void)state;
+	mbox(FROM1 "Subject: top\n.Hdr: x\n\n.one\ntwo\n..three\nfour\n");
+	open_ok(&md);
+	assert_int_equal(stream(&md, 0, 0, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: top\r\n..Hdr: x\r\n\r\n");
+	buf_free(&b);
+	assert_int_equal(stream(&md, 0, 1, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: top\r\n..Hdr: x\r\n\r\n..one\r\n");
+	buf_free(&b);
+	assert_int_equal(stream(&md, 0, 3, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: top\r\n..Hdr: x\r\n\r\n..one\r\n"
+	    "two\r\n...three\r\n");
+	buf_free(&b);
+	assert_int_equal(stream(&md, 0, 100, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: top\r\n..Hdr: x\r\n\r\n..one\r\n"
+	    "two\r\n...three\r\nfour\r\n");
+	buf_free(&b);
+	assert_int_equal(stream(&md, 0, -1, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: top\r\n..Hdr: x\r\n\r\n..one\r\n"
+	    "two\r\n...three\r\nfour\r\n");
+	buf_free(&b);
+	md_close(&md);
+
+	/* No body, no final newline; CRLF header end. */
+	mbox(FROM1 "Subject: only header");
+	open_ok(&md);
+	assert_int_equal(stream(&md, 0, 0, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: only header\r\n");
+	buf_free(&b);
+	md_close(&md);
+	mbox(FROM1 "Subject: crlf\r\n\r\nb1\r\nb2\r\n");
+	open_ok(&md);
+	assert_int_equal(stream(&md, 0, 1, &b), MD_OK);
+	assert_string_equal(b.p, "Subject: crlf\r\n\r\nb1\r\n");
+	buf_free(&b);
+	md_close(&md);
+}
+
+/*
+ * UIDL.
+ */
+
+static void
+uidls(struct maildrop *md, char ids[][POP3_UIDL_MAX + 1])
+{
+	uint32_t	i;
+	size_t		k;
+
+	for (i = 0; i < md->n; i++) {
+		md_uidl(md, i, ids[i], POP3_UIDL_MAX + 1);
+		assert_true(strlen(ids[i]) >= 32);
+		for (k = 0; ids[i][k] != '\0'; k++)
+			assert_true(ids[i][k] >= 0x21 && ids[i][k] <= 0x7e);
+	}
+}
+
+static void
+test_uidl_stable(void **state)
+{
+	struct maildrop	md;
+	char		a[4][POP3_UIDL_MAX + 1], b[4][POP3_UIDL_MAX + 1];
+
+	(void)state;
+	mbox(FROM1 "Subject: one\nMessage-ID: <1@x>\n\nbody 1\n\n"
+	    FROM1 "Subject: two\nMessage-ID: <2@x>\n\nbody 2\n\n"
+	    FROM2 "Subject: three\nMessage-ID: <3@x>\n\nbody 3\n\n"
+	    FROM2 "Subject: four\nMessage-ID: <4@x>\n\nbody 4\n");
+	open_ok(&md);
+	assert_int_equal(md.n, 4);
+	uidls(&md, a);
+	assert_string_not_equal(a[0], a[1]);
+	assert_string_not_equal(a[2], a[3]);
+	md_close(&md);
+
+	/* Another program adds Status, X-UID, X-Keywords, Content-Length. */
+	mbox(FROM1 "Subject: one\nStatus: RO\nX-UID: 17\nMessage-ID: <1@x>\n"
+	    "X-Keywords: $Junk\n   $Folded\nContent-Length: 7\n\nbody 1\n\n"
+	    FROM1 "X-IMAPbase: 1 2\nSubject: two\nX-Status: A\n"
+	    "Message-ID: <2@x>\nLines: 1\n\nbody 2\n\n"
+	    FROM2 "Subject: three\nmessage-id: <3@x>\n\nbody 3\n\n"
+	    FROM2 "Subject: four\nMessage-ID: <4@x>\nX-UIDL: forged\n\n"
+	    "body 4\n");
+	open_ok(&md);
+	assert_int_equal(md.n, 4);
+	uidls(&md, b);
+	assert_string_equal(a[0], b[0]);
+	assert_string_equal(a[1], b[1]);
+	assert_string_not_equal(a[2], b[2]);	/* a real header changed */
+	assert_string_equal(a[3], b[3]);
+	memcpy(a[2], b[2], sizeof(a[2]));
+
+	/* Deleting 1 and 3 leaves the others' UIDLs as they were. */
+	md.msg[0].deleted = 1;
+	md.msg[2].deleted = 1;
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	open_ok(&md);
+	assert_int_equal(md.n, 2);
+	uidls(&md, b);
+	assert_string_equal(a[1], b[0]);
+	assert_string_equal(a[3], b[1]);
+	md_close(&md);
+}
+
+static void
+test_twins(void **state)
+{
+	struct maildrop	md;
+	char		a[4][POP3_UIDL_MAX + 1];
+
+	(void)state;
+	/* Byte-identical twins; and two that differ only in X-UIDL. */
+	mbox(FROM1 "Subject: twin\n\nsame\n\n"
+	    FROM1 "Subject: twin\n\nsame\n\n"
+	    FROM2 "Subject: x\nX-UIDL: aaa\n\nb\n\n"
+	    FROM2 "Subject: x\nX-UIDL: bbb\n\nb\n");
+	open_ok(&md);
+	assert_int_equal(md.n, 4);
+	uidls(&md, a);
+	assert_int_equal(strlen(a[0]), 32);
+	assert_int_equal(strlen(a[1]), 34);
+	assert_memory_equal(a[0], a[1], 32);
+	assert_string_equal(a[1] + 32, "-1");
+	assert_int_equal(strlen(a[2]), 32);
+	assert_memory_equal(a[2], a[3], 32);
+	assert_string_equal(a[3] + 32, "-1");
+	/* Twin 0 deleted: twin 1 takes the plain UIDL next session. */
+	md.msg[0].deleted = 1;
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	open_ok(&md);
+	uidls(&md, a + 1);
+	assert_int_equal(strlen(a[1]), 32);
+	md_close(&md);
+}
+
+static void
+test_pseudo(void **state)
+{
+	struct maildrop	md;
+	struct buf	b, f;
+
+	(void)state;
+	memset(&f, 0, sizeof(f));
+	buf_add(&f, pseudo, strlen(pseudo));
+	buf_add(&f, FROM1 "Subject: real\n\nbody\n\n" FROM2 "Subject: 2\n\n2\n",
+	    strlen(FROM1 "Subject: real\n\nbody\n\n" FROM2
+	    "Subject: 2\n\n2\n"));
+	write_file(user.mailbox, f.p, f.len);
+	open_ok(&md);
+	assert_int_equal(md.n, 2);
+	assert_int_equal(md.hidden_end, strlen(pseudo));
+	check_str(&md, 0, "Subject: real\n\nbody\n");
+	md.msg[0].deleted = md.msg[1].deleted = 1;
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	read_file(user.mailbox, &b);
+	assert_int_equal(b.len, strlen(pseudo));
+	assert_memory_equal(b.p, pseudo, b.len);
+	buf_free(&b);
+	open_ok(&md);
+	assert_int_equal(md.n, 0);
+	md_close(&md);
+	buf_free(&f);
+
+	/* Not at the top, or without X-IMAP: an ordinary message. */
+	memset(&f, 0, sizeof(f));
+	buf_add(&f, FROM1 "Subject: real\n\nbody\n\n", strlen(FROM1) + 21);
+	buf_add(&f, pseudo, strlen(pseudo));
+	write_file(user.mailbox, f.p, f.len);
+	open_ok(&md);
+	assert_int_equal(md.n, 2);
+	assert_int_equal(md.hidden_end, 0);
+	md_close(&md);
+	buf_free(&f);
+}
+
+/*
+ * The update.
+ */
+
+/* The file with the messages of mask kept (bit i: message i), + extra. */
+static void
+want_msgs(unsigned int keep, const char *extra, struct buf *b)
+{
+	size_t	i;
+
+	memset(b, 0, sizeof(*b));
+	buf_add(b, "", 0);
+	for (i = 0; i < NMSGS; i++)
+		if (keep & (1u << i))
+			buf_add(b, msgs[i], strlen(msgs[i]));
+	buf_add(b, extra, strlen(extra));
+}
+
+static void
+assert_file(const struct buf *want)
+{
+	struct buf	got;
+
+	read_file(user.mailbox, &got);
+	assert_int_equal(got.len, want->len);
+	assert_memory_equal(got.p, want->p, want->len);
+	buf_free(&got);
+}
+
+static void
+assert_no_journal(void)
+{
+	char	j[4200];
+
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	assert_int_equal(access(j, F_OK), -1);
+	snprintf(j, sizeof(j), "%s.lock", user.mailbox);
+	assert_int_equal(access(j, F_OK), -1);
+}
+
+static void
+test_update(void **state)
+{
+	static const unsigned int	keeps[] = {
+		0x3e, 0x1f, 0x15, 0x2a, 0x00, 0x3f, 0x21, 0x1e,
+	};
+	struct maildrop			md;
+	struct buf			want;
+	struct stat			st1, st2;
+	size_t				k, i;
+
+	(void)state;
+	for (k = 0; k < sizeof(keeps) / sizeof(keeps[0]); k++) {
+		write_msgs();
+		assert_int_equal(stat(user.mailbox, &st1), 0);
+		open_ok(&md);
+		assert_int_equal(md.n, NMSGS);
+		for (i = 0; i < NMSGS; i++)
+			md.msg[i].deleted = !(keeps[k] & (1u << i));
+		assert_int_equal(md_update(&md), MD_OK);
+		md_close(&md);
+		want_msgs(keeps[k], "", &want);
+		assert_file(&want);
+		buf_free(&want);
+		assert_no_journal();
+		assert_int_equal(stat(user.mailbox, &st2), 0);
+		assert_int_equal(st1.st_ino, st2.st_ino);
+	}
+}
+
+static void
+test_update_appended(void **state)
+{
+	static const char	more[] = FROM2 "Subject: new\n\nnew mail\n";
+	struct maildrop		md;
+	struct buf		want;
+
+	(void)state;
+	write_msgs();
+	open_ok(&md);
+	md.msg[0].deleted = md.msg[3].deleted = md.msg[5].deleted = 1;
+	append_file(user.mailbox, "\n", 1);
+	append_file(user.mailbox, more, strlen(more));
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	want_msgs(0x16, "", &want);
+	/* Message 6's record ran to the end of the indexed file. */
+	buf_add(&want, "\n", 1);
+	buf_add(&want, more, strlen(more));
+	assert_file(&want);
+	buf_free(&want);
+
+	/* Everything deleted, mail appended: the new mail stays. */
+	write_msgs();
+	open_ok(&md);
+	for (size_t i = 0; i < NMSGS; i++)
+		md.msg[i].deleted = 1;
+	append_file(user.mailbox, more, strlen(more));
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	want_msgs(0, more, &want);
+	assert_file(&want);
+	buf_free(&want);
+	open_ok(&md);
+	assert_int_equal(md.n, 1);
+	md_close(&md);
+}
+
+static void
+test_changed(void **state)
+{
+	struct maildrop	md;
+	struct buf	orig, b;
+	int		fd;
+
+	(void)state;
+	/* A header rewritten: RETR of it refuses, the update deletes none. */
+	write_msgs();
+	read_file(user.mailbox, &orig);
+	open_ok(&md);
+	md.msg[1].deleted = 1;
+	fd = open(user.mailbox, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "X", 1, (off_t)md.msg[2].data + 9), 1);
+	close(fd);
+	orig.p[md.msg[2].data + 9] = 'X';
+	assert_int_equal(stream(&md, 2, -1, &b), MD_CHANGED);
+	assert_int_equal(b.len, 0);
+	buf_free(&b);
+	check_str(&md, 0, "Subject: m1\n\none\n");
+	assert_int_equal(md_update(&md), MD_CHANGED);
+	md_close(&md);
+	assert_file(&orig);
+	buf_free(&orig);
+
+	/* Rewritten in place by a MUA: message 2 gone, the file longer. */
+	write_msgs();
+	open_ok(&md);
+	md.msg[0].deleted = 1;
+	fd = open(user.mailbox, O_WRONLY);
+	assert_true(fd >= 0);
+	{
+		size_t	i;
+
+		for (i = 0; i < NMSGS; i++)
+			if (i != 2)
+				assert_int_equal(write(fd, msgs[i],
+				    strlen(msgs[i])), (ssize_t)strlen(msgs[i]));
+		assert_int_equal(write(fd, "\n", 1), 1);
+		assert_int_equal(write(fd, msgs[2], strlen(msgs[2])),
+		    (ssize_t)strlen(msgs[2]));
+		assert_int_equal(write(fd, msgs[2], strlen(msgs[2])),
+		    (ssize_t)strlen(msgs[2]));
+	}
+	close(fd);
+	read_file(user.mailbox, &orig);
+	assert_int_equal(md_update(&md), MD_CHANGED);
+	md_close(&md);
+	assert_file(&orig);
+	buf_free(&orig);
+
+	/* Truncated by another program. */
+	write_msgs();
+	open_ok(&md);
+	md.msg[0].deleted = 1;
+	assert_int_equal(truncate(user.mailbox, 20), 0);
+	assert_int_equal(stream(&md, 1, -1, &b), MD_CHANGED);
+	buf_free(&b);
+	assert_int_equal(md_update(&md), MD_CHANGED);
+	md_close(&md);
+	assert_no_journal();
+}
+
+/*
+ * The journal: faults and kills at every step, in forked children.
+ */
+
+/* Runs an update of the messages not in keep, with POP3D_FAULT=fault.
+ * Returns the child's wait status. */
+static int
+child_update(unsigned int keep, const char *fault)
+{
+	struct maildrop	md;
+	pid_t		pid;
+	size_t		i;
+	int		status, r;
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (fault != NULL)
+			setenv("POP3D_FAULT", fault, 1);
+		md_fault_reset();
+		if (md_open(&md, &user) != MD_OK)
+			_exit(2);
+		for (i = 0; i < NMSGS; i++)
+			md.msg[i].deleted = !(keep & (1u << i));
+		r = md_update(&md);
+		md_close(&md);
+		_exit(r == MD_OK ? 0 : 3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static void
+test_kill_loop(void **state)
+{
+	static const unsigned int	keeps[] = { 0x3e, 0x1f, 0x2a, 0x00 };
+	static const char		more[] = FROM2 "Subject: late\n\nl\n";
+	struct maildrop			md;
+	struct buf			before, after, got;
+	size_t				k;
+	int				n, st, done, appended;
+
+	(void)state;
+	for (k = 0; k < sizeof(keeps) / sizeof(keeps[0]); k++) {
+		for (appended = 0; appended < 2; appended++) {
+			done = 0;
+			for (n = 1; n < 60 && !done; n++) {
+				char	f[32];
+
+				write_msgs();
+				snprintf(f, sizeof(f), "kill:%d", n);
+				st = child_update(keeps[k], f);
+				if (WIFEXITED(st)) {
+					assert_int_equal(WEXITSTATUS(st), 0);
+					done = 1;
+				} else
+					assert_true(WIFSIGNALED(st) &&
+					    WTERMSIG(st) == SIGKILL);
+				if (appended)
+					append_file(user.mailbox, more,
+					    strlen(more));
+				/* The next session repairs. */
+				open_ok(&md);
+				md_close(&md);
+				assert_no_journal();
+				want_msgs(0x3f, appended ? more : "", &before);
+				want_msgs(keeps[k], appended ? more : "",
+				    &after);
+				read_file(user.mailbox, &got);
+				if (!(got.len == before.len &&
+				    memcmp(got.p, before.p, got.len) == 0))
+					assert_file(&after);
+				buf_free(&got);
+				buf_free(&before);
+				buf_free(&after);
+			}
+			assert_true(done);
+			assert_true(n > 5);
+		}
+	}
+}
+
+static void
+test_error_loop(void **state)
+{
+	static const char *const	kinds[] = { "enospc", "eio" };
+	struct maildrop			md;
+	struct buf			before, after, got;
+	size_t				k;
+	int				n, st, done;
+
+	(void)state;
+	for (k = 0; k < 2; k++) {
+		done = 0;
+		for (n = 1; n < 40; n++) {
+			char	f[32];
+
+			write_msgs();
+			snprintf(f, sizeof(f), "%s:%d", kinds[k], n);
+			st = child_update(0x15, f);
+			assert_true(WIFEXITED(st));
+			want_msgs(0x3f, "", &before);
+			want_msgs(0x15, "", &after);
+			read_file(user.mailbox, &got);
+			if (WEXITSTATUS(st) == 0) {
+				assert_file(&after);
+			} else if (!(got.len == before.len &&
+			    memcmp(got.p, before.p, got.len) == 0)) {
+				/* Half done: the journal completes it. */
+				open_ok(&md);
+				md_close(&md);
+				assert_file(&after);
+			}
+			open_ok(&md);
+			md_close(&md);
+			assert_no_journal();
+			buf_free(&got);
+			buf_free(&before);
+			buf_free(&after);
+			done = WEXITSTATUS(st) == 0;
+		}
+		assert_true(done);
+	}
+}
+
+/* A journal that fits neither state: the mailbox stays, MD_PERM. */
+static void
+test_journal_bad(void **state)
+{
+	struct maildrop	md;
+	struct buf	orig;
+	char		j[4200];
+	int		st;
+
+	(void)state;
+	write_msgs();
+	/* Kill right after the journal is complete (before the apply). */
+	for (st = 1; st < 60; st++) {
+		char	f[32];
+		int	s;
+
+		write_msgs();
+		snprintf(f, sizeof(f), "kill:%d", st);
+		s = child_update(0x3e, f);
+		snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+		if (WIFSIGNALED(s) && access(j, F_OK) == 0) {
+			struct buf	jb;
+
+			read_file(j, &jb);
+			/* A complete header: magic and a non-zero hash. */
+			if (jb.len > 4096 && memcmp(jb.p, "POP3DJ1\n", 8) == 0) {
+				buf_free(&jb);
+				break;
+			}
+			buf_free(&jb);
+		}
+	}
+	assert_true(st < 60);
+	/* Somebody else rewrote the mailbox meanwhile. */
+	mbox(FROM1 "Subject: other\n\nsomething else\n");
+	read_file(user.mailbox, &orig);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_file(&orig);
+	assert_int_equal(access(j, F_OK), -1);	/* renamed aside */
+	open_ok(&md);
+	assert_int_equal(md.n, 1);
+	md_close(&md);
+	buf_free(&orig);
+
+	/* An incomplete journal is removed, the mailbox untouched. */
+	write_msgs();
+	read_file(user.mailbox, &orig);
+	write_file(j, "POP3DJ1\ngarbage", 15);
+	open_ok(&md);
+	assert_int_equal(md.n, NMSGS);
+	md_close(&md);
+	assert_int_equal(access(j, F_OK), -1);
+	assert_file(&orig);
+	buf_free(&orig);
+}
+
+/*
+ * Safe open and locks.
+ */
+
+static void
+test_unsafe(void **state)
+{
+	struct maildrop	md;
+	char		p[4200];
+
+	(void)state;
+	write_msgs();
+	/* Symlinked mailbox. */
+	snprintf(p, sizeof(p), "%s/real", dir);
+	assert_int_equal(rename(user.mailbox, p), 0);
+	assert_int_equal(symlink(p, user.mailbox), 0);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_int_equal(unlink(user.mailbox), 0);
+	/* Hard-linked mailbox. */
+	assert_int_equal(link(p, user.mailbox), 0);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_int_equal(unlink(p), 0);
+	open_ok(&md);
+	md_close(&md);
+	/* A directory. */
+	assert_int_equal(unlink(user.mailbox), 0);
+	assert_int_equal(mkdir(user.mailbox, 0700), 0);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_int_equal(rmdir(user.mailbox), 0);
+	/* Symlinked dotlock: refused, never followed nor removed. */
+	write_msgs();
+	snprintf(p, sizeof(p), "%s.lock", user.mailbox);
+	assert_int_equal(symlink("/nonexistent", p), 0);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_int_equal(unlink(p), 0);
+	/* A journal that is a symlink. */
+	snprintf(p, sizeof(p), "%s/.user.pop3d-journal", dir);
+	assert_int_equal(symlink(user.mailbox, p), 0);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_int_equal(unlink(p), 0);
+	/* Another owner is tested by pytest (needs root). */
+	open_ok(&md);
+	assert_int_equal(md.n, NMSGS);
+	md_close(&md);
+}
+
+static void
+test_inuse(void **state)
+{
+	struct maildrop	md, md2;
+
+	(void)state;
+	write_msgs();
+	open_ok(&md);
+	assert_int_equal(md_open(&md2, &user), MD_INUSE);
+	md_close(&md2);
+	md.msg[0].deleted = 1;
+	assert_int_equal(md_update(&md), MD_OK);
+	md_close(&md);
+	open_ok(&md2);
+	assert_int_equal(md2.n, NMSGS - 1);
+	md_close(&md2);
+}
+
+static void
+test_stale_dotlock(void **state)
+{
+	struct maildrop	md;
+	struct timespec	old[2];
+	char		p[4200];
+	pid_t		pid;
+	int		st;
+
+	(void)state;
+	write_msgs();
+	snprintf(p, sizeof(p), "%s.lock", user.mailbox);
+	/* Too old. */
+	write_file(p, "1\n", 2);
+	old[0].tv_sec = old[1].tv_sec = time(NULL) - MD_DOTLOCK_STALE - 10;
+	old[0].tv_nsec = old[1].tv_nsec = 0;
+	assert_int_equal(utimensat(AT_FDCWD, p, old, 0), 0);
+	open_ok(&md);
+	md_close(&md);
+	assert_int_equal(access(p, F_OK), -1);
+	/* Its process is gone. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	{
+		char	s[32];
+
+		snprintf(s, sizeof(s), "%ld\n", (long)pid);
+		write_file(p, s, strlen(s));
+	}
+	open_ok(&md);
+	md_close(&md);
+	assert_int_equal(access(p, F_OK), -1);
+	/* fcntl only: the dotlock is not looked at. */
+	write_file(p, "1\n", 2);
+	opt.locks = POP3_LOCK_FCNTL;
+	open_ok(&md);
+	md_close(&md);
+	assert_int_equal(access(p, F_OK), 0);
+	assert_int_equal(unlink(p), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest	tests[] = {
+#define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_empty_missing),
+		T(test_not_mbox),
+		T(test_from_edges),
+		T(test_no_final_newline),
+		T(test_crlf_cr_nul),
+		T(test_long_line),
+		T(test_corpus),
+		T(test_split),
+		T(test_random_octets),
+		T(test_top_stuffing),
+		T(test_uidl_stable),
+		T(test_twins),
+		T(test_pseudo),
+		T(test_update),
+		T(test_update_appended),
+		T(test_changed),
+		T(test_kill_loop),
+		T(test_error_loop),
+		T(test_journal_bad),
+		T(test_unsafe),
+		T(test_inuse),
+		T(test_stale_dotlock),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
