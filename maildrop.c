@@ -1894,6 +1894,15 @@ out:
  * Open, stream, UIDL, update, close.
  */
 
+/* Remembers the file's state at a verification (under the spool locks). */
+static void
+md_vstat(struct maildrop *md, const struct stat *st)
+{
+	md->vsize = (uint64_t)st->st_size;
+	md->vctime = st->st_ctim;
+	md->vmtime = st->st_mtim;
+}
+
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *user)
 {
@@ -1967,6 +1976,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	md->dev = st.st_dev;
 	md->ino = st.st_ino;
 	md->indexed = (uint64_t)st.st_size;
+	md_vstat(md, &st);
 	r = md_index(md->fd, md->indexed, 1, &ix);
 	md_spool_unlock(md);
 	if (r != MD_OK) {
@@ -1981,6 +1991,51 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	return MD_OK;
 fail:
 	md_close(md);
+	return r;
+}
+
+static enum md_res	md_verify(struct maildrop *, uint64_t *);
+
+/*
+ * Is the file still what we indexed?  Any write (an MDA's append, a MUA's
+ * rewrite) changes the inode's ctime, so when size, ctime and mtime are
+ * those of the last verification nothing was written.  Otherwise verify
+ * [0, indexed) again under the spool locks, once per change: appended mail
+ * passes, a rewrite marks the maildrop changed for good (RETR, TOP and the
+ * update refuse from then on).
+ */
+static enum md_res
+md_current(struct maildrop *md)
+{
+	struct stat	st;
+	enum md_res	r;
+	uint64_t	size;
+
+	if (md->changed)
+		return MD_CHANGED;
+	if (fstat(md->fd, &st) == -1) {
+		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
+		return MD_TEMP;
+	}
+	if ((uint64_t)st.st_size == md->vsize &&
+	    st.st_ctim.tv_sec == md->vctime.tv_sec &&
+	    st.st_ctim.tv_nsec == md->vctime.tv_nsec &&
+	    st.st_mtim.tv_sec == md->vmtime.tv_sec &&
+	    st.st_mtim.tv_nsec == md->vmtime.tv_nsec)
+		return MD_OK;
+	if ((r = md_spool_lock(md)) != MD_OK)
+		return r == MD_PERM ? MD_TEMP : r;
+	if ((r = md_verify(md, &size)) == MD_OK) {
+		if (fstat(md->fd, &st) == -1) {
+			pop_log(LOG_ERR, "fstat %s: %s", md->path,
+			    strerror(errno));
+			r = MD_TEMP;
+		} else
+			md_vstat(md, &st);
+	}
+	md_spool_unlock(md);
+	if (r == MD_CHANGED)
+		md->changed = 1;
 	return r;
 }
 
@@ -2090,7 +2145,7 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 	const struct md_msg	*m;
 	const unsigned char	*p, *q, *nl, *seg;
 	struct md_out		 o;
-	struct stat		 st;
+	enum md_res		 r;
 	unsigned char		 dg[16];
 	unsigned char		*d = md_sbuf + 32;
 	uint64_t		 off;
@@ -2104,14 +2159,8 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 	if (i >= md->n || md->fd == -1)
 		return MD_TEMP;
 	m = &md->msg[i];
-	if (fstat(md->fd, &st) == -1) {
-		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
-		return MD_TEMP;
-	}
-	if ((uint64_t)st.st_size < md->indexed) {
-		pop_log(LOG_ERR, "%s shrank under the session", md->path);
-		return MD_CHANGED;
-	}
+	if ((r = md_current(md)) != MD_OK)
+		return r;
 	if (md_msghash(md, m, dg) == -1) {
 		pop_log(LOG_ERR, "read %s: %s", md->path, strerror(errno));
 		return MD_TEMP;
@@ -2193,7 +2242,10 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 		md_emit(&o, cr ? "\n" : "\r\n", cr ? 1 : 2);
 done:
 	md_flush(&o);
-	return o.err ? MD_TEMP : MD_OK;
+	if (o.err)
+		return MD_TEMP;
+	/* Written while we read?  The caller then withholds the final ".". */
+	return md_current(md);
 }
 
 void
@@ -2376,6 +2428,11 @@ md_update(struct maildrop *md)
 		pop_log(LOG_ERR, "%s is not writable: nothing deleted",
 		    md->path);
 		return MD_TEMP;
+	}
+	if (md->changed) {
+		pop_log(LOG_ERR, "%s changed under the session: nothing "
+		    "deleted", md->path);
+		return MD_CHANGED;
 	}
 	if ((r = md_spool_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;

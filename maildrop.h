@@ -38,6 +38,11 @@ struct maildrop {
 	struct md_msg	*msg;		/* visible messages, 1..n are msg[0..n-1] */
 	uint32_t	 n;
 	uint64_t	 hidden_end;	/* end of a hidden pseudo-message, or 0 */
+	uint64_t	 vsize;		/* size, ctime and mtime when the index */
+	struct timespec	 vctime;	/* was last verified: a change to any */
+	struct timespec	 vmtime;	/* of them means verify again */
+	int		 changed;	/* rewritten under us: serve and delete
+					   nothing more */
 	const struct pop_user *user;
 };
 
