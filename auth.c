@@ -642,6 +642,14 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 		user = name;
 		goto fail;
 	}
+	/*
+	 * PAM keeps its own copy of the password until pam_end; setting the
+	 * item again makes Linux-PAM wipe and free it, so no secret stays in
+	 * the memory the user's process is forked from.
+	 */
+	if ((rv = pam_set_item(h, PAM_AUTHTOK, NULL)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "cannot clear PAM_AUTHTOK: %s",
+		    pam_strerror(h, rv));
 	*hp = h;
 	return AUTH_OK;
 fail:

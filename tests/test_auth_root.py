@@ -976,3 +976,50 @@ def test_symlinked_dotlock_is_not_followed(root):
 	assert spool_state(v, lock) == before	# link and target untouched
 	assert spool_state(root.mailbox()) == box
 	assert "not a regular file" in log, log
+
+
+def memory_holds(pid, needle, record=None):
+	"""Whether any readable mapping of process pid contains needle, apart
+	from copies inside record (bytes that contain needle)."""
+	found = False
+	with open("/proc/%d/maps" % pid) as maps, \
+	    open("/proc/%d/mem" % pid, "rb", 0) as mem:
+		for line in maps:
+			addr, perms = line.split()[:2]
+			if "r" not in perms or "[vvar]" in line or \
+			    "[vsyscall]" in line:
+				continue
+			lo, hi = (int(x, 16) for x in addr.split("-"))
+			try:
+				mem.seek(lo)
+				data = mem.read(hi - lo)
+			except OSError:
+				continue
+			if record is not None:
+				data = data.replace(record, b"")
+			if needle in data:
+				found = True
+	return found
+
+
+@pytest.mark.parametrize("auth", ["pam", "passwd"])
+def test_no_password_in_memory_after_login(root, auth):
+	"""After login neither the root monitor nor the user's process keeps
+	the password anywhere in its memory (PAM's copy included)."""
+	a = "passwd:%s" % root.passwd if auth == "passwd" else None
+	s = root.session(auth=a) if a else root.session()
+	s.login("alice", PW)
+	pid = s.proc.pid
+	child = one_child(pid)
+	assert s.cmd("STAT").ok
+	needle = PW.encode()
+	# pam_matrix compares with its cleartext database, and its parsed
+	# line ("alice\0password\0pop3") stays on the stack: that copy is the
+	# test module's own, not one pop3d or libpam kept from the client.
+	record = b"alice\0" + needle + b"\0" + b"pop3"
+	assert not memory_holds(pid, needle, record), \
+	    "root monitor holds the password"
+	assert not memory_holds(child, needle, record), \
+	    "user process holds the password"
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
