@@ -44,7 +44,7 @@
  *
  * Update.  Journaled and in place (the inode stays: an MDA that opened the
  * mailbox before we locked it must not append to a file that is gone).
- * See md_update() and md_repair() for the journal protocol.
+ * See md_compact() and md_repair() for the journal protocol.
  */
 
 #include <sys/file.h>
@@ -100,27 +100,81 @@
 #define MD_BACKOFF_MAX	1000
 
 /*
- * The journal, SPOOLDIR/.USER.pop3d-journal: a header, then at MD_JDATA
- * the new tail T of the mailbox.  Header: magic, then little-endian
- * 64-bit dev, ino, D, F, N, L, then SHA-256 of the mailbox octets
- * [D+N, F) (cut away by the truncate), SHA-256 of all before it.  T is
- * written and fsynced before the header is written (and fsynced): a valid
- * header means a complete T, without hashing T (SHA-256 runs at about
- * 1 GB/s: a third of a second per 300 MB of every update).
+ * The journal, SPOOLDIR/.USER.pop3d-journal (the protocol: md_compact()).
+ * Numbers are little-endian, 64 bits.
+ *   [0, MD_JHDR)	the header: magic, dev, ino, D, F, N, L, X, J, then
+ *			SHA-256 of the mailbox octets [D+N, F) (cut away by
+ *			the truncate), of the extent table, and of all
+ *			before it.  Written and fsynced last: a valid
+ *			header means a complete journal, without hashing
+ *			the data (SHA-256 runs at 1-2 GB/s).
+ *   MD_JSLOT(0, 1)	two progress records, each in a block of its own:
+ *			magic, sequence number, P, the first 16 octets of
+ *			the header's digest, SHA-256 of all before it.  The
+ *			valid one with the larger number counts (a torn
+ *			write spoils one slot only); none: P = 0.
+ *   MD_JTAB		the extent table: X records of s, d, len, joff.
+ *   md_jdata(X)	the octets of the journaled extents, J in all (then
+ *			zeros up to a whole block).
  */
-#define MD_JMAGIC	"POP3DJ1\n"
+#define MD_JMAGIC	"POP3DJ2\n"
+#define MD_JMAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
+#define MD_JPMAGIC	"POP3DP2\n"
 /* Room for a path derived from the mailbox's (journal, its temp, aside). */
 #define MD_PATH		(sizeof(((struct maildrop *)0)->path) + 64)
-#define MD_JHDR		(8 + 6 * 8 + 2 * 32)
-#define MD_JDATA	4096
+#define MD_JHDR		(8 + 8 * 8 + 3 * 32)
+#define MD_JHDR1	(8 + 6 * 8 + 2 * 32)
+#define MD_JBLK		4096
+#define MD_JSLOT(i)	((uint64_t)MD_JBLK * (1 + (i)))
+#define MD_JSLOTLEN	(8 + 2 * 8 + 16 + 32)
+#define MD_JTAB		((uint64_t)MD_JBLK * 3)
+#define MD_JREC		32
+/* joff of an extent moved within the mailbox, not through the journal. */
+#define MD_JNONE	UINT64_MAX
+/* Extents of a journal: one per run of kept messages, and the appended
+ * mail (adjacent ones merged), so at most one more than the messages. */
+#define MD_JEXT_MAX	((uint64_t)MD_MAX_MESSAGES + 1)
+/*
+ * Extents shifted by less than this go through the journal even when
+ * their move does not overwrite their own source.  A progress record
+ * frees the sources of about a shift's worth of octets before the
+ * destination, and costs two flushes (milliseconds each, tens on a
+ * disk that seeks); journaling costs about a millisecond per MB.  With
+ * every 10th message deleted the shift is a tenth of the offset: for
+ * 350 MB, 4 MiB means 40 MB journaled and 16 records (1 MiB: 16 MB and
+ * 28 records).
+ */
+#define MD_JSHIFT	(4 * 1024 * 1024)
+/* The moves start writeback every so many octets: the flushes of the
+ * progress records and the last one then find most of it done. */
+#define MD_WBACK	(8 * 1024 * 1024)
 
 struct md_jhdr {
 	uint64_t	 dev, ino;
 	uint64_t	 d;		/* first octet rewritten */
 	uint64_t	 f;		/* mailbox size when journaled */
-	uint64_t	 n;		/* length of T: new size is d + n */
+	uint64_t	 n;		/* new tail: the new size is d + n */
 	uint64_t	 l;		/* f - d - n: octets removed */
+	uint64_t	 x;		/* extents in the table */
+	uint64_t	 j;		/* octets of extents in the journal */
 	unsigned char	 hc[32];	/* SHA-256 of mailbox [d + n, f) */
+	unsigned char	 ht[32];	/* SHA-256 of the extent table */
+	unsigned char	 hh[32];	/* SHA-256 of the header before it */
+};
+
+/* An extent: len octets of the mailbox move from s to d; their copy is at
+ * joff in the journal, or MD_JNONE. */
+struct md_ext {
+	uint64_t	 s, d, len, joff;
+};
+
+/* A journal being applied. */
+struct md_jstate {
+	int		 fd;
+	struct md_jhdr	 h;
+	struct md_ext	*ext;		/* h.x extents */
+	uint64_t	 p;		/* extents before it are done, on disk */
+	uint64_t	 seq;		/* of the last progress record */
 };
 
 /* The index of [start, lim) being built (one of two halves, or all). */
@@ -151,7 +205,7 @@ static struct {
 
 /* One block for reading and copying; md_stream's input block, after room
  * for the octet before it; its output buffer (vector stores overshoot). */
-static unsigned char	md_blk[MD_BLOCK];
+static unsigned char	md_blk[MD_BLOCK] __attribute__((aligned(MD_JBLK)));
 static unsigned char	md_sbuf[32 + MD_BLOCK + 64];
 static char		md_obuf[MD_OUT + 128];
 
@@ -249,9 +303,30 @@ md_lock_wait(void)
 	return (int)v;
 }
 #define MD_LOCKWAIT()	md_lock_wait()
+
+/* Test builds: POP3D_JSHIFT=OCTETS replaces MD_JSHIFT (0: only extents
+ * that would overwrite their own source go through the journal), so that
+ * small mailboxes need progress records. */
+static uint64_t
+md_jshift(void)
+{
+	const char		*s = getenv("POP3D_JSHIFT");
+	char			*end;
+	unsigned long long	 v;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return MD_JSHIFT;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return MD_JSHIFT;
+	return v;
+}
+#define MD_JSHIFTNOW()	md_jshift()
 #else
 #define MD_FAULT()	0
 #define MD_LOCKWAIT()	MD_LOCK_WAIT
+#define MD_JSHIFTNOW()	MD_JSHIFT
 #endif
 
 /* Where md_index() splits: unit tests move it to test the join. */
@@ -288,12 +363,32 @@ md_pwrite1(int fd, const void *p, size_t n, off_t off)
 	return pwrite(fd, p, n, off);
 }
 
+/* For the spool directory. */
 static int
 md_fsync(int fd)
 {
 	if (MD_FAULT())
 		return -1;
 	return fsync(fd);
+}
+
+/* For files: their octets and what it takes to read them back (size,
+ * blocks), not their times, which an update never needs. */
+static int
+md_fdatasync(int fd)
+{
+	if (MD_FAULT())
+		return -1;
+	return fdatasync(fd);
+}
+
+/* Starts writing [off, off + len) of fd back to disk without waiting, so
+ * that the md_fdatasync() which makes it durable has less left to do. */
+static void
+md_writeback(int fd, uint64_t off, uint64_t len)
+{
+	(void)sync_file_range(fd, (off_t)off, (off_t)len,
+	    SYNC_FILE_RANGE_WRITE);
 }
 
 static int
@@ -1503,10 +1598,26 @@ md_get64(const unsigned char *p)
 }
 
 static void
-md_jencode(const struct md_jhdr *h, unsigned char *p)
+md_sha(const void *p, size_t n, unsigned char *out)
 {
 	struct sha256_ctx	ctx;
 
+	sha256_init(&ctx);
+	sha256_update(&ctx, n, p);
+	sha256_digest(&ctx, 32, out);
+}
+
+/* Where the journaled octets start: after a table of x extents. */
+static uint64_t
+md_jdata(uint64_t x)
+{
+	return (MD_JTAB + x * MD_JREC + MD_JBLK - 1) & ~(uint64_t)(MD_JBLK - 1);
+}
+
+/* Encodes h into p (MD_JHDR octets) and sets h->hh. */
+static void
+md_jencode(struct md_jhdr *h, unsigned char *p)
+{
 	memcpy(p, MD_JMAGIC, 8);
 	md_le64(p + 8, h->dev);
 	md_le64(p + 16, h->ino);
@@ -1514,24 +1625,32 @@ md_jencode(const struct md_jhdr *h, unsigned char *p)
 	md_le64(p + 32, h->f);
 	md_le64(p + 40, h->n);
 	md_le64(p + 48, h->l);
-	memcpy(p + 56, h->hc, 32);
-	sha256_init(&ctx);
-	sha256_update(&ctx, 88, p);
-	sha256_digest(&ctx, 32, p + 88);
+	md_le64(p + 56, h->x);
+	md_le64(p + 64, h->j);
+	memcpy(p + 72, h->hc, 32);
+	memcpy(p + 104, h->ht, 32);
+	md_sha(p, 136, h->hh);
+	memcpy(p + 136, h->hh, 32);
 }
 
+/*
+ * Decodes the header of got octets at p: 0, -1 if it is not a valid one,
+ * 1 if it is a valid header of an older pop3d's journal (magic POP3DJ1,
+ * 88 octets and their SHA-256).
+ */
 static int
-md_jdecode(const unsigned char *p, struct md_jhdr *h)
+md_jdecode(const unsigned char *p, size_t got, struct md_jhdr *h)
 {
-	struct sha256_ctx	ctx;
-	unsigned char		dg[32];
+	unsigned char	dg[32];
 
-	if (memcmp(p, MD_JMAGIC, 8) != 0)
+	if (got >= MD_JHDR1 && memcmp(p, MD_JMAGIC1, 8) == 0) {
+		md_sha(p, MD_JHDR1 - 32, dg);
+		return memcmp(dg, p + MD_JHDR1 - 32, 32) == 0 ? 1 : -1;
+	}
+	if (got < MD_JHDR || memcmp(p, MD_JMAGIC, 8) != 0)
 		return -1;
-	sha256_init(&ctx);
-	sha256_update(&ctx, 88, p);
-	sha256_digest(&ctx, 32, dg);
-	if (memcmp(dg, p + 88, 32) != 0)
+	md_sha(p, 136, dg);
+	if (memcmp(dg, p + 136, 32) != 0)
 		return -1;
 	h->dev = md_get64(p + 8);
 	h->ino = md_get64(p + 16);
@@ -1539,8 +1658,13 @@ md_jdecode(const unsigned char *p, struct md_jhdr *h)
 	h->f = md_get64(p + 32);
 	h->n = md_get64(p + 40);
 	h->l = md_get64(p + 48);
-	memcpy(h->hc, p + 56, 32);
-	if (h->d > h->f || h->n > h->f - h->d || h->l != h->f - h->d - h->n)
+	h->x = md_get64(p + 56);
+	h->j = md_get64(p + 64);
+	memcpy(h->hc, p + 72, 32);
+	memcpy(h->ht, p + 104, 32);
+	memcpy(h->hh, dg, 32);
+	if (h->d > h->f || h->n > h->f - h->d || h->l != h->f - h->d - h->n ||
+	    h->x > MD_JEXT_MAX || h->j > h->n)
 		return -1;
 	return 0;
 }
@@ -1565,7 +1689,8 @@ md_cfr(int src, uint64_t *off, int dst, uint64_t *doff, size_t n)
 /*
  * Copies [off, off + len) of src to dst at doff (dst -1: only hashes into
  * ctx).  A plain copy goes through copy_file_range(2): one copy in the
- * kernel, none through user space; read and write where it cannot.
+ * kernel, none through user space; read and write where it cannot.  The
+ * two ranges never overlap when src and dst are the same file.
  */
 static int
 md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
@@ -1609,25 +1734,27 @@ md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
 	return 0;
 }
 
-/* Are [a, a + len) of fd and [b, b + len) of fd2 the same octets? */
+/*
+ * Moves len octets of fd from s down to d < s, where the two ranges
+ * overlap: forward, a block at a time, each read before it is written
+ * over (copy_file_range(2) refuses overlapping ranges).
+ */
 static int
-md_same(int fd, uint64_t a, int fd2, uint64_t b, uint64_t len)
+md_shift(int fd, uint64_t s, uint64_t d, uint64_t len)
 {
 	size_t	n;
 
 	while (len > 0) {
 		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
-		if (md_preadx(fd, md_blk, n, a) == -1 ||
-		    md_preadx(fd2, md_sbuf, n, b) == -1)
+		if (md_preadx(fd, md_blk, n, s) == -1 ||
+		    md_pwrite(fd, md_blk, n, d) == -1)
 			return -1;
-		if (memcmp(md_blk, md_sbuf, n) != 0)
-			return 0;
-		a += n;
-		b += n;
+		s += n;
+		d += n;
 		len -= n;
 		md_dot_refresh();
 	}
-	return 1;
+	return 0;
 }
 
 static int
@@ -1640,6 +1767,43 @@ md_hashrange(int fd, uint64_t off, uint64_t len, unsigned char *dg)
 		return -1;
 	sha256_digest(&ctx, 32, dg);
 	return 0;
+}
+
+/* md_hashrange() in a thread of its own (see md_jwrite()). */
+struct md_hjob {
+	int		 fd;
+	uint64_t	 off, len;
+	unsigned char	 dg[32];
+	int		 err;		/* 0, or the errno of a failure */
+};
+
+static void *
+md_hjob_run(void *arg)
+{
+	struct md_hjob		*h = arg;
+	struct sha256_ctx	 ctx;
+	unsigned char		*buf;
+	uint64_t		 off = h->off, len = h->len;
+	size_t			 n;
+
+	h->err = 0;
+	/* Reads of MD_IX_BLOCK: as fast, and less memory than MD_BLOCK. */
+	if ((buf = malloc(MD_IX_BLOCK)) == NULL) {
+		h->err = errno;
+		return NULL;
+	}
+	sha256_init(&ctx);
+	for (; len > 0; off += n, len -= n) {
+		n = len > MD_IX_BLOCK ? MD_IX_BLOCK : (size_t)len;
+		if (md_preadx(h->fd, buf, n, off) == -1) {
+			h->err = errno;
+			break;
+		}
+		sha256_update(&ctx, n, buf);
+	}
+	sha256_digest(&ctx, 32, h->dg);
+	free(buf);
+	return NULL;
 }
 
 /* Keeps a journal we must not apply or remove, under another name. */
@@ -1659,19 +1823,402 @@ md_jaside(const char *jpath)
 		pop_log(LOG_ERR, "kept the journal as %s", aside);
 }
 
+/* Writes the extent table at MD_JTAB; its digest into ht. */
+static int
+md_jwtab(int jfd, const struct md_ext *ext, uint64_t x, unsigned char *ht)
+{
+	struct sha256_ctx	ctx;
+	uint64_t		i, off = MD_JTAB;
+	size_t			n = 0;
+
+	sha256_init(&ctx);
+	for (i = 0; i < x; i++) {
+		md_le64(md_blk + n, ext[i].s);
+		md_le64(md_blk + n + 8, ext[i].d);
+		md_le64(md_blk + n + 16, ext[i].len);
+		md_le64(md_blk + n + 24, ext[i].joff);
+		n += MD_JREC;
+		if (n == MD_BLOCK || i + 1 == x) {
+			sha256_update(&ctx, n, md_blk);
+			if (md_pwrite(jfd, md_blk, n, off) == -1)
+				return -1;
+			off += n;
+			n = 0;
+		}
+	}
+	sha256_digest(&ctx, 32, ht);
+	return 0;
+}
+
 /*
- * Applies a journal that is on disk: T to [D, D+N) of the mailbox, fsync,
- * truncate to D+N, fsync, remove the journal, fsync the directory.  Every
- * step can be repeated: T comes from the journal, and D+N <= F.
+ * Reads the extent table of h into *out and checks it against its digest
+ * and the rules md_jplan() made it by: destinations back to back from D
+ * to D+N, sources in order, not before their destination and not past
+ * F, an extent moved within the mailbox never overlapping its own source,
+ * journaled octets back to back from md_jdata(X), J of them.  0; -1 on a
+ * read error (errno); 1 if the table is not valid.
+ */
+static int
+md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
+{
+	struct sha256_ctx	 ctx;
+	struct md_ext		*ext, *e;
+	unsigned char		 dg[32];
+	uint64_t		 i, d = h->d, s = h->d, pos, left;
+	size_t			 n, k;
+	ssize_t			 r;
+
+	*out = NULL;
+	if ((ext = reallocarray(NULL, h->x > 0 ? h->x : 1,
+	    sizeof(*ext))) == NULL)
+		return -1;
+	sha256_init(&ctx);
+	for (i = 0, left = h->x * MD_JREC; left > 0; left -= n) {
+		n = left > MD_BLOCK ? MD_BLOCK : (size_t)left;
+		if ((r = md_pread(jfd, md_blk, n, MD_JTAB + i * MD_JREC)) !=
+		    (ssize_t)n) {
+			free(ext);
+			return r == -1 ? -1 : 1;
+		}
+		sha256_update(&ctx, n, md_blk);
+		for (k = 0; k < n; k += MD_JREC, i++) {
+			ext[i].s = md_get64(md_blk + k);
+			ext[i].d = md_get64(md_blk + k + 8);
+			ext[i].len = md_get64(md_blk + k + 16);
+			ext[i].joff = md_get64(md_blk + k + 24);
+		}
+	}
+	sha256_digest(&ctx, 32, dg);
+	pos = md_jdata(h->x);
+	for (i = 0; i < h->x && memcmp(dg, h->ht, 32) == 0; i++) {
+		e = &ext[i];
+		if (e->d != d || e->s < s || e->s < d || e->s > h->f ||
+		    e->len == 0 || e->len > h->f - e->s)
+			break;
+		if (e->joff == MD_JNONE) {
+			if (e->s - e->d < e->len)
+				break;
+		} else if (e->joff != pos)
+			break;
+		else
+			pos += e->len;
+		d += e->len;
+		s = e->s + e->len;
+	}
+	if (memcmp(dg, h->ht, 32) != 0 || i < h->x || d != h->d + h->n ||
+	    pos - md_jdata(h->x) != h->j) {
+		free(ext);
+		return 1;
+	}
+	*out = ext;
+	return 0;
+}
+
+/*
+ * The progress of js->h from its records: js->p, js->seq.  0, or -1 on a
+ * read error (a record we cannot read may be the one that counts).
+ */
+static int
+md_jslots(struct md_jstate *js)
+{
+	unsigned char	b[MD_JSLOTLEN], dg[32];
+	uint64_t	seq, p;
+	ssize_t		r;
+	int		i, found = 0;
+
+	js->p = js->seq = 0;
+	for (i = 0; i < 2; i++) {
+		if ((r = md_pread(js->fd, b, sizeof(b), MD_JSLOT(i))) == -1)
+			return -1;
+		if (r != (ssize_t)sizeof(b) || memcmp(b, MD_JPMAGIC, 8) != 0 ||
+		    memcmp(b + 24, js->h.hh, 16) != 0)
+			continue;
+		md_sha(b, 40, dg);
+		seq = md_get64(b + 8);
+		p = md_get64(b + 16);
+		if (memcmp(dg, b + 40, 32) != 0 || p > js->h.x ||
+		    (found && seq <= js->seq))
+			continue;
+		found = 1;
+		js->seq = seq;
+		js->p = p;
+	}
+	return 0;
+}
+
+/*
+ * A progress record: extents before p are done.  The mailbox is fsynced
+ * first, the journal after: the record is on disk only once they are.
+ * The slot of the record before it stays as it was.
+ */
+static int
+md_jprogress(struct maildrop *md, struct md_jstate *js, uint64_t p)
+{
+	unsigned char	b[MD_JSLOTLEN];
+
+	memcpy(b, MD_JPMAGIC, 8);
+	md_le64(b + 8, js->seq + 1);
+	md_le64(b + 16, p);
+	memcpy(b + 24, js->h.hh, 16);
+	md_sha(b, 40, b + 40);
+	if (md_fdatasync(md->fd) == -1 ||
+	    md_pwrite(js->fd, b, sizeof(b), MD_JSLOT((js->seq + 1) & 1)) ==
+	    -1 || md_fdatasync(js->fd) == -1)
+		return -1;
+	js->seq++;
+	js->p = p;
+	return 0;
+}
+
+/*
+ * Plans the moves of js->ext[0..h.x) (s and len set; destinations back
+ * to back from h.d): sets each d and joff, and h.n, h.l, h.j.  An extent
+ * goes through the journal when its move would overwrite its own source
+ * (a shift below its length) or its shift is below MD_JSHIFT.
+ */
+static void
+md_jplan(struct md_jstate *js, uint64_t jshift)
+{
+	struct md_ext	*e;
+	uint64_t	 i, d = js->h.d, pos = md_jdata(js->h.x);
+
+	for (i = 0; i < js->h.x; i++) {
+		e = &js->ext[i];
+		e->d = d;
+		if (e->s - d < e->len || e->s - d < jshift) {
+			e->joff = pos;
+			pos += e->len;
+		} else
+			e->joff = MD_JNONE;
+		d += e->len;
+	}
+	js->h.n = d - js->h.d;
+	js->h.l = js->h.f - d;
+	js->h.j = pos - md_jdata(js->h.x);
+}
+
+/* Writes md_blk[0, fill) at *pos of the journal (see md_jwdata()). */
+static int
+md_jwblk(int jfd, int *direct, int flags, uint64_t *pos, size_t fill)
+{
+	size_t	n = fill;
+
+	if (*direct) {
+		/* Whole blocks: the padding is past the J octets. */
+		n = (fill + MD_JBLK - 1) & ~(size_t)(MD_JBLK - 1);
+		memset(md_blk + fill, 0, n - fill);
+		if (md_pwrite(jfd, md_blk, n, *pos) == -1) {
+			if (errno != EINVAL || *direct != 1)
+				return -1;
+			/* Refused at the first write: no direct I/O here. */
+			if (fcntl(jfd, F_SETFL, flags) == -1)
+				return -1;
+			*direct = 0;
+			n = fill;
+		} else
+			*direct = 2;
+	}
+	if (!*direct && md_pwrite(jfd, md_blk, n, *pos) == -1)
+		return -1;
+	*pos += fill;
+	return 0;
+}
+
+/*
+ * Writes the octets of the journaled extents of js to jfd, back to back
+ * from md_jdata(X), with O_DIRECT where the file system allows it: only a
+ * repair reads them, so they need not be copied into the page cache, nor
+ * its pages dropped when the journal is removed (with 350 MB journaled,
+ * and the moves copied from the mailbox rather than read back from the
+ * journal, the update took a third less time).
+ */
+static int
+md_jwdata(struct maildrop *md, int jfd, const struct md_jstate *js)
+{
+	const struct md_ext	*e;
+	uint64_t		 i, off, left, pos = md_jdata(js->h.x);
+	size_t			 fill = 0, n;
+	int			 flags, direct;
+
+	if (js->h.j == 0)
+		return 0;
+	if ((flags = fcntl(jfd, F_GETFL)) == -1)
+		return -1;
+	direct = fcntl(jfd, F_SETFL, flags | O_DIRECT) == 0;
+	for (i = 0; i < js->h.x; i++) {
+		e = &js->ext[i];
+		if (e->joff == MD_JNONE)
+			continue;
+		for (off = e->s, left = e->len; left > 0; left -= n) {
+			n = left > MD_BLOCK - fill ? MD_BLOCK - fill :
+			    (size_t)left;
+			if (md_preadx(md->fd, md_blk + fill, n, off) == -1)
+				return -1;
+			fill += n;
+			off += n;
+			if (fill == MD_BLOCK) {
+				if (md_jwblk(jfd, &direct, flags, &pos,
+				    fill) == -1)
+					return -1;
+				fill = 0;
+			}
+			md_dot_refresh();
+		}
+	}
+	if (fill > 0 && md_jwblk(jfd, &direct, flags, &pos, fill) == -1)
+		return -1;
+	if (direct && fcntl(jfd, F_SETFL, flags) == -1)
+		return -1;
+	if (!direct)
+		md_writeback(jfd, md_jdata(js->h.x), js->h.j);
+	return 0;
+}
+
+/*
+ * Writes the journal of js (header fields, table planned) to path,
+ * created, never there before: the journaled extents' octets, the table,
+ * fsync, the header, fsync.  js->fd is then the open journal, with no
+ * progress.  0, or -1 (nothing left behind).
+ */
+static int
+md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
+{
+	unsigned char		 hdr[MD_JHDR];
+	struct md_hjob		 hj;
+	sigset_t		 all, old;
+	pthread_t		 th;
+	int			 jfd, e2, r, threaded = 0;
+
+	jfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (jfd == -1) {
+		pop_log(LOG_ERR, "cannot create journal %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	/* The digest of the cut octets (SHA-256 at 1-2 GB/s: 40 ms for a
+	 * tenth of 350 MB) on the other CPU while the journal is written. */
+	hj.fd = md->fd;
+	hj.off = js->h.d + js->h.n;
+	hj.len = js->h.l;
+	(void)sigfillset(&all);
+	if (hj.len >= MD_BLOCK &&
+	    pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
+		threaded = pthread_create(&th, NULL, md_hjob_run, &hj) == 0;
+		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	r = md_jwdata(md, jfd, js) == -1 ||
+	    md_jwtab(jfd, js->ext, js->h.x, js->h.ht) == -1 ? -1 : 0;
+	e2 = errno;
+	if (threaded && pthread_join(th, NULL) != 0)
+		fatalx("pthread_join failed");
+	if (r == -1) {
+		errno = e2;
+		goto fail;
+	}
+	if (!threaded)
+		(void)md_hjob_run(&hj);
+	if (hj.err != 0) {
+		errno = hj.err;
+		goto fail;
+	}
+	memcpy(js->h.hc, hj.dg, 32);
+	/* All of it on disk first: then a valid header means a complete
+	 * journal. */
+	md_jencode(&js->h, hdr);
+	if (md_fdatasync(jfd) == -1 ||
+	    md_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
+	    md_fdatasync(jfd) == -1)
+		goto fail;
+	js->fd = jfd;
+	js->p = js->seq = 0;
+	return 0;
+fail:
+	e2 = errno;
+	pop_log(LOG_ERR, "cannot write journal %s: %s", path, strerror(e2));
+	(void)close(jfd);
+	if (md_unlink(path) == -1)
+		pop_log(LOG_ERR, "cannot remove %s: %s", path,
+		    strerror(errno));
+	errno = e2;
+	return -1;
+}
+
+/*
+ * The moves of js from extent js->p on, in order, then a progress record
+ * of all: every kept octet is then at its place and on disk.  Before a
+ * destination is written over the source of an earlier extent that is
+ * not done on disk and not in the journal, a progress record frees that
+ * source (see md_compact()).  The first time, every extent is copied from
+ * its source, which no earlier move has touched.  A redo (repair) starts
+ * from the last record and copies a journaled extent from the journal
+ * (its source may be overwritten), any other from its source, which
+ * nothing before its record overwrites.
+ */
+static int
+md_moves(struct maildrop *md, struct md_jstate *js, int redo)
+{
+	const struct md_ext	*e, *w;
+	uint64_t		 j, k, o, n, wb = 0;
+
+	for (j = k = js->p; j < js->h.x; j++) {
+		e = &js->ext[j];
+		/*
+		 * w: the first extent in [p, j) moved within the mailbox
+		 * whose source ends past e's destination: the source with
+		 * the lowest offset that e could overwrite.  Sources and
+		 * destinations only grow, so k only moves on.
+		 */
+		for (; k < j; k++) {
+			w = &js->ext[k];
+			if (w->joff == MD_JNONE && w->s + w->len > e->d)
+				break;
+		}
+		if (k < j && js->ext[k].s < e->d + e->len) {
+			if (md_jprogress(md, js, j) == -1)
+				return -1;
+			k = j;
+			wb = 0;
+		}
+		/* In pieces, forward; writeback of the destinations (back
+		 * to back) is started every MD_WBACK octets. */
+		for (o = 0; o < e->len; o += n) {
+			n = e->len - o > MD_WBACK ? MD_WBACK : e->len - o;
+			if (redo && e->joff != MD_JNONE) {
+				if (md_copy(js->fd, e->joff + o, n, md->fd,
+				    e->d + o, NULL) == -1)
+					return -1;
+			} else if (e->s - e->d < e->len) {
+				if (md_shift(md->fd, e->s + o, e->d + o, n) ==
+				    -1)
+					return -1;
+			} else if (md_copy(md->fd, e->s + o, n, md->fd,
+			    e->d + o, NULL) == -1)
+				return -1;
+			if ((wb += n) >= MD_WBACK) {
+				md_writeback(md->fd, e->d + o + n - wb, wb);
+				wb = 0;
+			}
+		}
+	}
+	if (js->p < js->h.x && md_jprogress(md, js, js->h.x) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * Applies a journal that is on disk, from its progress on: the moves,
+ * truncate to D+N, fsync, remove the journal, fsync the directory.
+ * Every step can be repeated: D+N <= F, and the truncate comes after the
+ * record that all moves are done.
  */
 static enum md_res
-md_apply(struct maildrop *md, int jfd, const struct md_jhdr *h,
+md_apply(struct maildrop *md, struct md_jstate *js, int redo,
     const char *jpath)
 {
-	if (md_copy(jfd, MD_JDATA, h->n, md->fd, h->d, NULL) == -1 ||
-	    md_fsync(md->fd) == -1 ||
-	    md_ftruncate(md->fd, h->d + h->n) == -1 ||
-	    md_fsync(md->fd) == -1) {
+	if (md_moves(md, js, redo) == -1 ||
+	    md_ftruncate(md->fd, js->h.d + js->h.n) == -1 ||
+	    md_fdatasync(md->fd) == -1) {
 		pop_log(LOG_ERR, "update of %s: %s", md->path,
 		    strerror(errno));
 		return MD_TEMP;
@@ -1685,76 +2232,20 @@ md_apply(struct maildrop *md, int jfd, const struct md_jhdr *h,
 }
 
 /*
- * Writes a journal to path (created, never there before): header h with
- * n and the hashes filled in here; T is [soff, soff + slen) of the old
- * journal sfd (if sfd != -1) followed by the mailbox extents ext[0..next).
- * Returns the open journal, or -1 (nothing left behind).
- */
-struct md_ext {
-	uint64_t	off, len;
-};
-
-static int
-md_jwrite(struct maildrop *md, const char *path, struct md_jhdr *h,
-    int sfd, uint64_t slen, const struct md_ext *ext, size_t next)
-{
-	unsigned char		hdr[MD_JHDR];
-	uint64_t		pos = MD_JDATA;
-	size_t			i;
-	int			jfd, e;
-
-	jfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (jfd == -1) {
-		pop_log(LOG_ERR, "cannot create journal %s: %s", path,
-		    strerror(errno));
-		return -1;
-	}
-	if (sfd != -1) {
-		if (md_copy(sfd, MD_JDATA, slen, jfd, pos, NULL) == -1)
-			goto fail;
-		pos += slen;
-	}
-	for (i = 0; i < next; i++) {
-		if (md_copy(md->fd, ext[i].off, ext[i].len, jfd, pos, NULL) ==
-		    -1)
-			goto fail;
-		pos += ext[i].len;
-	}
-	h->n = pos - MD_JDATA;
-	h->l = h->f - h->d - h->n;
-	if (md_hashrange(md->fd, h->d + h->n, h->l, h->hc) == -1)
-		goto fail;
-	/* T on disk first: then a valid header means a complete T. */
-	md_jencode(h, hdr);
-	if (md_fsync(jfd) == -1 ||
-	    md_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 || md_fsync(jfd) == -1)
-		goto fail;
-	return jfd;
-fail:
-	e = errno;
-	pop_log(LOG_ERR, "cannot write journal %s: %s", path, strerror(e));
-	(void)close(jfd);
-	if (md_unlink(path) == -1)
-		pop_log(LOG_ERR, "cannot remove %s: %s", path,
-		    strerror(errno));
-	errno = e;
-	return -1;
-}
-
-/*
  * Repair (called under the spool locks, before indexing, and after a
- * failed apply).  A journal without a valid header (or shorter than its
- * T) was never applied: the mailbox is intact, the journal goes.  A
- * journal for another file (dev/ino) is renamed aside, never applied.
- * Otherwise the mailbox is in one of two states:
+ * failed apply).  A journal without a valid header was never applied:
+ * the mailbox is intact, the journal goes.  A journal for another file
+ * (dev/ino) is renamed aside, never applied.  Otherwise the mailbox is in
+ * one of two states:
  *   before the truncate: size >= F and [D+N, F) still hashes to the cut
- *     part: T is (partly) written at D; mail appended since is [F, cur).
- *     With appended mail, a new journal T' = T + [F, cur), F' = cur is
- *     written to a temporary name and renamed over the old one first.
- *     Then the journal is applied (again).
- *   after the truncate: [D, D+N) is T; appended mail is [D+N, cur).  Only
- *     the fsync and the removal of the journal may be missing.
+ *     part (no move ever writes there).  The moves are done again from
+ *     the last progress record.  Mail appended since is [F, cur): it is
+ *     then moved to D+N by a journal of its own (one extent, F' = cur,
+ *     D' = D+N), written to a temporary name and renamed over the old
+ *     one, which is done by then.  Then the truncate.
+ *   after the truncate: the last progress record says all moves are done
+ *     and the file is at least D+N long (appended mail is [D+N, cur)).
+ *     Only the fsync and the removal of the journal may be missing.
  * Anything else: the mailbox stays untouched, the journal is kept aside,
  * MD_PERM.  *done is set when an update was completed.
  */
@@ -1763,12 +2254,13 @@ md_repair(struct maildrop *md, int *done)
 {
 	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
 	unsigned char	 hdr[MD_JHDR], dg[32];
-	struct md_jhdr	 h, h2;
+	struct md_jstate js, js2;
 	struct md_ext	 ext;
 	struct stat	 jst, st;
 	enum md_res	 r;
-	uint64_t	 appended;
-	int		 jfd, tfd;
+	uint64_t	 appended, redone;
+	ssize_t		 got;
+	int		 v;
 
 	*done = 0;
 	if (md_jpath(md, jpath, sizeof(jpath)) == -1 ||
@@ -1777,15 +2269,16 @@ md_repair(struct maildrop *md, int *done)
 		pop_log(LOG_ERR, "mailbox path too long: %s", md->path);
 		return MD_PERM;
 	}
-	jfd = open(jpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (jfd == -1) {
+	memset(&js, 0, sizeof(js));
+	js.fd = open(jpath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (js.fd == -1) {
 		if (errno == ENOENT)
 			return MD_OK;
 		pop_log(LOG_ERR, "cannot open journal %s: %s", jpath,
 		    strerror(errno));
 		return errno == ELOOP ? MD_PERM : MD_TEMP;
 	}
-	if (fstat(jfd, &jst) == -1 || fstat(md->fd, &st) == -1) {
+	if (fstat(js.fd, &jst) == -1 || fstat(md->fd, &st) == -1) {
 		pop_log(LOG_ERR, "fstat: %s", strerror(errno));
 		r = MD_TEMP;
 		goto out;
@@ -1797,10 +2290,19 @@ md_repair(struct maildrop *md, int *done)
 		r = MD_PERM;
 		goto out;
 	}
-	if (md_pread(jfd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
-	    md_jdecode(hdr, &h) == -1 || (h.n > 0 &&
-	    (jst.st_size < MD_JDATA ||
-	    h.n > (uint64_t)jst.st_size - MD_JDATA))) {
+	if ((got = md_pread(js.fd, hdr, sizeof(hdr), 0)) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
+		r = MD_TEMP;
+		goto out;
+	}
+	if ((v = md_jdecode(hdr, (size_t)got, &js.h)) == 1) {
+		pop_log(LOG_ERR, "journal %s is an older pop3d's: complete "
+		    "the update with that version", jpath);
+		md_jaside(jpath);
+		r = MD_PERM;
+		goto out;
+	}
+	if (v == -1) {
 		/* Never applied: the mailbox is as it was. */
 		if (md_unlink(jpath) == -1 || md_fsyncdir(md) == -1) {
 			pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
@@ -1813,30 +2315,61 @@ md_repair(struct maildrop *md, int *done)
 		r = MD_OK;
 		goto out;
 	}
-	if (h.dev != (uint64_t)st.st_dev || h.ino != (uint64_t)st.st_ino) {
+	if (js.h.dev != (uint64_t)st.st_dev || js.h.ino != (uint64_t)st.st_ino) {
 		pop_log(LOG_ERR, "journal %s is for another file than %s: "
 		    "not applied", jpath, md->path);
 		md_jaside(jpath);
 		r = MD_OK;
 		goto out;
 	}
-	appended = (uint64_t)st.st_size > h.f ? (uint64_t)st.st_size - h.f : 0;
-	if ((uint64_t)st.st_size >= h.f &&
-	    md_hashrange(md->fd, h.d + h.n, h.l, dg) == 0 &&
-	    memcmp(dg, h.hc, 32) == 0) {
-		if ((uint64_t)st.st_size > h.f) {
-			h2 = h;
-			h2.f = (uint64_t)st.st_size;
-			ext.off = h.f;
-			ext.len = h2.f - h.f;
+	if ((v = md_jrtab(js.fd, &js.h, &js.ext)) == -1 ||
+	    md_jslots(&js) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
+		r = MD_TEMP;
+		goto out;
+	}
+	if (v == 1 || (js.h.j > 0 &&
+	    (uint64_t)jst.st_size < md_jdata(js.h.x) + js.h.j)) {
+		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
+		    jpath, md->path);
+		md_jaside(jpath);
+		r = MD_PERM;
+		goto out;
+	}
+	redone = js.h.x - js.p;
+	appended = (uint64_t)st.st_size > js.h.f ?
+	    (uint64_t)st.st_size - js.h.f : 0;
+	if ((uint64_t)st.st_size >= js.h.f &&
+	    md_hashrange(md->fd, js.h.d + js.h.n, js.h.l, dg) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", md->path, strerror(errno));
+		r = MD_TEMP;
+		goto out;
+	}
+	if ((uint64_t)st.st_size >= js.h.f && memcmp(dg, js.h.hc, 32) == 0) {
+		if (md_moves(md, &js, 1) == -1) {
+			pop_log(LOG_ERR, "update of %s: %s", md->path,
+			    strerror(errno));
+			r = MD_TEMP;
+			goto out;
+		}
+		if (appended > 0) {
+			/* [D+N, F) is cut away, the new mail follows it. */
+			memset(&js2, 0, sizeof(js2));
+			js2.h = js.h;
+			js2.h.d = js.h.d + js.h.n;
+			js2.h.f = (uint64_t)st.st_size;
+			js2.h.x = 1;
+			js2.ext = &ext;
+			ext.s = js.h.f;
+			ext.len = appended;
+			md_jplan(&js2, MD_JSHIFTNOW());
 			if (unlink(tpath) == -1 && errno != ENOENT) {
 				pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
 				    strerror(errno));
 				r = MD_TEMP;
 				goto out;
 			}
-			if ((tfd = md_jwrite(md, tpath, &h2, jfd, h.n, &ext,
-			    1)) == -1) {
+			if (md_jwrite(md, tpath, &js2) == -1) {
 				r = MD_TEMP;
 				goto out;
 			}
@@ -1844,27 +2377,27 @@ md_repair(struct maildrop *md, int *done)
 			    md_fsyncdir(md) == -1) {
 				pop_log(LOG_ERR, "cannot rename %s: %s", tpath,
 				    strerror(errno));
-				(void)close(tfd);
+				(void)close(js2.fd);
 				r = MD_TEMP;
 				goto out;
 			}
-			(void)close(jfd);
-			jfd = tfd;
-			h = h2;
-		}
-		if ((r = md_apply(md, jfd, &h, jpath)) != MD_OK)
+			r = md_apply(md, &js2, 0, jpath);
+			(void)close(js2.fd);
+		} else
+			r = md_apply(md, &js, 1, jpath);
+		if (r != MD_OK)
 			goto out;
 		pop_log(LOG_NOTICE, "repaired an interrupted update of %s: "
-		    "%llu octets from %llu rewritten, %llu removed, %llu "
-		    "appended since kept", md->path, (unsigned long long)h.n,
-		    (unsigned long long)h.d, (unsigned long long)h.l,
+		    "%llu of %llu moves redone from %llu, %llu octets "
+		    "removed, %llu appended since kept", md->path,
+		    (unsigned long long)redone, (unsigned long long)js.h.x,
+		    (unsigned long long)js.h.d, (unsigned long long)js.h.l,
 		    (unsigned long long)appended);
 		*done = 1;
 		goto out;
 	}
-	if ((uint64_t)st.st_size >= h.d + h.n &&
-	    md_same(md->fd, h.d, jfd, MD_JDATA, h.n) == 1) {
-		if (md_fsync(md->fd) == -1 || md_unlink(jpath) == -1 ||
+	if (js.p == js.h.x && (uint64_t)st.st_size >= js.h.d + js.h.n) {
+		if (md_fdatasync(md->fd) == -1 || md_unlink(jpath) == -1 ||
 		    md_fsyncdir(md) == -1) {
 			pop_log(LOG_ERR, "update of %s: %s", md->path,
 			    strerror(errno));
@@ -1873,19 +2406,22 @@ md_repair(struct maildrop *md, int *done)
 		}
 		pop_log(LOG_NOTICE, "completed an interrupted update of %s "
 		    "(already truncated to %llu octets)", md->path,
-		    (unsigned long long)(h.d + h.n));
+		    (unsigned long long)(js.h.d + js.h.n));
 		*done = 1;
 		r = MD_OK;
 		goto out;
 	}
 	pop_log(LOG_ERR, "%s fits neither state of its update journal "
-	    "(size %lld, journal D=%llu N=%llu F=%llu): left as it is",
-	    md->path, (long long)st.st_size, (unsigned long long)h.d,
-	    (unsigned long long)h.n, (unsigned long long)h.f);
+	    "(size %lld, journal D=%llu N=%llu F=%llu, %llu of %llu moves "
+	    "done): left as it is", md->path, (long long)st.st_size,
+	    (unsigned long long)js.h.d, (unsigned long long)js.h.n,
+	    (unsigned long long)js.h.f, (unsigned long long)js.p,
+	    (unsigned long long)js.h.x);
 	md_jaside(jpath);
 	r = MD_PERM;
 out:
-	if (close(jfd) == -1 && r == MD_OK && !*done)
+	free(js.ext);
+	if (close(js.fd) == -1 && r == MD_OK && !*done)
 		r = MD_TEMP;
 	return r;
 }
@@ -1894,13 +2430,38 @@ out:
  * Open, stream, UIDL, update, close.
  */
 
-/* Remembers the file's state at a verification (under the spool locks). */
+/*
+ * Remembers the file's state at a verification (under the spool locks):
+ * any later write changes its size, ctime or mtime.  But file times come
+ * from a coarse clock (a tick of milliseconds; a second on some file
+ * systems), and a write in the same tick as the recorded ctime may leave
+ * all three as they were: a ctime less than a second before now is
+ * recorded as one that no stat equals, so the next md_check() verifies.
+ */
 static void
 md_vstat(struct maildrop *md, const struct stat *st)
 {
+	struct timespec	now;
+
 	md->vsize = (uint64_t)st->st_size;
 	md->vctime = st->st_ctim;
 	md->vmtime = st->st_mtim;
+	if (clock_gettime(CLOCK_REALTIME, &now) == -1 ||
+	    now.tv_sec - 1 < st->st_ctim.tv_sec ||
+	    (now.tv_sec - 1 == st->st_ctim.tv_sec &&
+	    now.tv_nsec < st->st_ctim.tv_nsec))
+		md->vctime.tv_nsec = -1;	/* not trusted */
+}
+
+/* Size, ctime and mtime as at the last verification? */
+static int
+md_vsame(const struct maildrop *md, const struct stat *st)
+{
+	return (uint64_t)st->st_size == md->vsize &&
+	    st->st_ctim.tv_sec == md->vctime.tv_sec &&
+	    st->st_ctim.tv_nsec == md->vctime.tv_nsec &&
+	    st->st_mtim.tv_sec == md->vmtime.tv_sec &&
+	    st->st_mtim.tv_nsec == md->vmtime.tv_nsec;
 }
 
 enum md_res
@@ -1994,13 +2555,12 @@ fail:
 	return r;
 }
 
-static enum md_res	md_verify(struct maildrop *, uint64_t *);
+static enum md_res	md_check(struct maildrop *, uint64_t *);
 
 /*
- * Is the file still what we indexed?  Any write (an MDA's append, a MUA's
- * rewrite) changes the inode's ctime, so when size, ctime and mtime are
- * those of the last verification nothing was written.  Otherwise verify
- * [0, indexed) again under the spool locks, once per change: appended mail
+ * Is the file still what we indexed?  Without the spool locks when size,
+ * ctime and mtime are those of the last verification (nothing was
+ * written); else md_check() under them, once per change: appended mail
  * passes, a rewrite marks the maildrop changed for good (RETR, TOP and the
  * update refuse from then on).
  */
@@ -2017,25 +2577,12 @@ md_current(struct maildrop *md)
 		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
 		return MD_TEMP;
 	}
-	if ((uint64_t)st.st_size == md->vsize &&
-	    st.st_ctim.tv_sec == md->vctime.tv_sec &&
-	    st.st_ctim.tv_nsec == md->vctime.tv_nsec &&
-	    st.st_mtim.tv_sec == md->vmtime.tv_sec &&
-	    st.st_mtim.tv_nsec == md->vmtime.tv_nsec)
+	if (md_vsame(md, &st))
 		return MD_OK;
 	if ((r = md_spool_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_verify(md, &size)) == MD_OK) {
-		if (fstat(md->fd, &st) == -1) {
-			pop_log(LOG_ERR, "fstat %s: %s", md->path,
-			    strerror(errno));
-			r = MD_TEMP;
-		} else
-			md_vstat(md, &st);
-	}
+	r = md_check(md, &size);
 	md_spool_unlock(md);
-	if (r == MD_CHANGED)
-		md->changed = 1;
 	return r;
 }
 
@@ -2278,29 +2825,22 @@ md_uidl(const struct maildrop *md, uint32_t i, char *buf, size_t size)
 	buf[k] = '\0';
 }
 
-/* Under the spool locks: is [0, indexed) still what we indexed? */
+/*
+ * Under the spool locks: is [0, indexed) of the file (st, as it was
+ * before) still what we indexed?  Indexes it again and compares.
+ */
 static enum md_res
-md_verify(struct maildrop *md, uint64_t *size)
+md_verify(struct maildrop *md, const struct stat *st)
 {
 	struct md_ix	 ix;
-	struct stat	 st, ls;
 	enum md_res	 r;
 	uint64_t	 hidden;
 	uint32_t	 k;
 	const char	*why = NULL;
 
-	if (fstat(md->fd, &st) == -1) {
-		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
-		return MD_TEMP;
-	}
-	if (lstat(md->path, &ls) == -1 || ls.st_dev != md->dev ||
-	    ls.st_ino != md->ino || st.st_nlink != 1)
-		why = "the file was replaced";
-	else if ((uint64_t)st.st_size < md->indexed)
-		why = "the file shrank";
-	if (why != NULL) {
-		pop_log(LOG_ERR, "%s changed under the session (%s): nothing "
-		    "deleted", md->path, why);
+	if ((uint64_t)st->st_size < md->indexed) {
+		pop_log(LOG_ERR, "%s changed under the session (the file "
+		    "shrank): nothing deleted", md->path);
 		return MD_CHANGED;
 	}
 	if ((r = md_index(md->fd, md->indexed, 1, &ix)) != MD_OK) {
@@ -2327,45 +2867,123 @@ md_verify(struct maildrop *md, uint64_t *size)
 		    "deleted", md->path, why);
 		return MD_CHANGED;
 	}
-	*size = (uint64_t)st.st_size;
 	return MD_OK;
 }
 
 /*
- * UPDATE.  Under the spool locks, after md_verify():
+ * Under the spool locks: is the index still that of the file, and how
+ * long is the file now (*size)?  The same inode must still be at the
+ * path, with one link.  If its size, ctime and mtime are those recorded
+ * at the last verification, nothing was written since: the index stands,
+ * without reading the file.  Otherwise md_verify(), and the new state is
+ * recorded.  MD_CHANGED marks the maildrop changed for good.
+ */
+static enum md_res
+md_check(struct maildrop *md, uint64_t *size)
+{
+	struct stat	st, ls;
+	enum md_res	r;
+
+	if (fstat(md->fd, &st) == -1) {
+		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
+		return MD_TEMP;
+	}
+	if (lstat(md->path, &ls) == -1 || ls.st_dev != md->dev ||
+	    ls.st_ino != md->ino || st.st_nlink != 1) {
+		pop_log(LOG_ERR, "%s changed under the session (the file was "
+		    "replaced): nothing deleted", md->path);
+		md->changed = 1;
+		return MD_CHANGED;
+	}
+	if (!md_vsame(md, &st)) {
+		if ((r = md_verify(md, &st)) != MD_OK) {
+			if (r == MD_CHANGED)
+				md->changed = 1;
+			return r;
+		}
+		md_vstat(md, &st);
+	}
+	*size = (uint64_t)st.st_size;
+	return MD_OK;
+}
+
+/* Adds len octets of the mailbox at s to the extents of js (merged with
+ * the last one when adjacent). */
+static void
+md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
+{
+	struct md_ext	*e;
+
+	if (js->h.x > 0) {
+		e = &js->ext[js->h.x - 1];
+		if (e->s + e->len == s) {
+			e->len += len;
+			return;
+		}
+	}
+	e = &js->ext[js->h.x++];
+	e->s = s;
+	e->len = len;
+}
+
+/*
+ * UPDATE.  Under the spool locks, after md_check():
  *   D = the first deleted message's From_ line, F = the size now (with
- *   mail appended since md_open), T = the kept records of [D, indexed)
- *   (each from its From_ line to the next, separators included) and then
- *   [indexed, F); N = len(T).
- *   1. Journal: T at MD_JDATA, fsync, the header, fsync, fsync the spool
- *      directory.  Any error: the journal goes, the mailbox is untouched.
- *   2. Apply: T at D, fsync, truncate to D+N, fsync, unlink the journal,
- *      fsync the directory.  MD_OK only after all of it.  An error: one
- *      md_repair() try, else the journal stays for the next session.
- * The inode, owner and mode of the mailbox never change.
+ *   mail appended since md_open).  The kept records after D (each from
+ *   its From_ line to the next, separators included), then [indexed, F),
+ *   make the extents: runs of adjacent octets, in file order; extent j
+ *   moves len_j octets from s_j to d_j, the destinations back to back
+ *   from D: the new tail, N octets.  So d_j <= s_j and d_{j+1} = d_j +
+ *   len_j <= s_{j+1}: writing extent j's destination never touches the
+ *   source of a later extent.  It can overwrite (a) its own source, when
+ *   its shift s_j - d_j is below len_j, and (b) sources of earlier
+ *   extents that lie in [d_j, s_j).
+ *   0. No extent (nothing kept after D, nothing appended): truncate to D,
+ *      fsync; a crash leaves the file cut there or whole.
+ *   1. Journal: the octets of each extent of (a), and of each extent
+ *      shifted by less than MD_JSHIFT; the extent table; fsync; the
+ *      header; fsync; fsync the spool directory.  An error: the journal
+ *      goes, the mailbox is untouched.
+ *   2. The moves, in order, each from its source (none has been touched
+ *      yet).  Before a destination is written over the source of an
+ *      earlier extent that is not journaled and not yet on disk at its
+ *      destination (b), a progress record: fsync the mailbox, write "the
+ *      extents before j are done" with the next sequence number into the
+ *      older of two checksummed slots, fsync the journal.  So from the
+ *      last record on, every extent has its octets in the journal or
+ *      intact at its source, and a repair does the moves again from
+ *      there.  After the last move, a record of all of them.
+ *   3. Truncate to D+N, fsync, unlink the journal, fsync the directory.
+ *      No destination lies in the octets [D+N, F) that the truncate cuts
+ *      away, so their digest in the header tells before from after.
+ *   MD_OK only after all of it.  An error in 2 or 3: one md_repair()
+ *   try, else the journal stays for the next session.
+ * With every 10th message deleted, shifts grow along the file: a record
+ * is needed about every tenth of the offset, each flushing only what was
+ * written since (writeback is started after each move).  "fsync" is
+ * fdatasync(2) for files: the octets and the size, not the times.  The
+ * mailbox keeps its inode, owner and mode.
  */
 static enum md_res
 md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 {
 	char		 jpath[MD_PATH];
-	struct md_ext	*ext;
-	struct md_jhdr	 h;
+	struct md_jstate js;
 	enum md_res	 r;
 	uint64_t	 s, e;
-	size_t		 next = 0;
-	int		 jfd, done;
+	int		 done;
 
 	if (md_jpath(md, jpath, sizeof(jpath)) == -1) {
 		pop_log(LOG_ERR, "mailbox path too long: %s", md->path);
 		return MD_TEMP;
 	}
-	memset(&h, 0, sizeof(h));
-	h.dev = (uint64_t)md->dev;
-	h.ino = (uint64_t)md->ino;
-	h.d = md->msg[k].from;
-	h.f = size;
-	if ((ext = reallocarray(NULL, (size_t)(md->n - k) + 1,
-	    sizeof(*ext))) == NULL) {
+	memset(&js, 0, sizeof(js));
+	js.h.dev = (uint64_t)md->dev;
+	js.h.ino = (uint64_t)md->ino;
+	js.h.d = md->msg[k].from;
+	js.h.f = size;
+	if ((js.ext = reallocarray(NULL, (size_t)(md->n - k) + 1,
+	    sizeof(*js.ext))) == NULL) {
 		pop_log(LOG_ERR, "update: %s", strerror(errno));
 		return MD_TEMP;
 	}
@@ -2374,36 +2992,39 @@ md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 			continue;
 		s = md->msg[k].from;
 		e = k + 1 < md->n ? md->msg[k + 1].from : md->indexed;
-		if (next > 0 && ext[next - 1].off + ext[next - 1].len == s)
-			ext[next - 1].len += e - s;
-		else {
-			ext[next].off = s;
-			ext[next++].len = e - s;
-		}
+		md_addext(&js, s, e - s);
 	}
-	if (size > md->indexed) {
-		if (next > 0 && ext[next - 1].off + ext[next - 1].len ==
-		    md->indexed)
-			ext[next - 1].len += size - md->indexed;
-		else {
-			ext[next].off = md->indexed;
-			ext[next++].len = size - md->indexed;
+	if (size > md->indexed)
+		md_addext(&js, md->indexed, size - md->indexed);
+	if (js.h.x == 0) {
+		/* Nothing to move: the truncate alone, which a crash does
+		 * or does not undo, whole. */
+		free(js.ext);
+		if (md_ftruncate(md->fd, js.h.d) == -1 ||
+		    md_fdatasync(md->fd) == -1) {
+			pop_log(LOG_ERR, "update of %s: %s", md->path,
+			    strerror(errno));
+			return MD_TEMP;
 		}
+		return MD_OK;
 	}
-	jfd = md_jwrite(md, jpath, &h, -1, 0, ext, next);
-	free(ext);
-	if (jfd == -1)
+	md_jplan(&js, MD_JSHIFTNOW());
+	if (md_jwrite(md, jpath, &js) == -1) {
+		free(js.ext);
 		return MD_TEMP;
+	}
 	if (md_fsyncdir(md) == -1) {
 		pop_log(LOG_ERR, "fsync spool directory: %s", strerror(errno));
-		(void)close(jfd);
+		(void)close(js.fd);
+		free(js.ext);
 		if (md_unlink(jpath) == -1)
 			pop_log(LOG_ERR, "cannot remove %s: %s", jpath,
 			    strerror(errno));
 		return MD_TEMP;
 	}
-	r = md_apply(md, jfd, &h, jpath);
-	(void)close(jfd);
+	r = md_apply(md, &js, 0, jpath);
+	(void)close(js.fd);
+	free(js.ext);
 	if (r == MD_OK)
 		return MD_OK;
 	if (md_repair(md, &done) == MD_OK && done)
@@ -2436,7 +3057,7 @@ md_update(struct maildrop *md)
 	}
 	if ((r = md_spool_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_verify(md, &size)) == MD_OK)
+	if ((r = md_check(md, &size)) == MD_OK)
 		r = md_compact(md, k, size);
 	md_spool_unlock(md);
 	return r;

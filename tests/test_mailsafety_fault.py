@@ -47,6 +47,19 @@ ODD_BODY = (b"crlf line\r\nnul\x00 and bare\rcr\n\n\nblank lines above\n"
     b">From a quoted From_ line\n.\n")
 
 
+def gaps():
+	"""24 messages, 2, 7 and 15 of them big: with 2, 6, 8, 10, 14 and 20
+	deleted and POP3D_JSHIFT at 1 MiB (the test build's stand-in for
+	MD_JSHIFT), the update moves extents through the journal (shifted by
+	less than their length) and within the mailbox (shifted by more than
+	1 MiB), and writes progress records before three of the moves: kills
+	fall before, between and after them."""
+	msgs = [message(i) for i in range(1, 25)]
+	for i in (2, 7, 15):
+		msgs[i - 1] = message(i, body=BIG_BODY)
+	return msgs
+
+
 def six(big=False):
 	msgs = [message(i) for i in range(1, 7)]
 	msgs[2] = message(3, body=ODD_BODY)
@@ -59,11 +72,13 @@ class Scenario:
 	"""A mailbox, the messages a session deletes, mail appended during
 	the session (after PASS, before DELE)."""
 
-	def __init__(self, msgs, dele, append=None, final_newline=True):
+	def __init__(self, msgs, dele, append=None, final_newline=True,
+	    env=None):
 		self.msgs = msgs
 		self.dele = dele
 		self.append = append
 		self.fnl = final_newline
+		self.env = env or {}
 
 	@property
 	def initial(self):
@@ -94,6 +109,8 @@ SCENARIOS = {
 	"all": Scenario(six(), [1, 2, 3, 4, 5, 6]),
 	"appended": Scenario(six(), [2, 4], append=message(7, tag="new")),
 	"no_final_newline": Scenario(six(), [2, 5], final_newline=False),
+	"gaps": Scenario(gaps(), [2, 6, 8, 10, 14, 20],
+	    env={"POP3D_JSHIFT": str(1 << 20)}),
 }
 
 
@@ -132,8 +149,8 @@ def fault_run(pop3, sc, fault):
 	"""Login, (append), DELE each of sc.dele, QUIT under POP3D_FAULT."""
 	appended = False
 	quit = None
-	with Run(pop3, binary=fault_binary(), env={"POP3D_FAULT": fault},
-	    timeout=60) as r:
+	with Run(pop3, binary=fault_binary(), env=dict(sc.env,
+	    POP3D_FAULT=fault), timeout=60) as r:
 		pas = r.login()
 		if pas is not None and pas.ok:
 			if sc.append is not None:
@@ -358,16 +375,18 @@ def repair_run(pop3, fault):
 	return r, pas, stat
 
 
-@pytest.mark.parametrize("name", ["first", "all"])
+@pytest.mark.parametrize("name", ["first", "gaps"])
 def test_kill_during_repair_with_mail_delivered(pop3, name):
 	"""An update killed after its journal was committed (the mailbox
 	untouched, half rewritten: the big message is copied in several
 	blocks, and truncated), a message delivered before the next session,
-	whose repair is then killed at every step in turn (the repair writes
-	a new journal with the delivered mail and renames it over the old
-	one first).  Every session that gets to index finds the update done
-	and the new message kept; so does the session after each kill.
-	"all": the journal holds no octets (T is empty), only a truncate."""
+	whose repair is then killed at every step in turn (the repair
+	completes the moves, then writes a journal of its own that moves the
+	delivered mail and renames it over the old one).  Every session that
+	gets to index finds the update done and the new message kept; so
+	does the session after each kill.
+	"gaps": the repair starts from progress records.  ("all" has no
+	journal: with nothing to move, the update is a truncate alone.)"""
 	sc = SCENARIOS[name]
 	sc2 = Scenario(sc.msgs + [LATE], sc.dele)
 	for ph, (k, res, st0, snap) in committed_states(pop3, name).items():
@@ -514,9 +533,11 @@ def strace_calls(path):
 def test_journal_and_fsync_order(pop3):
 	"""strace of an update with appended mail: the journal is written and
 	fsynced, and the spool directory fsynced, before the first write to
-	the mailbox; the mailbox is fsynced after its last write and
-	truncate, the journal removed and the directory fsynced again, all
-	before "+OK" to QUIT; the mailbox is never renamed or replaced."""
+	the mailbox; a progress record is written to the journal only after
+	the mailbox is fsynced, and fsynced before the mailbox is written
+	again; the mailbox is fsynced after its last write and truncate, the
+	journal removed and the directory fsynced again, all before "+OK" to
+	QUIT; the mailbox is never renamed or replaced."""
 	strace = shutil.which("strace")
 	need(strace, "strace (package strace)")
 	sc = SCENARIOS["appended"]
@@ -578,11 +599,20 @@ def test_journal_and_fsync_order(pop3):
 	junl = [i for i, e in enumerate(ev) if e[0].startswith("unlink") and
 	    JOURNAL in e[1]]
 	ctx = "\n".join("%s %s" % e for e in ev)
-	# Journal committed (its last write fsynced), then the directory,
-	# then the mailbox touched.
-	commit = [j for j in jsync if jw and jw[-1] < j < bw[0]]
+	# Journal committed (its last write before the mailbox's first one
+	# fsynced), then the directory, then the mailbox touched.
+	jw0 = [i for i in jw if i < bw[0]]
+	commit = [j for j in jsync if jw0 and jw0[-1] < j < bw[0]]
 	assert commit, ctx
 	assert any(commit[0] < d < bw[0] for d in dsync), ctx
+	# Progress records (the journal's writes after that): each after an
+	# fsync of the mailbox that follows the mailbox's writes before it,
+	# and fsynced before the mailbox is written (or truncated) again.
+	for w in (i for i in jw if i > bw[0]):
+		last = max(i for i in bw if i < w)
+		assert any(last < s < w for s in bsync), ctx
+		later = [i for i in bw if i > w]
+		assert not later or any(w < j < later[0] for j in jsync), ctx
 	# Mailbox on disk, journal gone, directory on disk, then +OK.
 	assert any(bw[-1] < s < ok for s in bsync), ctx
 	assert junl and bw[-1] < junl[-1] < ok, ctx

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <nettle/sha2.h>
 
 #include "maildrop.h"
 
@@ -79,6 +80,7 @@ setup(void **state)
 	user.gid = getgid();
 	snprintf(user.mailbox, sizeof(user.mailbox), "%s/user", dir);
 	opt.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK;
+	opt.debug = getenv("MD_TEST_DEBUG") != NULL;	/* log to stderr */
 	md_test_split(0, 0);
 	return 0;
 }
@@ -1147,7 +1149,7 @@ test_journal_bad(void **state)
 
 			read_file(j, &jb);
 			/* A complete header: magic and a non-zero hash. */
-			if (jb.len > 4096 && memcmp(jb.p, "POP3DJ1\n", 8) == 0) {
+			if (jb.len > 4096 && memcmp(jb.p, "POP3DJ2\n", 8) == 0) {
 				buf_free(&jb);
 				break;
 			}
@@ -1169,12 +1171,207 @@ test_journal_bad(void **state)
 	/* An incomplete journal is removed, the mailbox untouched. */
 	write_msgs();
 	read_file(user.mailbox, &orig);
-	write_file(j, "POP3DJ1\ngarbage", 15);
+	write_file(j, "POP3DJ2\ngarbage", 15);
 	open_ok(&md);
 	assert_int_equal(md.n, NMSGS);
 	md_close(&md);
 	assert_int_equal(access(j, F_OK), -1);
 	assert_file(&orig);
+	buf_free(&orig);
+}
+
+/*
+ * Progress records: with every extent that does not overlap its own
+ * source moved within the mailbox (POP3D_JSHIFT=0), a mailbox of 40
+ * messages of varied sizes needs several records.  A kill at every step
+ * leaves it as before or as after, once the next session repaired it;
+ * a record torn by the kill (its slot written, not fsynced) counts for
+ * nothing, and the repair starts from the one before.
+ */
+#define MANY	40
+
+static void
+many_msg(size_t i, struct buf *b)
+{
+	char	line[64];
+	size_t	k;
+
+	buf_add(b, FROM1, strlen(FROM1));
+	snprintf(line, sizeof(line), "Subject: m%zu\n\n", i);
+	buf_add(b, line, strlen(line));
+	for (k = 0; k < i * 53 % 7 * 3 + 1; k++) {
+		snprintf(line, sizeof(line), "line %zu of message %zu\n", k, i);
+		buf_add(b, line, strlen(line));
+	}
+	buf_add(b, "\n", 1);
+}
+
+/* The mailbox of the messages not deleted (all: del NULL). */
+static void
+many(const unsigned char *del, struct buf *b)
+{
+	size_t	i;
+
+	memset(b, 0, sizeof(*b));
+	buf_add(b, "", 0);
+	for (i = 0; i < MANY; i++)
+		if (del == NULL || !del[i])
+			many_msg(i, b);
+}
+
+static int
+child_update_del(const unsigned char *del, const char *fault)
+{
+	struct maildrop	md;
+	pid_t		pid;
+	size_t		i;
+	int		status, r;
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (fault != NULL)
+			setenv("POP3D_FAULT", fault, 1);
+		md_fault_reset();
+		if (md_open(&md, &user) != MD_OK || md.n != MANY)
+			_exit(2);
+		for (i = 0; i < MANY; i++)
+			md.msg[i].deleted = del[i];
+		r = md_update(&md);
+		md_close(&md);
+		_exit(r == MD_OK ? 0 : 3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+/* The sequence number of the journal's newest progress record (0: none;
+ * checksums not checked) and the offset of its slot. */
+static uint64_t
+jseq(off_t *slot)
+{
+	struct buf	jb;
+	char		j[4200];
+	uint64_t	seq, best = 0;
+	size_t		i, k, off;
+
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	if (access(j, F_OK) == -1)
+		return 0;
+	read_file(j, &jb);
+	for (i = 0; i < 2; i++) {
+		off = 4096 * (i + 1);
+		if (jb.len < off + 72 || memcmp(jb.p + off, "POP3DP2\n", 8) != 0)
+			continue;
+		for (seq = 0, k = 8; k-- > 0;)
+			seq = seq << 8 | (unsigned char)jb.p[off + 8 + k];
+		if (seq > best) {
+			best = seq;
+			*slot = (off_t)off;
+		}
+	}
+	buf_free(&jb);
+	return best;
+}
+
+static void
+test_progress(void **state)
+{
+	static const char *const	pats[] = { "every3", "first3" };
+	unsigned char			del[MANY];
+	struct maildrop			md;
+	struct buf			before, after, got;
+	uint64_t			seq, prev, maxseq;
+	size_t				p, i, ndel;
+	off_t				slot = 0;
+	int				n, st, done, torn;
+	char				f[32], j[4200];
+
+	(void)state;
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	setenv("POP3D_JSHIFT", "0", 1);
+	for (p = 0; p < sizeof(pats) / sizeof(pats[0]); p++) {
+		for (i = ndel = 0; i < MANY; i++) {
+			del[i] = p == 0 ? i % 3 == 0 :
+			    i < 3 || (i >= 5 && (i - 5) % 4 == 0);
+			ndel += del[i];
+		}
+		many(NULL, &before);
+		many(del, &after);
+		for (torn = 0; torn < 2; torn++) {
+			done = 0;
+			prev = maxseq = 0;
+			for (n = 1; n < 200 && !done; n++) {
+				write_file(user.mailbox, before.p, before.len);
+				snprintf(f, sizeof(f), "kill:%d", n);
+				st = child_update_del(del, f);
+				if (WIFEXITED(st)) {
+					assert_int_equal(WEXITSTATUS(st), 0);
+					done = 1;
+				} else
+					assert_true(WIFSIGNALED(st) &&
+					    WTERMSIG(st) == SIGKILL);
+				seq = jseq(&slot);
+				if (seq > maxseq)
+					maxseq = seq;
+				/* Killed at the fsync of a new record: tear
+				 * it; the repair uses the one before. */
+				if (torn && seq > prev) {
+					int	fd = open(j, O_WRONLY);
+
+					assert_true(fd >= 0);
+					assert_int_equal(pwrite(fd, "X", 1,
+					    slot + 50), 1);
+					close(fd);
+				}
+				prev = seq;
+				open_ok(&md);
+				assert_true(md.n == MANY || md.n == MANY - ndel);
+				md_close(&md);
+				assert_no_journal();
+				read_file(user.mailbox, &got);
+				if (!(got.len == before.len &&
+				    memcmp(got.p, before.p, got.len) == 0))
+					assert_file(&after);
+				else
+					assert_true(seq == 0);
+				buf_free(&got);
+			}
+			assert_true(done);
+			assert_true(maxseq >= 4);
+		}
+		buf_free(&before);
+		buf_free(&after);
+	}
+	unsetenv("POP3D_JSHIFT");
+}
+
+/* An older pop3d's journal is kept aside, never applied or removed. */
+static void
+test_journal_v1(void **state)
+{
+	unsigned char		 h[120];
+	struct maildrop		 md;
+	struct buf		 orig;
+	struct sha256_ctx	 ctx;
+	char			 j[4200];
+
+	(void)state;
+	write_msgs();
+	read_file(user.mailbox, &orig);
+	memset(h, 0, sizeof(h));
+	memcpy(h, "POP3DJ1\n", 8);
+	sha256_init(&ctx);
+	sha256_update(&ctx, 88, h);
+	sha256_digest(&ctx, 32, h + 88);
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	write_file(j, h, sizeof(h));
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_file(&orig);
+	assert_int_equal(access(j, F_OK), -1);	/* renamed aside */
+	open_ok(&md);
+	assert_int_equal(md.n, NMSGS);
+	md_close(&md);
 	buf_free(&orig);
 }
 
@@ -1310,6 +1507,8 @@ main(void)
 		T(test_kill_loop),
 		T(test_error_loop),
 		T(test_journal_bad),
+		T(test_progress),
+		T(test_journal_v1),
 		T(test_unsafe),
 		T(test_inuse),
 		T(test_stale_dotlock),
