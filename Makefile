@@ -107,8 +107,8 @@ hardening: pop3d
 # the ASan/UBSan build (with a valgrind run of a session in the first),
 # then the fuzz targets for a short time and the static analyzers
 # (make fuzz-check, make analyze).  All of them always run; the output
-# ends with their summary lines and a total.  POP3D_STRICT: a missing tool fails a
-# test instead of skipping it.  bash for pipefail.
+# ends with their summary lines and a total.  POP3D_STRICT: a missing
+# tool fails a test instead of skipping it.  bash for pipefail.
 check: SHELL = /bin/bash
 check: deps
 	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
@@ -123,13 +123,16 @@ check: deps
 	echo "== fuzz, $(FUZZ_CHECK_TIME) s per target"; \
 	$(MAKE) --no-print-directory fuzz-check 2>&1 | tee build/log/fuzz.log || rc=1; \
 	echo "== analyze"; \
-	$(MAKE) --no-print-directory -k analyze 2>&1 | tee build/log/analyze.log || rc=1; \
+	$(MAKE) --no-print-directory -k -j3 analyze 2>&1 | tee build/log/analyze.log || rc=1; \
 	echo "== summary"; \
 	grep -h '^\[  \(PASSED\|FAILED\) *\]\|^== .*: FAILED (exit' build/log/unit.log | sed 's/^/unit: /'; \
 	echo "pytest: $$(tail -n 1 build/log/pytest.log)"; \
 	echo "pytest (ASan/UBSan): $$(tail -n 1 build/log/pytest-san.log)"; \
 	grep -h '^fuzz_' build/log/fuzz.log || echo 'fuzz: no result'; \
-	grep -h '^\(cppcheck\|clang-tidy\): clean' build/log/analyze.log || \
+	grep -h ': clean$$' build/log/analyze.log || true; \
+	grep -q 'gcc -fanalyzer: clean' build/log/analyze.log && \
+	    grep -q 'cppcheck: clean' build/log/analyze.log && \
+	    grep -q 'clang-tidy: clean' build/log/analyze.log || \
 	    echo 'analyze: FAILED (build/log/analyze.log)'; \
 	awk '/^\[  PASSED  \]/ { p += $$4 } /^\[  FAILED  \]/ { f += $$4 } \
 	    /^== .*: FAILED \(exit/ { f++ } \
@@ -160,9 +163,10 @@ bench: pop3d
 # targets, built with clang: each is one file that #includes the source
 # it tests.  make fuzz: every target FUZZ_TIME seconds, FUZZ_JOBS at a
 # time; make check runs fuzz-check (FUZZ_CHECK_TIME seconds each).
-# make analyze: cppcheck and clang-tidy, every finding an error; run on
-# the unit-test configuration (-DPOP3D_UNIT: test hooks included).
-.PHONY: fuzz fuzz-build fuzz-check analyze cppcheck clang-tidy
+# make analyze: cppcheck, clang-tidy and gcc -fanalyzer, every finding
+# an error; run on the unit-test configuration (-DPOP3D_UNIT: the test
+# hooks are analyzed too).
+.PHONY: fuzz fuzz-build fuzz-check analyze cppcheck clang-tidy fanalyzer
 FUZZCC	 = clang
 FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
 	   -Wextra -fsanitize=fuzzer,address,undefined \
@@ -199,12 +203,13 @@ fuzz: fuzz-build
 
 fuzz-check: fuzz-build
 	@$(MAKE) --no-print-directory -j$(FUZZ_JOBS) -k \
-	    $(FUZZERS:%=fuzz-run-%) FUZZ_RUN_TIME=$(FUZZ_CHECK_TIME)
+	    $(FUZZERS:%=fuzz-run-%) FUZZ_RUN_TIME=$(FUZZ_CHECK_TIME) \
+	    FUZZ_RUN_MODE=check
 
 fuzz-run-%:
-	@sh fuzz/run.sh $* $(FUZZ_RUN_TIME)
+	@sh fuzz/run.sh $* $(FUZZ_RUN_TIME) $(FUZZ_RUN_MODE)
 
-analyze: cppcheck clang-tidy
+analyze: cppcheck clang-tidy fanalyzer
 
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --inline-suppr \
@@ -213,10 +218,20 @@ cppcheck:
 	    -D__GNUC__ -D__x86_64__ -D_GNU_SOURCE -DPOP3D_UNIT -I. $(SRCS)
 	@echo 'cppcheck: clean'
 
+# One clang-tidy per file, in parallel; its "N warnings generated" (of
+# checks that are off) is dropped, its exit status kept.
 clang-tidy:
-	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE clang-tidy --quiet FILE -- \
-	    -std=c11 -D_GNU_SOURCE -DPOP3D_UNIT -I.
+	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE sh -c 'out=$$(clang-tidy \
+	    --quiet FILE -- -std=c11 -D_GNU_SOURCE -DPOP3D_UNIT -I. 2>&1); \
+	    rc=$$?; printf "%s\n" "$$out" | \
+	    grep -v -e "warnings\? generated\.$$" -e "^$$"; exit $$rc'
 	@echo 'clang-tidy: clean'
+
+# gcc's static analyzer, with our warnings, as errors.
+fanalyzer:
+	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE $(CC) $(WARN) -Werror \
+	    -DPOP3D_UNIT -fanalyzer -c -o /dev/null FILE
+	@echo 'gcc -fanalyzer: clean'
 
 install: pop3d
 	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PAMDIR)

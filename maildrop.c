@@ -1864,6 +1864,7 @@ md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
 	struct sha256_ctx	 ctx;
 	struct md_ext		*ext, *e;
 	unsigned char		 dg[32];
+	/* cppcheck-suppress duplicateAssignExpression ; two cursors at D */
 	uint64_t		 i, d = h->d, s = h->d, pos, left;
 	size_t			 n, k;
 	ssize_t			 r;

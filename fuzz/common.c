@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,40 @@ fz_rmdir(void)
 	(void)rmdir(fz_dir());
 }
 
+/* Removes the directories of earlier processes that crashed (a crash
+ * skips atexit). */
+static void
+fz_rmstale(const char *parent)
+{
+	char		 path[512], file[1024];
+	struct dirent	*de, *fe;
+	DIR		*d, *fd;
+	char		*end;
+	long		 pid;
+
+	if ((d = opendir(parent)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "pop3d-fuzz.", 11) != 0)
+			continue;
+		pid = strtol(de->d_name + 11, &end, 10);
+		if (*end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 ||
+		    errno != ESRCH)
+			continue;
+		(void)snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
+		if ((fd = opendir(path)) == NULL)
+			continue;
+		while ((fe = readdir(fd)) != NULL) {
+			(void)snprintf(file, sizeof(file), "%s/%s", path,
+			    fe->d_name);
+			(void)unlink(file);
+		}
+		(void)closedir(fd);
+		(void)rmdir(path);
+	}
+	(void)closedir(d);
+}
+
 const char *
 fz_dir(void)
 {
@@ -215,6 +250,8 @@ fz_dir(void)
 
 	if (dir[0] != '\0')
 		return dir;
+	fz_rmstale("/dev/shm");
+	fz_rmstale("/tmp");
 	(void)snprintf(dir, sizeof(dir), "/dev/shm/pop3d-fuzz.%ld",
 	    (long)getpid());
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {

@@ -4,9 +4,11 @@
  *
  * Input: the mailbox file as it is (seeds are plain mbox files), except
  * that "\001P" followed by two octets a and b is replaced by a*4096 + b
- * octets of filler lines (1024 octets each, "x...x\n"), at most 2 MB per
- * input: so that short inputs reach the block boundaries of the indexer
- * (256 KB reads) and of the streamer (1 MB).
+ * octets of filler lines (1024 octets each, "x...x\n"), and "\001B" k by
+ * the filler that takes the file to offset FZ_EDGE - 8192 + 64 * k, at
+ * most 2 MB in all: so that short inputs reach the block boundaries of
+ * the streamer (1 MB) and of the indexer (FZ_EDGE: where its first read
+ * ends, which a From_ line or a header may straddle).
  *
  * The file is written to a private directory in /dev/shm, opened with
  * md_open() (fcntl locks only; for two inputs in three the indexer is
@@ -43,6 +45,8 @@
 #include "common.h"
 
 #define FZ_PAD_MAX	(2 * 1024 * 1024 + 4096)
+/* The end of md_index()'s first read (see its "want"). */
+#define FZ_EDGE		(MD_IX_CAP - 64 - 4)
 
 struct pop_opts opt;
 
@@ -94,7 +98,7 @@ fz_expand(const uint8_t *d, size_t n, struct fz_buf *b)
 {
 	static char	 fill[64 * 1024];
 	const uint8_t	*p, *e = d + n, *t;
-	size_t		 pad, total = 0, k;
+	size_t		 pad, total = 0, k, len;
 
 	if (fill[0] == '\0')
 		for (k = 0; k < sizeof(fill); k++)
@@ -106,11 +110,17 @@ fz_expand(const uint8_t *d, size_t n, struct fz_buf *b)
 		fz_buf_add(b, p, (size_t)(t - p));
 		if (t == e)
 			break;
-		if (e - t < 4 || t[1] != 'P') {
+		if (e - t >= 3 && t[1] == 'B') {
+			pad = FZ_EDGE - 8192 + 64 * (size_t)t[2];
+			pad = pad > b->len ? pad - b->len : 0;
+			len = 3;
+		} else if (e - t >= 4 && t[1] == 'P') {
+			pad = (size_t)t[2] * 4096 + t[3];
+			len = 4;
+		} else {
 			fz_buf_add(b, t++, 1);
 			continue;
 		}
-		pad = (size_t)t[2] * 4096 + t[3];
 		if (pad > FZ_PAD_MAX - total)
 			pad = FZ_PAD_MAX - total;
 		total += pad;
@@ -118,7 +128,7 @@ fz_expand(const uint8_t *d, size_t n, struct fz_buf *b)
 			k = pad < sizeof(fill) ? pad : sizeof(fill);
 			fz_buf_add(b, fill, k);
 		}
-		t += 4;
+		t += len;
 	}
 }
 

@@ -87,6 +87,14 @@ put("mbox", "padded", FROM + b"Subject: big\n\n" + b"\x01P\x3f\xf0" +
     b"\n\n" + FROM + b"Subject: next\n\n.x\n\x01P\x00\x40last\n")
 put("mbox", "long-header", FROM + b"X-Long: " + b"\x01P\x10\x00" +
     b"\nSubject: s\n\nbody\n\n" + FROM + b"\n")
+# A From_ line of 450 octets (a long bounce address) near the end of the
+# indexer's first read: "\x01B" k puts it at FZ_EDGE - 8192 + 64k.
+LONG = (b"From bounce+" + b"s" * 400 + b"=example.org@lists.example.org "
+    b"Thu Nov 26 12:00:00 2026\n")
+put("mbox", "edge-from", FROM + b"Subject: a\n\n\x01B\x7c\n\n" + LONG +
+    b"Subject: b\n\nbody\n")
+put("mbox", "edge-header", FROM + b"Subject: a\n\n\x01B\x7f\n\n" + LONG +
+    b"Subject: b\nX-Long: " + b"h" * 500 + b"\n\nbody\n")
 put("mbox", "not-mbox", b"Subject: no From_ line\n\nbody\n")
 
 # ---- fuzz_passwd: password files.

@@ -1,9 +1,12 @@
 #!/bin/sh
-# fuzz/run.sh NAME SECONDS: runs the libFuzzer target build/fuzz/fuzz_NAME
-# (make builds it) from the repository root: first every saved finding of
-# fuzz/regress/BASE/ once (BASE: NAME without a _variant suffix), then
-# SECONDS of fuzzing from the seeds of fuzz/corpus/BASE/ and the working
-# corpus build/fuzz/corpus/NAME/ (kept between runs, never committed).
+# fuzz/run.sh NAME SECONDS [check]: runs the libFuzzer target
+# build/fuzz/fuzz_NAME (make builds it) from the repository root: first
+# every saved finding of fuzz/regress/BASE/ once (BASE: NAME without a
+# _variant suffix), then SECONDS of fuzzing from the seeds of
+# fuzz/corpus/BASE/ and the working corpus build/fuzz/corpus/NAME/ (kept
+# between runs, never committed).  With "check" (make check) the working
+# corpus starts empty each time: libFuzzer runs all of a corpus before it
+# looks at the clock, and a grown one would take minutes.
 # Prints one summary line; a crash or broken invariant leaves its input in
 # build/fuzz/artifacts/NAME/ and fails.  Log: build/log/fuzz-NAME.log.
 set -u
@@ -12,6 +15,10 @@ secs=$2
 base=${name%%_*}
 bin=build/fuzz/fuzz_$name
 work=build/fuzz/corpus/$name
+if [ "${3:-}" = check ]; then
+	work=build/fuzz/check/$name
+	rm -rf "$work"
+fi
 art=build/fuzz/artifacts/$name
 log=build/log/fuzz-$name.log
 case $base in
