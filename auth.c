@@ -1077,9 +1077,10 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 
 /*
  * Becomes the user for good, in the user's process: the mail group as the
- * only supplementary group when the mailbox directory is root:mail and
- * group-writable and dotlocks are on (Debian's 2775 /var/mail), else none;
- * then gid, then uid; and checks that none of it can be undone.
+ * only supplementary group when the mailbox directory is group mail and
+ * group-writable (Debian's 2775 /var/mail: the dotlock and the update
+ * journal are created there, whatever --lock says), else none; then gid,
+ * then uid; and checks that none of it can be undone.
  */
 static void
 auth_become(const struct pop_user *u)
@@ -1100,7 +1101,7 @@ auth_become(const struct pop_user *u)
 			slash++;
 		*slash = '\0';
 	}
-	if ((opt.locks & POP3_LOCK_DOTLOCK) && slash != NULL &&
+	if (slash != NULL &&
 	    (gr = getgrnam("mail")) != NULL && gr->gr_gid != 0 &&
 	    stat(dir, &st) == 0 && st.st_gid == gr->gr_gid &&
 	    (st.st_mode & S_IWGRP) != 0) {

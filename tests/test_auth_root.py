@@ -699,6 +699,29 @@ def test_no_mail_group_when_the_spool_does_not_need_it(root):
 	assert s.wait() == 0
 
 
+def test_fcntl_only_on_a_debian_spool_can_still_update(root):
+	"""--lock=fcntl on root:mail 2775: no dotlock, but the update journal
+	is still created in the spool, so the mail group stays and DELE of the
+	first message (a move that needs the journal) works."""
+	before = root.mailbox().read_bytes()
+	s = root.session("--lock", "fcntl")
+	assert s.greeting().ok
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	st = proc_status(one_child(s.proc.pid))
+	assert st["Groups"].split() == [str(MAIL_GID)], st
+	n = int(s.cmd("STAT").text.split()[1])
+	assert n >= 2
+	assert s.cmd("DELE 1").ok
+	q = s.cmd("QUIT")
+	assert q.ok, (q, s.stderr())
+	assert s.wait() == 0
+	after = root.mailbox().read_bytes()
+	assert len(after) < len(before) and before.endswith(after), \
+	    "only the first message removed"
+	assert not list(root.spool.glob(".*journal*"))
+
+
 def test_sigterm_to_the_monitor_ends_the_session_and_pam(root):
 	s = root.session()
 	s.login("alice", PW)
