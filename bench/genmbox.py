@@ -14,12 +14,12 @@ the same seed gives the same bytes on every run and every machine.
 
 Kinds:
   tiny    3 small messages (the per-session benchmark)
-  S       1,000 messages, ~17 MB
+  S       1,000 messages, ~15 MB
   M       20,000 messages, ~350 MB
   L       100,000 messages, ~1.7 GB
   mem1k   100 messages, the largest 1 KB (memory check)
   mem1g   the same 100 with message 50 replaced by a 1 GB one
-  big4g   100 small messages and five of 900 MB each: 4.5 GB
+  big4g   100 small messages and five of 900 MiB each: 4.7 GB
 
 Usage: genmbox.py KIND OUTPUT [--seed N] [--count N]
 Writes OUTPUT, OUTPUT.meta (JSON: messages, bytes, largest, seed) and
