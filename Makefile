@@ -25,8 +25,8 @@ LIBS	= -lcrypt -lpam -lnettle
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c auth.c maildrop.c
-HDRS	= pop3d.h maildrop.h
+SRCS	= pop3d.c auth.c maildrop.c mbox.c update.c
+HDRS	= pop3d.h maildrop.h mdint.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
@@ -49,8 +49,9 @@ build/san/%.o: %.c $(HDRS)
 build/san/pop3d: $(SRCS:%.c=build/san/%.o)
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-# The fault-injection build (issue 4; maildrop.c): POP3D_FAULT=kill:N,
-# enospc:N or eio:N hits the N-th write/fsync/ftruncate/rename/unlink/link.
+# The fault-injection build (issue 4; maildrop.c, update.c): POP3D_FAULT=
+# kill:N, enospc:N or eio:N hits the N-th write/fsync/ftruncate/rename/
+# unlink/link.
 build/fault/%.o: %.c $(HDRS)
 	@mkdir -p build/fault
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -DPOP3D_FAULT -c -o $@ $<
@@ -184,7 +185,7 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZDEPS)
 	$(FUZZCC) $(FUZZFLAGS) -o $@ $< fuzz/common.c $(LIBS) $(FUZZLD)
 
 # The mbox target again without AVX2, and without SSE2 as well: every
-# SIMD path of maildrop.c against the same reference.
+# SIMD path of mbox.c and maildrop.c against the same reference.
 build/fuzz/fuzz_mbox_sse2: fuzz/fuzz_mbox.c $(FUZZDEPS)
 	@mkdir -p build/fuzz
 	$(FUZZCC) $(FUZZFLAGS) -DFZ_NO_AVX2 -o $@ $< fuzz/common.c $(LIBS) \

@@ -733,8 +733,9 @@ def machine():
 	    "popa3d": sh("dpkg-query -W -f '${Version}' popa3d 2>/dev/null"),
 	    "pop3d": (sh("cd %s && git rev-parse --short HEAD 2>/dev/null" %
 		ROOT) or "no commit yet") + (" + uncommitted changes" if sh(
-		"cd %s && git status --porcelain -- pop3d.c maildrop.c auth.c "
-		"pop3d.h maildrop.h 2>/dev/null" % ROOT) else ""),
+		"cd %s && git status --porcelain -- pop3d.c maildrop.c mbox.c "
+		"update.c auth.c pop3d.h maildrop.h mdint.h 2>/dev/null" % ROOT)
+		else ""),
 	    "spawn": None,
 	}
 

@@ -4,10 +4,10 @@
  * the fatal exit turned into abort(), files for inputs, a growing byte
  * buffer, and the failure report.
  *
- * Each target #includes the one source file it tests ("../pop3d.c",
- * "../maildrop.c", "../auth.c"), so that it reaches the file's static
- * functions without any change to that file, and provides stubs for what
- * the other files would.  The Makefile compiles the targets with
+ * Each target #includes the source it tests ("../pop3d.c", "../auth.c",
+ * or the maildrop's three files "../maildrop.c", "../mbox.c" and
+ * "../update.c"), so that it reaches their static functions without any
+ * change to them, and provides stubs for what the other files would.  The Makefile compiles the targets with
  * -D_exit=fz_exit: a fatal()/fatalx() of the code under test is a crash.
  */
 #ifndef FUZZ_COMMON_H

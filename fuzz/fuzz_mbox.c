@@ -1,6 +1,6 @@
 /*
  * fuzz_mbox.c: libFuzzer target for the mbox indexer, the streamer, the
- * UIDLs and the update of maildrop.c.
+ * UIDLs and the update of the maildrop (maildrop.c, mbox.c, update.c).
  *
  * Input: the mailbox file as it is (seeds are plain mbox files), except
  * that "\001P" followed by two octets a and b is replaced by a*4096 + b
@@ -41,6 +41,8 @@
 #define __builtin_cpu_supports(feature)	0
 #endif
 #include "../maildrop.c"
+#include "../mbox.c"
+#include "../update.c"
 
 #include "common.h"
 

@@ -4,9 +4,9 @@
                         prebuilt one), copied where uid 65534 can run it:
                         POP3D_FAULT=kill:N|enospc:N|eio:N hits the N-th
                         write (write, pwrite, copy_file_range), fsync,
-                        ftruncate, rename, unlink or link of maildrop.c in
-                        that process; POP3D_LOCK_WAIT=S shortens its lock
-                        wait
+                        ftruncate, rename, unlink or link of the maildrop
+                        (maildrop.c, update.c) in that process;
+                        POP3D_LOCK_WAIT=S shortens its lock wait
   Run                   one interactive pop3d with its own binary,
                         environment and wrapper; closes everything it
                         opened, fails on a sanitizer report

@@ -1,7 +1,8 @@
 """Crash-proof update (issue 4): kill -9, ENOSPC and EIO injected at every
 write (write, pwrite, copy_file_range), fsync, ftruncate, rename, unlink
-and link of maildrop.c (build/fault/pop3d, POP3D_FAULT=kind:N), one real
-full disk, and the order of the update's writes and fsyncs (strace).
+and link of the maildrop (maildrop.c, update.c; build/fault/pop3d,
+POP3D_FAULT=kind:N), one real full disk, and the order of the update's
+writes and fsyncs (strace).
 
 After every fault the next session, run with the binary under test, must
 succeed and find the mailbox either exactly as it was before the update

@@ -1,8 +1,9 @@
 /*
- * test_maildrop.c: cmocka tests of maildrop.c: the indexer on crafted
- * mboxes, sizes against streamed bytes, TOP, dot-stuffing, UIDLs, twins,
- * the pseudo-message, the update, the journal repair (with POP3D_FAULT
- * kills and errors in forked children), and the safe open.
+ * test_maildrop.c: cmocka tests of maildrop.c, mbox.c and update.c: the
+ * indexer on crafted mboxes, sizes against streamed bytes, TOP,
+ * dot-stuffing, UIDLs, twins, the pseudo-message, the update, the journal
+ * repair (with POP3D_FAULT kills and errors in forked children), and the
+ * safe open.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -28,7 +29,7 @@
 #include "maildrop.h"
 
 void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
-void	md_test_split(uint64_t, uint64_t);	/* maildrop.c, unit builds */
+void	md_test_split(uint64_t, uint64_t);	/* mbox.c, unit builds */
 
 #define FROM1	"From alice@example.org Thu Nov 26 12:00:00 2026\n"
 #define FROM2	"From bob@example.org Fri Nov 27 08:01:02 2026\n"

@@ -1,0 +1,912 @@
+/*
+ * mbox.c: the mbox format of the maildrop (maildrop.c): From_ lines, the
+ * header digest (the input of a UIDL), the index (SIMD scans, two threads
+ * for a large mailbox), twins, the hidden pseudo-message and md_uidl().
+ * Runs only as the user.
+ *
+ * Message boundaries.  A message starts at the "From " line at offset 0
+ * (the file must start with one: anything else is "not an mbox"), and at
+ * every later line that follows an empty line ("\n\n" or "\n\r\n") and
+ * parses as a real From_ line: "From ", a sender without spaces, spaces,
+ * and an asctime(3) date: weekday, month, day, hh:mm[:ss], optional time
+ * zone tokens, a 4-digit year, optionally "remote from HOST"; at most
+ * MD_FROM_MAX octets with its LF.  An unescaped body line "From here on"
+ * therefore does not split a message.  ">From " lines are sent as stored.
+ *
+ * Octets and sizes.  A message's octets run from the byte after its From_
+ * line to the next From_ line, minus the one empty line that separates
+ * them; a file that ends in an empty line ("\n\n", "\n\r\n") loses that
+ * one too.  RETR sends every octet, a bare LF as CRLF (CRLF, bare CR and
+ * NUL as stored), and a message whose octets do not end in LF gets a line
+ * end: LF after a final bare CR, CRLF otherwise.  The size is exactly that
+ * number of octets, before dot-stuffing.
+ *
+ * UIDL.  SHA-256 over the From_ line and the header block (up to the first
+ * empty line, at most MD_HASH_MAX octets), leaving out the fields other
+ * programs rewrite or a sender could use to collide (Status, X-Status,
+ * X-UID, X-Keywords, X-IMAP, X-IMAPbase, X-UIDL, Content-Length, Lines,
+ * with their continuation lines).  The UIDL is the first 16 octets in hex;
+ * the n-th later byte-identical twin of a message (same digest) gets "-n".
+ * When twin 0 is deleted, twin 1 takes over the plain UIDL in the next
+ * session: it is the same bytes, so a client that has that UIDL lost
+ * nothing.  Nothing is stored anywhere.
+ */
+
+#include <sys/types.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <nettle/sha2.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#include "maildrop.h"
+#include "mdint.h"
+
+/* A From_ line is an address (RFC 5321: 256 octets) and a date; longer
+ * lines are never message boundaries, and bound the parser's look-ahead. */
+#define MD_FROM_MAX	4096
+/* Header octets that go into a UIDL: enough for any real header, and a
+ * bound on the work a hostile header-only message costs. */
+#define MD_HASH_MAX	(64 * 1024)
+/* Mailboxes this large are indexed by two threads, a half each (a thread
+ * costs about 50 us; 2 cores index twice as fast: issue 6). */
+#define MD_IX_SPLIT	(8 * 1024 * 1024)
+/* Index look-ahead past the scan point: a whole From_ line.  Before the
+ * scan point the buffer keeps MD_IX_HIST octets (aligned scans). */
+#define MD_IX_LOOK	(MD_FROM_MAX + 8)
+#define MD_IX_HIST	64
+#define MD_IX_CAP	((MD_IX_BLOCK + MD_HASH_MAX + 2 * MD_IX_LOOK + 256) & ~63)
+/* Initial index size in records; it doubles from there. */
+#define MD_IX_INIT	256
+
+static const char *const md_wday[] = {
+	"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"
+};
+static const char *const md_mon[] = {
+	"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+};
+
+/* Header fields left out of the UIDL digest (other programs rewrite them,
+ * or a sender could pick them). */
+static const struct {
+	const char	*name;
+	size_t		 len;
+} md_skip[] = {
+	{ "Status", 6 },	{ "X-Status", 8 },	{ "X-UID", 5 },
+	{ "X-Keywords", 10 },	{ "X-IMAP", 6 },	{ "X-IMAPbase", 10 },
+	{ "X-UIDL", 6 },	{ "Content-Length", 14 }, { "Lines", 5 },
+};
+
+#define MD_PSEUDO_SUBJECT "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
+
+/* Where md_index() splits: unit tests move it to test the join. */
+static uint64_t	md_split_min = MD_IX_SPLIT, md_split_at;
+static int	md_split_force;
+
+#ifdef POP3D_UNIT
+void	md_test_split(uint64_t, uint64_t);
+
+/* Split mailboxes of min octets or more at offset at (0: the middle);
+ * min 0: back to normal. */
+void
+md_test_split(uint64_t min, uint64_t at)
+{
+	md_split_min = min > 0 ? min : MD_IX_SPLIT;
+	md_split_at = at;
+	md_split_force = min > 0;
+}
+#endif
+
+/*
+ * Parsing.
+ */
+
+/* Skips one or more blanks; 0 if there is none. */
+static int
+md_blanks(const unsigned char **pp, const unsigned char *q)
+{
+	const unsigned char	*p = *pp;
+
+	if (p == q || (*p != ' ' && *p != '\t'))
+		return 0;
+	while (p < q && (*p == ' ' || *p == '\t'))
+		p++;
+	*pp = p;
+	return 1;
+}
+
+static int
+md_word(const unsigned char **pp, const unsigned char *q,
+    const char *const *list, size_t n)
+{
+	size_t	i;
+
+	if (q - *pp < 3)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (memcmp(*pp, list[i], 3) == 0) {
+			*pp += 3;
+			return 1;
+		}
+	return 0;
+}
+
+/* Up to max digits, at least min; the value, or -1. */
+static int
+md_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
+{
+	const unsigned char	*p = *pp;
+	int			 v = 0, n = 0;
+
+	while (p < q && n < max && *p >= '0' && *p <= '9') {
+		v = v * 10 + (*p++ - '0');
+		n++;
+	}
+	if (n < min || (p < q && *p >= '0' && *p <= '9'))
+		return -1;
+	*pp = p;
+	return v;
+}
+
+/*
+ * The length of the From_ line at s (with its LF) if s starts with a real
+ * one: "From SENDER DAY MON DD HH:MM[:SS] [TZ...] YYYY [remote from X]".
+ * 0 otherwise.  Looks at no more than n (and MD_FROM_MAX) octets.
+ */
+static size_t
+md_fromline(const unsigned char *s, size_t n)
+{
+	const unsigned char	*p, *q, *e, *t;
+	int			 tz;
+
+	if (n > MD_FROM_MAX)
+		n = MD_FROM_MAX;
+	if (n < 5 || memcmp(s, "From ", 5) != 0 ||
+	    (e = memchr(s, '\n', n)) == NULL)
+		return 0;
+	p = s + 5;
+	q = e;
+	if (q > p && q[-1] == '\r')
+		q--;
+	while (q > p && (q[-1] == ' ' || q[-1] == '\t'))
+		q--;
+	/* The sender. */
+	if (p == q || *p == ' ' || *p == '\t')
+		return 0;
+	while (p < q && *p != ' ' && *p != '\t')
+		p++;
+	/* The date. */
+	if (!md_blanks(&p, q) || !md_word(&p, q, md_wday, 7) ||
+	    !md_blanks(&p, q) || !md_word(&p, q, md_mon, 12) ||
+	    !md_blanks(&p, q) || md_digits(&p, q, 1, 2) < 1 ||
+	    !md_blanks(&p, q) || md_digits(&p, q, 1, 2) < 0 ||
+	    p == q || *p++ != ':' || md_digits(&p, q, 2, 2) < 0)
+		return 0;
+	if (p < q && *p == ':' && (p++, md_digits(&p, q, 2, 2) < 0))
+		return 0;
+	/* Time zone tokens, then the year. */
+	for (tz = 0;; tz++) {
+		if (tz > 2 || !md_blanks(&p, q))
+			return 0;
+		t = p;
+		if (md_digits(&t, q, 4, 4) >= 0 &&
+		    (t == q || *t == ' ' || *t == '\t')) {
+			p = t;
+			break;
+		}
+		if (*p == '+' || *p == '-') {
+			p++;
+			if (md_digits(&p, q, 4, 4) < 0)
+				return 0;
+		} else {
+			t = p;
+			while (p < q && p - t < 6 &&
+			    ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+				p++;
+			if (p == t || (p < q && *p != ' ' && *p != '\t'))
+				return 0;
+		}
+	}
+	if (p < q) {
+		if (!md_blanks(&p, q) || q - p < 13 ||
+		    memcmp(p, "remote from ", 12) != 0)
+			return 0;
+	}
+	return (size_t)(e - s) + 1;
+}
+
+/* The length of the field name of header line s (n octets), 0 if none. */
+static size_t
+md_fieldname(const unsigned char *s, size_t n)
+{
+	const unsigned char	*c;
+	size_t			 l;
+
+	if ((c = memchr(s, ':', n)) == NULL)
+		return 0;
+	l = (size_t)(c - s);
+	while (l > 0 && (s[l - 1] == ' ' || s[l - 1] == '\t'))
+		l--;
+	return l;
+}
+
+static int
+md_fieldis(const unsigned char *s, size_t n, const char *name, size_t len)
+{
+	return md_fieldname(s, n) == len &&
+	    strncasecmp((const char *)s, name, len) == 0;
+}
+
+/* Is the header line s (n octets) a field left out of the digest? */
+static int
+md_skipfield(const unsigned char *s, size_t n)
+{
+	size_t	i, l;
+
+	switch (s[0]) {
+	case 'S': case 's': case 'X': case 'x': case 'C': case 'c':
+	case 'L': case 'l':
+		break;
+	default:
+		return 0;
+	}
+	l = md_fieldname(s, n);
+	for (i = 0; i < sizeof(md_skip) / sizeof(md_skip[0]); i++)
+		if (l == md_skip[i].len &&
+		    strncasecmp((const char *)s, md_skip[i].name, l) == 0)
+			return 1;
+	return 0;
+}
+
+/* The pseudo-message marks: bit 1 an X-IMAP(base) field, bit 2 the
+ * "FOLDER INTERNAL DATA" subject. */
+static int
+md_pseudofield(const unsigned char *s, size_t n)
+{
+	const unsigned char	*v, *e;
+	size_t			 len = sizeof(MD_PSEUDO_SUBJECT) - 1;
+
+	if (md_fieldis(s, n, "X-IMAP", 6) || md_fieldis(s, n, "X-IMAPbase", 10))
+		return 1;
+	if (!md_fieldis(s, n, "Subject", 7))
+		return 0;
+	v = memchr(s, ':', n);
+	v++;
+	e = s + n;
+	while (v < e && (*v == ' ' || *v == '\t'))
+		v++;
+	while (e > v && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
+	    e[-1] == '\t'))
+		e--;
+	if ((size_t)(e - v) == len && memcmp(v, MD_PSEUDO_SUBJECT, len) == 0)
+		return 2;
+	return 0;
+}
+
+/*
+ * Feeds the header block at s into ctx: lines up to the first empty line,
+ * at most MD_HASH_MAX octets, without the md_skip fields and their
+ * continuation lines.  avail octets are at s; final: nothing after them
+ * counts (end of the indexed file).  Returns 0, or -1 when it needs more
+ * octets (ctx is then spoiled).  pseudo, if not NULL, gets the marks.
+ */
+static int
+md_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
+    int final, int *pseudo)
+{
+	const unsigned char	*nl;
+	size_t			 lim = avail, pos = 0, run = 0, next;
+	int			 skip = 0;
+
+	if (lim >= MD_HASH_MAX) {
+		lim = MD_HASH_MAX;
+		final = 1;
+	}
+	while (pos < lim) {
+		if (s[pos] == '\n')
+			break;
+		if (s[pos] == '\r') {
+			if (pos + 1 < lim) {
+				if (s[pos + 1] == '\n')
+					break;
+			} else if (!final)
+				return -1;
+		}
+		nl = memchr(s + pos, '\n', lim - pos);
+		if (nl == NULL && !final)
+			return -1;
+		next = nl != NULL ? (size_t)(nl - s) + 1 : lim;
+		if (s[pos] != ' ' && s[pos] != '\t') {
+			skip = md_skipfield(s + pos, next - pos);
+			if (pseudo != NULL)
+				*pseudo |= md_pseudofield(s + pos, next - pos);
+		}
+		if (skip) {
+			if (pos > run)
+				sha256_update(ctx, pos - run, s + run);
+			run = next;
+		}
+		pos = next;
+	}
+	if (pos > run)
+		sha256_update(ctx, pos - run, s + run);
+	return 0;
+}
+
+/*
+ * The index.
+ */
+
+static enum md_res
+md_ix_add(struct md_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
+{
+	struct md_msg	*m;
+	uint32_t	 cap;
+
+	if (ix->n == ix->cap) {
+		if (ix->n >= MD_MAX_MESSAGES) {
+			pop_log(LOG_ERR, "mailbox has more than %d messages",
+			    MD_MAX_MESSAGES);
+			return MD_PERM;
+		}
+		cap = ix->cap == 0 ? MD_IX_INIT : ix->cap * 2;
+		if (cap > MD_MAX_MESSAGES)
+			cap = MD_MAX_MESSAGES;
+		if ((m = reallocarray(ix->msg, cap, sizeof(*m))) == NULL) {
+			pop_log(LOG_ERR, "index: %s", strerror(errno));
+			return MD_TEMP;
+		}
+		ix->msg = m;
+		ix->cap = cap;
+	}
+	m = &ix->msg[ix->n++];
+	memset(m, 0, sizeof(*m));
+	m->from = from;
+	m->data = data;
+	ix->cumdata = cumdata;
+	ix->pend = 1;
+	return MD_OK;
+}
+
+/* Sets end and size of the last message; lfs: its bare LFs. */
+static void
+md_ix_close(struct md_ix *ix, uint64_t end, uint64_t lfs, int last)
+{
+	struct md_msg	*m = &ix->msg[ix->n - 1];
+
+	m->end = end;
+	m->size = end - m->data + lfs;
+	if (end > m->data && last != '\n')
+		m->size += last == '\r' ? 1 : 2;
+}
+
+/* Digest of the last message, if its header is all in buf. */
+static int
+md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid, int final)
+{
+	struct md_msg		*m = &ix->msg[ix->n - 1];
+	struct sha256_ctx	 ctx;
+	unsigned char		 dg[SHA256_DIGEST_SIZE];
+	size_t			 fi, di;
+	int			 pseudo = 0;
+
+	fi = (size_t)((int64_t)m->from - base);
+	di = (size_t)((int64_t)m->data - base);
+	sha256_init(&ctx);
+	sha256_update(&ctx, di - fi, buf + fi);
+	if (md_hdrhash(&ctx, buf + di, valid - di, final,
+	    m->from == 0 ? &pseudo : NULL) == -1)
+		return -1;
+	sha256_digest(&ctx, sizeof(dg), dg);
+	memcpy(m->hash, dg, sizeof(m->hash));
+	if (m->from == 0)
+		ix->pseudo = pseudo;
+	ix->pend = 0;
+	return 0;
+}
+
+/*
+ * A line starting with "F" after an LF at buf[p]: a new message if an
+ * empty line precedes it and it is a real From_ line.  cum: bare LFs
+ * before p.
+ */
+static enum md_res
+md_ix_cand(struct md_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid, int eof, size_t p, uint64_t cum)
+{
+	uint64_t	off = (uint64_t)(base + (int64_t)p);
+	size_t		len;
+	int		sep;
+
+	if (buf[p - 2] == '\n')
+		sep = 1;
+	else if (buf[p - 2] == '\r' && buf[p - 3] == '\n')
+		sep = 2;
+	else
+		return MD_OK;
+	if ((len = md_fromline(buf + p, valid - p)) == 0)
+		return MD_OK;
+	/* The octets of the message before end in the LF before the
+	 * separator line, so they need no final line end.  (The second
+	 * half's first message has none before it.) */
+	if (ix->n > 0) {
+		md_ix_close(ix, off - (uint64_t)sep, cum - (sep == 1) -
+		    ix->cumdata, '\n');
+		if (ix->pend && md_ix_hash(ix, buf, base, valid, eof) == -1)
+			(void)md_ix_hash(ix, buf, base, valid, 1);
+	}
+	if (ix->stop != 0 && off >= ix->stop) {
+		ix->done = 1;
+		return MD_OK;
+	}
+	if (md_ix_add(ix, off, off + len, cum + (buf[p + len - 2] != '\r')) !=
+	    MD_OK)
+		return ix->n >= MD_MAX_MESSAGES ? MD_PERM : MD_TEMP;
+	(void)md_ix_hash(ix, buf, base, valid, eof);
+	return MD_OK;
+}
+
+/* The slow path for 64 octets at buf[i] that hold a candidate. */
+static enum md_res
+md_ix_slow(struct md_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid, int eof, size_t i)
+{
+	enum md_res	r;
+	size_t		p;
+
+	for (p = i; p < i + 64; p++) {
+		if (buf[p] == 'F' && buf[p - 1] == '\n' && p < valid &&
+		    ((r = md_ix_cand(ix, buf, base, valid, eof, p, ix->cum)) !=
+		    MD_OK || ix->done))
+			return r;
+		if (buf[p] == '\n' && buf[p - 1] != '\r')
+			ix->cum++;
+	}
+	return MD_OK;
+}
+
+#ifdef MD_AVX2
+int
+md_avx2(void)
+{
+	static int	avx2 = -1;
+
+	if (avx2 == -1)
+		avx2 = __builtin_cpu_supports("avx2") &&
+		    __builtin_cpu_supports("popcnt");
+	return avx2;
+}
+
+/*
+ * md_ix_scan() with AVX2: 64-bit masks of LF, CR and "F"; the masks of
+ * "after an LF" and "after a CR" are those shifted by one, carrying the
+ * last bit from the block before.
+ */
+__attribute__((target("avx2,popcnt")))
+static enum md_res
+md_ix_scan_avx2(struct md_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid, int eof, size_t i, size_t stop)
+{
+	const __m256i	lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
+	const __m256i	ef = _mm256_set1_epi8('F');
+	__m256i		v0, v1;
+	enum md_res	r;
+	uint64_t	l, c, f, b, cand, cum, lcarry, ccarry;
+	size_t		p;
+
+	lcarry = buf[i - 1] == '\n';
+	ccarry = buf[i - 1] == '\r';
+	for (; i < stop; i += 64) {
+		v0 = _mm256_loadu_si256((const __m256i *)(const void *)
+		    (buf + i));
+		v1 = _mm256_loadu_si256((const __m256i *)(const void *)
+		    (buf + i + 32));
+		l = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v0, lf)) |
+		    (uint64_t)(uint32_t)_mm256_movemask_epi8(
+		    _mm256_cmpeq_epi8(v1, lf)) << 32;
+		c = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v0, cr)) |
+		    (uint64_t)(uint32_t)_mm256_movemask_epi8(
+		    _mm256_cmpeq_epi8(v1, cr)) << 32;
+		f = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v0, ef)) |
+		    (uint64_t)(uint32_t)_mm256_movemask_epi8(
+		    _mm256_cmpeq_epi8(v1, ef)) << 32;
+		b = l & ~(c << 1 | ccarry);
+		cand = f & (l << 1 | lcarry);
+		lcarry = l >> 63;
+		ccarry = c >> 63;
+		cum = ix->cum;
+		ix->cum += (uint64_t)__builtin_popcountll(b);
+		for (; cand != 0; cand &= cand - 1) {
+			p = i + (size_t)__builtin_ctzll(cand);
+			if (p < valid && ((r = md_ix_cand(ix, buf, base, valid,
+			    eof, p, cum + (uint64_t)__builtin_popcountll(b &
+			    ((1ULL << (p - i)) - 1)))) != MD_OK || ix->done))
+				return r;
+		}
+	}
+	return MD_OK;
+}
+#endif
+
+/*
+ * Scans buf[i, stop) in 64-octet steps (stop - i a multiple of 64; the
+ * octet before i readable): counts bare LFs and hands the blocks with an
+ * LF followed by "F" to the slow path.  AVX2 or SSE2 where there is.
+ */
+static enum md_res
+md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid, int eof, size_t i, size_t stop)
+{
+	enum md_res	r;
+#ifdef MD_AVX2
+	if (md_avx2())
+		return md_ix_scan_avx2(ix, buf, base, valid, eof, i, stop);
+#endif
+#ifdef __SSE2__
+	const __m128i	lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+	const __m128i	ef = _mm_set1_epi8('F'), zero = _mm_setzero_si128();
+	__m128i		acc = zero, v, w, b[4], c;
+	int		k, nacc = 0;
+
+	for (; i < stop; i += 64) {
+		c = zero;
+		for (k = 0; k < 4; k++) {
+			v = _mm_loadu_si128((const __m128i *)(const void *)
+			    (buf + i + 16 * k));
+			w = _mm_loadu_si128((const __m128i *)(const void *)
+			    (buf + i + 16 * k - 1));
+			b[k] = _mm_andnot_si128(_mm_cmpeq_epi8(w, cr),
+			    _mm_cmpeq_epi8(v, lf));
+			c = _mm_or_si128(c, _mm_and_si128(
+			    _mm_cmpeq_epi8(w, lf), _mm_cmpeq_epi8(v, ef)));
+		}
+		if (_mm_movemask_epi8(c) != 0) {
+			v = _mm_sad_epu8(acc, zero);
+			ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
+			    (uint64_t)_mm_cvtsi128_si32(
+			    _mm_unpackhi_epi64(v, v));
+			acc = zero;
+			nacc = 0;
+			if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) !=
+			    MD_OK || ix->done)
+				return r;
+			continue;
+		}
+		/* Each lane counts at most 4 a step: flush before 255. */
+		acc = _mm_sub_epi8(acc, b[0]);
+		acc = _mm_sub_epi8(acc, b[1]);
+		acc = _mm_sub_epi8(acc, b[2]);
+		acc = _mm_sub_epi8(acc, b[3]);
+		if (++nacc == 63) {
+			v = _mm_sad_epu8(acc, zero);
+			ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
+			    (uint64_t)_mm_cvtsi128_si32(
+			    _mm_unpackhi_epi64(v, v));
+			acc = zero;
+			nacc = 0;
+		}
+	}
+	v = _mm_sad_epu8(acc, zero);
+	ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
+	    (uint64_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(v, v));
+#else
+	for (; i < stop; i += 64)
+		if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) != MD_OK ||
+		    ix->done)
+			return r;
+#endif
+	return MD_OK;
+}
+
+/*
+ * Indexes [ix->start, ix->lim) of ix->fd in one pass of large reads:
+ * message boundaries, sizes and digests.  The buffer holds the octets
+ * [base, base + valid); buf[i] is the scan point, 64-aligned, and the
+ * MD_IX_HIST octets before it stay (the empty-line test needs 3).  The pending message's From_ line and
+ * header stay in the buffer until its digest is done.  The first half of
+ * two stops at the first message at or after ix->stop (the first one the
+ * second half finds: the rule looks at a few octets around it only).
+ */
+static void *
+md_ix_run(void *arg)
+{
+	struct md_ix	*ix = arg;
+	unsigned char	*buf;
+	const unsigned char *lf;
+	struct md_msg	*m;
+	enum md_res	 r = MD_OK;
+	int64_t		 base;
+	size_t		 valid, i = MD_IX_HIST, keep, stop, fi, want;
+	uint64_t	 end, sub, off, lim = ix->lim;
+	ssize_t		 got;
+	int		 eof, first, last;
+
+	if ((buf = aligned_alloc(64, MD_IX_CAP)) == NULL) {
+		pop_log(LOG_ERR, "index: %s", strerror(errno));
+		ix->r = MD_TEMP;
+		return NULL;
+	}
+	/* Before offset 0, the history is NULs. */
+	first = ix->start == 0;
+	base = (int64_t)ix->start - MD_IX_HIST;
+	valid = base < 0 ? (size_t)-base : 0;
+	memset(buf, 0, valid);
+	for (;;) {
+		off = (uint64_t)(base + (int64_t)valid);
+		want = MD_IX_CAP - 64 - valid;
+		if (want > lim - off)
+			want = (size_t)(lim - off);
+		if ((got = md_pread(ix->fd, buf + valid, want, off)) == -1) {
+			pop_log(LOG_ERR, "read: %s", strerror(errno));
+			r = MD_TEMP;
+			goto out;
+		}
+		if ((size_t)got != want) {
+			pop_log(LOG_ERR, "mailbox shrank while indexing");
+			r = MD_CHANGED;
+			goto out;
+		}
+		valid += (size_t)got;
+		eof = off + (uint64_t)got == lim;
+		if (ix->lead)
+			md_dot_refresh();
+		if (first) {
+			first = 0;
+			fi = (size_t)-base;	/* offset 0 */
+			if (valid - fi < 5 || memcmp(buf + fi, "From ", 5) != 0 ||
+			    (lf = memchr(buf + fi, '\n', valid - fi < MD_FROM_MAX ?
+			    valid - fi : MD_FROM_MAX)) == NULL) {
+				pop_log(LOG_ERR, "not an mbox: the file does "
+				    "not start with a From_ line");
+				r = MD_PERM;
+				goto out;
+			}
+			if ((r = md_ix_add(ix, 0, (uint64_t)(base + (lf - buf) +
+			    1), lf[-1] != '\r')) != MD_OK)
+				goto out;
+		}
+		if (ix->pend)
+			(void)md_ix_hash(ix, buf, base, valid, eof);
+		if (eof) {
+			memset(buf + valid, 0, 64);
+			stop = i + (valid > i ? (valid - i + 63) / 64 * 64 : 0);
+		} else
+			stop = i + (valid - MD_IX_LOOK - i) / 64 * 64;
+		if ((r = md_ix_scan(ix, buf, base, valid, eof, i, stop)) !=
+		    MD_OK || ix->done)
+			goto out;
+		i = stop;
+		if (eof)
+			break;
+		keep = i - MD_IX_HIST;
+		if (ix->pend) {
+			fi = (size_t)((int64_t)ix->msg[ix->n - 1].from - base);
+			if (fi < keep)
+				keep = fi;
+		}
+		keep &= ~(size_t)63;	/* i stays aligned */
+		memmove(buf, buf + keep, valid - keep);
+		base += (int64_t)keep;
+		valid -= keep;
+		i -= keep;
+	}
+	if (ix->n == 0)
+		goto out;	/* a second half without a message */
+	/* The last message: a final empty line is a separator too. */
+	m = &ix->msg[ix->n - 1];
+	end = lim;
+	sub = 0;
+#define MD_AT(o)	buf[(size_t)((int64_t)(o) - base)]
+	if (lim - 1 >= m->data && MD_AT(lim - 1) == '\n') {
+		if (lim - 2 >= m->data - 1 && MD_AT(lim - 2) == '\n') {
+			end = lim - 1;
+			sub = 1;
+		} else if (lim - 3 >= m->data - 1 && MD_AT(lim - 2) == '\r' &&
+		    MD_AT(lim - 3) == '\n')
+			end = lim - 2;
+	}
+	last = end > m->data ? MD_AT(end - 1) : '\n';
+#undef MD_AT
+	md_ix_close(ix, end, ix->cum - sub - ix->cumdata, last);
+	if (ix->pend)
+		(void)md_ix_hash(ix, buf, base, valid, 1);
+out:
+	free(buf);
+	ix->r = r;
+	return NULL;
+}
+
+static void
+md_ix_free(struct md_ix *ix)
+{
+	free(ix->msg);
+	ix->msg = NULL;
+	ix->n = 0;
+}
+
+/*
+ * Indexes [0, lim) of fd into ix: a large mailbox in two halves at once
+ * when there are two CPUs (the second in a thread, or after the first if
+ * no thread can be had), joined at the first message of the second half.
+ */
+enum md_res
+md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
+{
+	struct md_ix	 b;
+	struct md_msg	*m;
+	sigset_t	 all, old;
+	pthread_t	 th;
+	int		 threaded = 0;
+
+	memset(ix, 0, sizeof(*ix));
+	ix->fd = fd;
+	ix->lim = lim;
+	ix->lead = lead;
+	if (lim == 0)
+		return MD_OK;
+	if (lim < md_split_min || lim < 2 ||
+	    (!md_split_force && sysconf(_SC_NPROCESSORS_ONLN) < 2)) {
+		(void)md_ix_run(ix);
+		if (ix->r != MD_OK)
+			md_ix_free(ix);
+		return ix->r;
+	}
+	memset(&b, 0, sizeof(b));
+	b.fd = fd;
+	b.start = ix->stop = md_split_at > 0 && md_split_at < lim ?
+	    md_split_at : lim / 2;
+	b.lim = lim;
+	/* Signals stay with the calling thread. */
+	(void)sigfillset(&all);
+	if (pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
+		threaded = pthread_create(&th, NULL, md_ix_run, &b) == 0;
+		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	(void)md_ix_run(ix);
+	if (threaded) {
+		if (pthread_join(th, NULL) != 0)
+			fatalx("pthread_join failed");
+	} else if (ix->r == MD_OK && ix->done)
+		(void)md_ix_run(&b);
+	if (ix->r == MD_OK && ix->done) {
+		if (b.r != MD_OK || b.n == 0 || b.msg[0].from < ix->stop ||
+		    ix->n > MD_MAX_MESSAGES - b.n) {
+			if (b.r == MD_OK && b.n > 0 && b.msg[0].from >= ix->stop)
+				pop_log(LOG_ERR, "mailbox has more than %d "
+				    "messages", MD_MAX_MESSAGES);
+			else if (b.r == MD_OK)
+				pop_log(LOG_ERR, "index: the halves do not "
+				    "meet");
+			ix->r = b.r != MD_OK ? b.r : b.n > 0 &&
+			    b.msg[0].from >= ix->stop ? MD_PERM : MD_TEMP;
+		} else if ((m = reallocarray(ix->msg, ix->n + b.n,
+		    sizeof(*m))) == NULL) {
+			pop_log(LOG_ERR, "index: %s", strerror(errno));
+			ix->r = MD_TEMP;
+		} else {
+			memcpy(m + ix->n, b.msg, b.n * sizeof(*m));
+			ix->msg = m;
+			ix->n += b.n;
+		}
+	}
+	md_ix_free(&b);
+	if (ix->r != MD_OK)
+		md_ix_free(ix);
+	return ix->r;
+}
+
+/* A pseudo-message at the top is hidden: *hidden = its record's end. */
+void
+md_ix_hide(struct md_ix *ix, uint64_t lim, uint64_t *hidden)
+{
+	*hidden = 0;
+	if (ix->n == 0 || ix->pseudo != 3)
+		return;
+	*hidden = ix->n > 1 ? ix->msg[1].from : lim;
+	memmove(ix->msg, ix->msg + 1, (ix->n - 1) * sizeof(ix->msg[0]));
+	ix->n--;
+}
+
+static int
+md_twincmp(const void *a, const void *b, void *arg)
+{
+	const struct md_msg	*msg = arg;
+	uint32_t		 i = *(const uint32_t *)a;
+	uint32_t		 j = *(const uint32_t *)b;
+	int			 c;
+
+	if ((c = memcmp(msg[i].hash, msg[j].hash, sizeof(msg[i].hash))) != 0)
+		return c;
+	return i < j ? -1 : i > j;
+}
+
+/* Numbers byte-identical twins 1, 2, ... in file order. */
+enum md_res
+md_twins(struct maildrop *md)
+{
+	uint32_t	*ord, i, t;
+
+	if (md->n < 2)
+		return MD_OK;
+	if ((ord = reallocarray(NULL, md->n, sizeof(*ord))) == NULL) {
+		pop_log(LOG_ERR, "index: %s", strerror(errno));
+		return MD_TEMP;
+	}
+	for (i = 0; i < md->n; i++)
+		ord[i] = i;
+	qsort_r(ord, md->n, sizeof(*ord), md_twincmp, md->msg);
+	for (i = 1, t = 0; i < md->n; i++) {
+		if (memcmp(md->msg[ord[i]].hash, md->msg[ord[i - 1]].hash,
+		    sizeof(md->msg[0].hash)) == 0)
+			md->msg[ord[i]].twin = ++t;
+		else
+			t = 0;
+	}
+	free(ord);
+	return MD_OK;
+}
+
+/* The digest of message m as the file holds it now (stream check). */
+int
+md_msghash(const struct maildrop *md, const struct md_msg *m,
+    unsigned char *out)
+{
+	struct sha256_ctx	ctx;
+	unsigned char		dg[SHA256_DIGEST_SIZE];
+	uint64_t		hlen, flen = m->data - m->from;
+
+	hlen = md->indexed - m->data;
+	if (hlen > MD_HASH_MAX)
+		hlen = MD_HASH_MAX;
+	if (flen > MD_FROM_MAX || md_preadx(md->fd, md_blk, flen + hlen,
+	    m->from) == -1)
+		return -1;
+	sha256_init(&ctx);
+	sha256_update(&ctx, flen, md_blk);
+	(void)md_hdrhash(&ctx, md_blk + flen, hlen, 1, NULL);
+	sha256_digest(&ctx, sizeof(dg), dg);
+	memcpy(out, dg, 16);
+	return 0;
+}
+
+void
+md_uidl(const struct maildrop *md, uint32_t i, char *buf, size_t size)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	const struct md_msg	*m;
+	char			 id[2 * sizeof(m->hash) + 16];
+	size_t			 k;
+
+	if (size == 0)
+		return;
+	if (i >= md->n) {
+		buf[0] = '\0';
+		return;
+	}
+	m = &md->msg[i];
+	for (k = 0; k < sizeof(m->hash); k++) {
+		id[2 * k] = hex[m->hash[k] >> 4];
+		id[2 * k + 1] = hex[m->hash[k] & 15];
+	}
+	id[2 * k] = '\0';
+	if (m->twin > 0)
+		(void)snprintf(id + 2 * k, sizeof(id) - 2 * k, "-%u",
+		    (unsigned int)m->twin);
+	k = strlen(id);
+	if (k >= size)
+		k = size - 1;
+	memcpy(buf, id, k);
+	buf[k] = '\0';
+}
