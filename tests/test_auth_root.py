@@ -640,7 +640,7 @@ def test_prelogin_process_is_sandboxed(root):
 	rootdir = os.readlink("/proc/%d/root" % c)
 	assert rootdir == EMPTY_DIR or rootdir.startswith("/tmp/pop3d-empty."), \
 	    rootdir
-	assert os.listdir("/proc/%d/root/" % c) == []
+	assert os.listdir("/proc/%d/root" % c) == []
 	assert os.readlink("/proc/%d/cwd" % c) == rootdir
 	lim = proc_limits(c)
 	assert lim["Max open files"] == ["3", "3"], lim
