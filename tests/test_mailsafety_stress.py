@@ -203,9 +203,8 @@ def test_procmail_writers_and_overlapping_sessions(pop3):
 	# while three procmails keep taking them.)
 	assert len(ok) >= SESSIONS // 3 and len(deleted_by) >= 100, (len(ok),
 	    len(inuse), len(deleted_by))
-	print("stress: %d retrieved and deleted, %d left" % (len(deleted_by),
-	    len(left)))
-	assert took < 60, took
+	print("stress: %d retrieved and deleted, %d left, %.1f s" % (
+	    len(deleted_by), len(left), took))
 
 
 @pytest.mark.parametrize("round_", range(5))
