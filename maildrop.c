@@ -483,8 +483,9 @@ md_dot_try(const struct maildrop *md)
 	if (fd == -1) {
 		if (errno == EACCES || errno == EPERM || errno == EROFS)
 			pop_log(LOG_ERR, "cannot create a dotlock in %s: %s "
-			    "(the spool directory must be writable for the "
-			    "user, or use --lock=fcntl)", dir,
+			    "(the user needs write access to the spool "
+			    "directory, e.g. group mail on root:mail 2775; "
+			    "the update journal is made there too)", dir,
 			    strerror(errno));
 		else
 			pop_log(LOG_ERR, "cannot create %s: %s", tmp,

@@ -540,6 +540,18 @@ md_ix_scan_avx2(struct md_ix *ix, const unsigned char *buf, int64_t base,
 }
 #endif
 
+#ifdef __SSE2__
+/* The sum of the 16 byte counters of acc. */
+static inline uint64_t
+md_sse2_sum(__m128i acc)
+{
+	__m128i	v = _mm_sad_epu8(acc, _mm_setzero_si128());
+
+	return (uint64_t)_mm_cvtsi128_si32(v) +
+	    (uint64_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(v, v));
+}
+#endif
+
 /*
  * Scans buf[i, stop) in 64-octet steps (stop - i a multiple of 64; the
  * octet before i readable): counts bare LFs and hands the blocks with an
@@ -573,10 +585,7 @@ md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
 			    _mm_cmpeq_epi8(w, lf), _mm_cmpeq_epi8(v, ef)));
 		}
 		if (_mm_movemask_epi8(c) != 0) {
-			v = _mm_sad_epu8(acc, zero);
-			ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
-			    (uint64_t)_mm_cvtsi128_si32(
-			    _mm_unpackhi_epi64(v, v));
+			ix->cum += md_sse2_sum(acc);
 			acc = zero;
 			nacc = 0;
 			if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) !=
@@ -590,17 +599,12 @@ md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		acc = _mm_sub_epi8(acc, b[2]);
 		acc = _mm_sub_epi8(acc, b[3]);
 		if (++nacc == 63) {
-			v = _mm_sad_epu8(acc, zero);
-			ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
-			    (uint64_t)_mm_cvtsi128_si32(
-			    _mm_unpackhi_epi64(v, v));
+			ix->cum += md_sse2_sum(acc);
 			acc = zero;
 			nacc = 0;
 		}
 	}
-	v = _mm_sad_epu8(acc, zero);
-	ix->cum += (uint64_t)_mm_cvtsi128_si32(v) +
-	    (uint64_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(v, v));
+	ix->cum += md_sse2_sum(acc);
 #else
 	for (; i < stop; i += 64)
 		if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) != MD_OK ||

@@ -657,8 +657,10 @@ md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
 	jfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (jfd == -1) {
-		pop_log(LOG_ERR, "cannot create journal %s: %s", path,
-		    strerror(errno));
+		pop_log(LOG_ERR, "cannot create journal %s: %s%s", path,
+		    strerror(errno), errno == EACCES ? " (the user needs "
+		    "write access to the spool directory: nothing deleted)" :
+		    "");
 		return -1;
 	}
 	/* The digest of the cut octets (SHA-256 at 1-2 GB/s: 40 ms for a
