@@ -761,18 +761,21 @@ pop_plain(struct pop_sess *s, const char *b64)
 	struct base64_decode_ctx ctx;
 	uint8_t		 buf[BASE64_DECODE_LENGTH(POP3_CMD_MAX)];
 	const char	*zid, *cid, *pw, *end;
-	size_t		 len, n = sizeof(buf), i;
+	size_t		 len, n = sizeof(buf), i, pad;
 	int		 ok;
 
 	len = strlen(b64);
 	if (strcmp(b64, "=") == 0)
 		len = 0;
-	ok = len % 4 == 0 && len <= POP3_CMD_MAX;
-	for (i = 0; ok && i < len; i++)
+	/* RFC 4648 section 4: "=" only as the last one or two octets. */
+	for (pad = 0; pad < len && b64[len - 1 - pad] == '='; pad++)
+		;
+	ok = len % 4 == 0 && len <= POP3_CMD_MAX && pad <= 2;
+	for (i = 0; ok && i < len - pad; i++)
 		ok = (b64[i] >= 'A' && b64[i] <= 'Z') ||
 		    (b64[i] >= 'a' && b64[i] <= 'z') ||
 		    (b64[i] >= '0' && b64[i] <= '9') ||
-		    b64[i] == '+' || b64[i] == '/' || b64[i] == '=';
+		    b64[i] == '+' || b64[i] == '/';
 	if (ok) {
 		base64_decode_init(&ctx);
 		ok = base64_decode_update(&ctx, &n, buf, len, b64) &&

@@ -575,6 +575,7 @@ test_auth_errors(void **state)
 	    "AUTH PLAIN AHVzZXIAcGFzcw\r\n"		/* no padding */
 	    "AUTH PLAIN AHVzZXIAcGFzcw=x\r\n"		/* junk after = */
 	    "AUTH PLAIN AH=zZXIAcGFzcw==\r\n"		/* = inside */
+	    "AUTH PLAIN AGFsaWNlAHB3A===\r\n"		/* three = (fuzz) */
 	    "AUTH PLAIN\r\nAHVzZXIA cGFzcw==\r\n"	/* a space */
 	    "AUTH PLAIN dXNlcnBhc3M=\r\n"		/* no NUL */
 	    "AUTH PLAIN AHVzZXJwYXNz\r\n"		/* one NUL */
@@ -585,11 +586,11 @@ test_auth_errors(void **state)
 	    "PASS x\r\n",				/* no USER left */
 	    &cred), 0);
 	assert_string_equal(said(), GREETING CANCELLED "+ \r\n" CANCELLED
-	    MALFORMED "+ \r\n" MALFORMED BADB64 BADB64 BADB64 BADB64
+	    MALFORMED "+ \r\n" MALFORMED BADB64 BADB64 BADB64 BADB64 BADB64
 	    "+ \r\n" BADB64 MALFORMED MALFORMED MALFORMED MALFORMED
 	    "-ERR invalid user name\r\n" "-ERR invalid user name\r\n"
 	    "-ERR USER first\r\n");
-	assert_int_equal(conn.bad, 16);
+	assert_int_equal(conn.bad, 17);
 }
 
 /* A too long continuation line: one -ERR, the AUTH is over. */
