@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,9 @@ static struct {
 	ino_t		 ino;
 	uint64_t	 touched;	/* md_ms() at creation or last refresh */
 } md_dot;
+
+/* Allocations of this size and more are mmap(2)ed (md_open()). */
+#define MD_MMAP_MIN	(128 * 1024)
 
 /* md_stream's input block, after room for the octet before it; its
  * output buffer (vector stores overshoot). */
@@ -660,6 +664,12 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	enum md_res	r;
 	int		done, e;
 
+	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
+	 * and more come from mmap(2) and go back to the kernel when freed
+	 * (glibc would raise that threshold after the first free and keep
+	 * them), and the index thread shares the main arena. */
+	(void)mallopt(M_MMAP_THRESHOLD, MD_MMAP_MIN);
+	(void)mallopt(M_ARENA_MAX, 1);
 	memset(md, 0, sizeof(*md));
 	md->fd = -1;
 	md->user = user;
@@ -965,42 +975,20 @@ done:
 static enum md_res
 md_verify(struct maildrop *md, const struct stat *st)
 {
-	struct md_ix	 ix;
 	enum md_res	 r;
-	uint64_t	 hidden;
-	uint32_t	 k;
-	const char	*why = NULL;
 
 	if ((uint64_t)st->st_size < md->indexed) {
 		pop_log(LOG_ERR, "%s changed under the session (the file "
 		    "shrank): nothing deleted", md->path);
 		return MD_CHANGED;
 	}
-	if ((r = md_index(md->fd, md->indexed, 1, &ix)) != MD_OK) {
-		if (r == MD_TEMP)
-			return r;
-		pop_log(LOG_ERR, "%s changed under the session (no longer an "
-		    "mbox): nothing deleted", md->path);
-		return MD_CHANGED;
-	}
-	md_ix_hide(&ix, md->indexed, &hidden);
-	if (hidden != md->hidden_end || ix.n != md->n)
-		why = "messages added or removed";
-	for (k = 0; why == NULL && k < md->n; k++)
-		if (ix.msg[k].from != md->msg[k].from ||
-		    ix.msg[k].data != md->msg[k].data ||
-		    ix.msg[k].end != md->msg[k].end ||
-		    ix.msg[k].size != md->msg[k].size ||
-		    memcmp(ix.msg[k].hash, md->msg[k].hash,
-		    sizeof(ix.msg[k].hash)) != 0)
-			why = "a message was rewritten";
-	free(ix.msg);
-	if (why != NULL) {
-		pop_log(LOG_ERR, "%s changed under the session (%s): nothing "
-		    "deleted", md->path, why);
-		return MD_CHANGED;
-	}
-	return MD_OK;
+	if ((r = md_ixcheck(md->fd, md->indexed, md)) == MD_OK ||
+	    r == MD_TEMP)
+		return r;
+	pop_log(LOG_ERR, "%s changed under the session (%s): nothing deleted",
+	    md->path, r == MD_PERM ? "no longer an mbox" :
+	    "messages rewritten, added or removed");
+	return MD_CHANGED;
 }
 
 /*

@@ -68,6 +68,10 @@
 #define MD_IX_CAP	((MD_IX_BLOCK + MD_HASH_MAX + 2 * MD_IX_LOOK + 256) & ~63)
 /* Initial index size in records; it doubles from there. */
 #define MD_IX_INIT	256
+/* Records moved at a time when the two halves are joined (256 KiB). */
+#define MD_IX_JOIN	4096
+/* Records held at a time while checking a file against its index. */
+#define MD_IX_CHECK	1024
 
 static const char *const md_wday[] = {
 	"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"
@@ -348,12 +352,76 @@ md_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
  * The index.
  */
 
+/*
+ * Checking (ix->ref): the file number of the first record, from its
+ * offset; a second half's first message must be one the index has.
+ */
+static void
+md_ix_locate(struct md_ix *ix, uint64_t from)
+{
+	uint32_t	lo = 0, hi = ix->nref, mid;
+
+	ix->kfirst = 0;
+	if (ix->start > 0) {
+		while (lo < hi) {
+			mid = lo + (hi - lo) / 2;
+			if (ix->ref[mid].from < from)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < ix->nref && ix->ref[lo].from == from)
+			ix->kfirst = lo + ix->hid;
+		else
+			ix->bad = 1;
+	}
+	ix->k0 = ix->kfirst;
+}
+
+/* Checking: compares the records held with ref's, and drops them. */
+static void
+md_ix_flush(struct md_ix *ix)
+{
+	const struct md_msg	*a, *b;
+	uint32_t		 i, f;
+
+	for (i = 0; i < ix->n && !ix->bad; i++) {
+		f = ix->k0 + i;
+		if (f < ix->hid)
+			continue;	/* the hidden pseudo-message */
+		if (f - ix->hid >= ix->nref) {
+			ix->bad = 1;
+			break;
+		}
+		a = &ix->msg[i];
+		b = &ix->ref[f - ix->hid];
+		if (a->from != b->from || a->data != b->data ||
+		    a->end != b->end || a->size != b->size ||
+		    memcmp(a->hash, b->hash, sizeof(a->hash)) != 0)
+			ix->bad = 1;
+	}
+	ix->k0 += ix->n;
+	ix->n = 0;
+}
+
 static enum md_res
 md_ix_add(struct md_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
 {
 	struct md_msg	*m;
 	uint32_t	 cap;
 
+	if (!ix->started) {
+		ix->started = 1;
+		ix->first = from;
+		if (ix->ref != NULL)
+			md_ix_locate(ix, from);
+	}
+	if (ix->n == ix->cap && ix->ref != NULL && ix->cap >= MD_IX_CHECK) {
+		/* Every record held is complete: compare and drop them. */
+		md_ix_flush(ix);
+		if (ix->bad)
+			return MD_CHANGED;
+	}
 	if (ix->n == ix->cap) {
 		if (ix->n >= MD_MAX_MESSAGES) {
 			pop_log(LOG_ERR, "mailbox has more than %d messages",
@@ -429,6 +497,7 @@ md_ix_cand(struct md_ix *ix, const unsigned char *buf, int64_t base,
 	uint64_t	off = (uint64_t)(base + (int64_t)p);
 	size_t		len;
 	int		sep;
+	enum md_res	r;
 
 	if (buf[p - 2] == '\n')
 		sep = 1;
@@ -451,9 +520,9 @@ md_ix_cand(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		ix->done = 1;
 		return MD_OK;
 	}
-	if (md_ix_add(ix, off, off + len, cum + (buf[p + len - 2] != '\r')) !=
-	    MD_OK)
-		return ix->n >= MD_MAX_MESSAGES ? MD_PERM : MD_TEMP;
+	if ((r = md_ix_add(ix, off, off + len, cum + (buf[p + len - 2] !=
+	    '\r'))) != MD_OK)
+		return r;
 	(void)md_ix_hash(ix, buf, base, valid, eof);
 	return MD_OK;
 }
@@ -632,12 +701,18 @@ md_ix_run(void *arg)
 	struct md_msg	*m;
 	enum md_res	 r = MD_OK;
 	int64_t		 base;
-	size_t		 valid, i = MD_IX_HIST, keep, stop, fi, want;
+	size_t		 valid, i = MD_IX_HIST, keep, stop, fi, want, cap;
 	uint64_t	 end, sub, off, lim = ix->lim;
 	ssize_t		 got;
 	int		 eof, first, last;
 
-	if ((buf = aligned_alloc(64, MD_IX_CAP)) == NULL) {
+	/* A small mailbox gets a buffer its size (history, octets, 64 for
+	 * the last vector): no mmap(2) of the whole block per session. */
+	cap = MD_IX_CAP;
+	if (lim - ix->start < MD_IX_CAP - 2 * 64 - MD_IX_HIST)
+		cap = ((size_t)(lim - ix->start) + 2 * 64 + MD_IX_HIST + 63) &
+		    ~(size_t)63;
+	if ((buf = aligned_alloc(64, cap)) == NULL) {
 		pop_log(LOG_ERR, "index: %s", strerror(errno));
 		ix->r = MD_TEMP;
 		return NULL;
@@ -649,7 +724,7 @@ md_ix_run(void *arg)
 	memset(buf, 0, valid);
 	for (;;) {
 		off = (uint64_t)(base + (int64_t)valid);
-		want = MD_IX_CAP - 64 - valid;
+		want = cap - 64 - valid;
 		if (want > lim - off)
 			want = (size_t)(lim - off);
 		if ((got = md_pread(ix->fd, buf + valid, want, off)) == -1) {
@@ -741,28 +816,68 @@ md_ix_free(struct md_ix *ix)
 }
 
 /*
+ * Appends b's records to ix (which has room for them), from the end a
+ * chunk at a time, shrinking b as it goes: the peak is the two halves and
+ * one chunk, not the halves twice (issue 6: 64 bytes a message).
+ */
+static void
+md_ix_join(struct md_ix *ix, struct md_ix *b)
+{
+	struct md_msg	*m;
+	uint32_t	 left = b->n, k;
+
+	while (left > 0) {
+		k = left > MD_IX_JOIN ? MD_IX_JOIN : left;
+		left -= k;
+		memcpy(ix->msg + ix->n + left, b->msg + left,
+		    k * sizeof(*b->msg));
+		/* Shrinking gives the tail's pages back (glibc: mremap of a
+		 * large block); if it cannot, b stays as it is. */
+		if (left > 0 && (m = reallocarray(b->msg, left,
+		    sizeof(*m))) != NULL)
+			b->msg = m;
+	}
+	ix->n += b->n;
+}
+
+/*
  * Indexes [0, lim) of fd into ix: a large mailbox in two halves at once
  * when there are two CPUs (the second in a thread, or after the first if
  * no thread can be had), joined at the first message of the second half.
  */
-enum md_res
-md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
+static enum md_res	md_ix_check(struct md_ix *, struct md_ix *, int);
+
+/*
+ * Indexes [0, lim) of fd into ix, or with md, checks it against md's
+ * index (md_ixcheck()).
+ */
+static enum md_res
+md_ix_do(int fd, uint64_t lim, int lead, struct md_ix *ix,
+    const struct maildrop *md)
 {
 	struct md_ix	 b;
 	struct md_msg	*m;
 	sigset_t	 all, old;
 	pthread_t	 th;
-	int		 threaded = 0;
+	int		 threaded = 0, split;
 
 	memset(ix, 0, sizeof(*ix));
 	ix->fd = fd;
 	ix->lim = lim;
 	ix->lead = lead;
+	if (md != NULL) {
+		ix->ref = md->msg;
+		ix->nref = md->n;
+		ix->hid = md->hidden_end != 0;
+	}
 	if (lim == 0)
-		return MD_OK;
-	if (lim < md_split_min || lim < 2 ||
-	    (!md_split_force && sysconf(_SC_NPROCESSORS_ONLN) < 2)) {
+		return md != NULL ? md_ix_check(ix, NULL, 0) : MD_OK;
+	split = !(lim < md_split_min || lim < 2 ||
+	    (!md_split_force && sysconf(_SC_NPROCESSORS_ONLN) < 2));
+	if (!split) {
 		(void)md_ix_run(ix);
+		if (md != NULL)
+			return md_ix_check(ix, NULL, 0);
 		if (ix->r != MD_OK)
 			md_ix_free(ix);
 		return ix->r;
@@ -772,6 +887,9 @@ md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
 	b.start = ix->stop = md_split_at > 0 && md_split_at < lim ?
 	    md_split_at : lim / 2;
 	b.lim = lim;
+	b.ref = ix->ref;
+	b.nref = ix->nref;
+	b.hid = ix->hid;
 	/* Signals stay with the calling thread. */
 	(void)sigfillset(&all);
 	if (pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
@@ -784,6 +902,8 @@ md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
 			fatalx("pthread_join failed");
 	} else if (ix->r == MD_OK && ix->done)
 		(void)md_ix_run(&b);
+	if (md != NULL)
+		return md_ix_check(ix, &b, 1);
 	if (ix->r == MD_OK && ix->done) {
 		if (b.r != MD_OK || b.n == 0 || b.msg[0].from < ix->stop ||
 		    ix->n > MD_MAX_MESSAGES - b.n) {
@@ -800,15 +920,72 @@ md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
 			pop_log(LOG_ERR, "index: %s", strerror(errno));
 			ix->r = MD_TEMP;
 		} else {
-			memcpy(m + ix->n, b.msg, b.n * sizeof(*m));
 			ix->msg = m;
-			ix->n += b.n;
+			md_ix_join(ix, &b);
 		}
 	}
 	md_ix_free(&b);
 	if (ix->r != MD_OK)
 		md_ix_free(ix);
 	return ix->r;
+}
+
+enum md_res
+md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
+{
+	return md_ix_do(fd, lim, lead, ix, NULL);
+}
+
+/*
+ * The end of a check: the records left, the halves' meeting point, the
+ * count, the pseudo-message.  Frees both.
+ */
+static enum md_res
+md_ix_check(struct md_ix *ix, struct md_ix *b, int split)
+{
+	enum md_res	r = ix->r;
+	uint32_t	total;
+
+	if (r == MD_OK) {
+		md_ix_flush(ix);
+		total = ix->k0;
+		if (split && ix->done) {
+			if (b->r != MD_OK)
+				r = b->r;
+			else if (!b->started || b->first < ix->stop) {
+				pop_log(LOG_ERR, "index: the halves do not "
+				    "meet");
+				r = MD_TEMP;
+			} else {
+				md_ix_flush(b);
+				if (b->bad || b->kfirst != ix->k0)
+					ix->bad = 1;
+				total = b->k0;
+			}
+		}
+		if (r == MD_OK && (ix->bad || total != ix->nref + ix->hid ||
+		    (ix->pseudo == 3) != (ix->hid == 1)))
+			r = MD_CHANGED;
+	}
+	md_ix_free(ix);
+	if (split)
+		md_ix_free(b);
+	return r;
+}
+
+/*
+ * Is [0, lim) of fd still what md's index says, message for message
+ * (offsets, sizes, digests, the hidden pseudo-message)?  MD_OK, or
+ * MD_CHANGED; MD_PERM: no longer an mbox; MD_TEMP: an error.  Holds a
+ * few records at a time, not a second index (issue 6: 64 bytes a
+ * message, even when mail arrives during a session).
+ */
+enum md_res
+md_ixcheck(int fd, uint64_t lim, const struct maildrop *md)
+{
+	struct md_ix	ix;
+
+	return md_ix_do(fd, lim, 1, &ix, md);
 }
 
 /* A pseudo-message at the top is hidden: *hidden = its record's end. */

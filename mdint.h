@@ -36,6 +36,16 @@ struct md_ix {
 	uint64_t	 cumdata;	/* the same at the last message's data */
 	int		 pend;		/* the last message's digest is to do */
 	int		 pseudo;	/* message 0: bit 1 X-IMAP, bit 2 subject */
+	/* Checking against an index (md_ixcheck()) rather than building
+	 * one: msg[] holds the last few records only, msg[0] being the
+	 * k0-th message of the file; ref[i] is the file's (i + hid)-th. */
+	const struct md_msg *ref;
+	uint32_t	 nref, hid;
+	uint32_t	 k0;
+	uint32_t	 kfirst;	/* the file number of the first record */
+	uint64_t	 first;		/* the offset of the first record */
+	int		 started;	/* a record was added */
+	int		 bad;		/* a record differs from ref */
 };
 
 /* One block for reading and copying (update.c). */
@@ -62,6 +72,7 @@ enum md_res	md_check(struct maildrop *, uint64_t *);
 int		md_avx2(void);
 #endif
 enum md_res	md_index(int, uint64_t, int, struct md_ix *);
+enum md_res	md_ixcheck(int, uint64_t, const struct maildrop *);
 void		md_ix_hide(struct md_ix *, uint64_t, uint64_t *);
 enum md_res	md_twins(struct maildrop *);
 int		md_msghash(const struct maildrop *, const struct md_msg *,

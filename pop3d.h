@@ -69,8 +69,10 @@
  * Policy 11.6); we do the same, and refresh ours every minute. */
 #define MD_DOTLOCK_STALE	300
 #define MD_DOTLOCK_REFRESH	60
-/* Read block for indexing and streaming. */
-#define MD_BLOCK		(1024 * 1024)
+/* Read block for streaming and the update's copies: large enough for
+ * full-speed reads, small enough to stay in the L2 cache and to keep the
+ * memory of a session flat (issue 6: 4 MiB whatever the message size). */
+#define MD_BLOCK		(256 * 1024)
 
 /*
  * Exit statuses (sysexits.h values; pop3d.8 EXIT STATUS lists each).

@@ -27,6 +27,7 @@
 #include <nettle/sha2.h>
 
 #include "maildrop.h"
+#include "mdint.h"
 
 void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
 void	md_test_split(uint64_t, uint64_t);	/* mbox.c, unit builds */
@@ -278,6 +279,42 @@ same_index(const struct maildrop *a, const struct maildrop *b)
 	}
 }
 
+/*
+ * md_ixcheck(), split the same way: the file passes against its own
+ * index, and fails against one with any record, the count or the hidden
+ * pseudo-message changed.
+ */
+static void
+check_index(struct maildrop *md, uint64_t at)
+{
+	struct md_msg	*m;
+	uint64_t	 h;
+	uint32_t	 k;
+
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_OK);
+	if (md->n == 0)
+		return;
+	k = (uint32_t)(at % md->n);
+	m = &md->msg[k];
+	m->hash[at % 16] ^= 1;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	m->hash[at % 16] ^= 1;
+	m->size++;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	m->size--;
+	m->end--;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	m->end++;
+	md->n--;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	md->n++;
+	h = md->hidden_end;
+	md->hidden_end = h != 0 ? 0 : 1;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	md->hidden_end = h;
+	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_OK);
+}
+
 static void
 split_all(size_t step)
 {
@@ -305,6 +342,7 @@ split_all(size_t step)
 		md_test_split(1, at);
 		open_ok(&half);
 		same_index(&whole, &half);
+		check_index(&half, at);
 		md_close(&half);
 	}
 	md_test_split(0, 0);
@@ -600,6 +638,20 @@ test_split(void **state)
 	write_file(user.mailbox, b.p, b.len);
 	buf_free(&b);
 	split_all(1);
+	/* Halves of thousands of records: the join moves them in chunks
+	 * (MD_IX_JOIN) and shrinks the second half as it goes. */
+	memset(&b, 0, sizeof(b));
+	for (i = 0; i < 20000; i++) {
+		char	m[128];
+		int	len;
+
+		len = snprintf(m, sizeof(m), "%sSubject: %zu\n\nbody %zu\n\n",
+		    i % 2 ? FROM1 : FROM2, i % 7000, i);
+		buf_add(&b, m, (size_t)len);
+	}
+	write_file(user.mailbox, b.p, b.len);
+	split_all(b.len / 7);
+	buf_free(&b);
 }
 
 /* Random octets from a small alphabet: every CR, LF, "." position. */
