@@ -351,6 +351,20 @@ md_fsyncdir(const struct maildrop *md)
  * Spool locks.
  */
 
+/* How often our dotlock is refreshed, in ms: unit tests shorten it. */
+static uint64_t	md_dot_every = MD_DOTLOCK_REFRESH * 1000ULL;
+
+#ifdef POP3D_UNIT
+void	md_test_dotrefresh(uint64_t);
+
+/* Refresh every ms milliseconds (0: at every chance). */
+void
+md_test_dotrefresh(uint64_t ms)
+{
+	md_dot_every = ms;
+}
+#endif
+
 /* Refreshes our dotlock's mtime so that nobody takes it for stale. */
 void
 md_dot_refresh(void)
@@ -361,7 +375,7 @@ md_dot_refresh(void)
 	if (!md_dot.held)
 		return;
 	now = md_ms();
-	if (now - md_dot.touched < MD_DOTLOCK_REFRESH * 1000ULL)
+	if (now - md_dot.touched < md_dot_every)
 		return;
 	md_dot.touched = now;
 	if (lstat(md_dot.path, &st) == -1 || st.st_dev != md_dot.dev ||

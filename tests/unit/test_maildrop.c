@@ -31,6 +31,7 @@
 
 void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
 void	md_test_split(uint64_t, uint64_t);	/* mbox.c, unit builds */
+void	md_test_dotrefresh(uint64_t);		/* maildrop.c, unit builds */
 
 #define FROM1	"From alice@example.org Thu Nov 26 12:00:00 2026\n"
 #define FROM2	"From bob@example.org Fri Nov 27 08:01:02 2026\n"
@@ -1536,6 +1537,85 @@ test_stale_dotlock(void **state)
 	assert_int_equal(unlink(p), 0);
 }
 
+static time_t
+mtime_of(const char *p)
+{
+	struct stat	st;
+
+	assert_int_equal(lstat(p, &st), 0);
+	return st.st_mtime;
+}
+
+static void
+backdate(const char *p, time_t ago)
+{
+	struct timespec	t[2];
+
+	t[0].tv_sec = t[1].tv_sec = time(NULL) - ago;
+	t[0].tv_nsec = t[1].tv_nsec = 0;
+	assert_int_equal(utimensat(AT_FDCWD, p, t, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+/*
+ * A long index or update keeps its dotlock fresh (MD_DOTLOCK_REFRESH),
+ * so that an MDA never takes it for stale (MD_DOTLOCK_STALE) and breaks
+ * it; a dotlock somebody else put in its place is neither touched nor
+ * removed.
+ */
+static void
+test_dotlock_refresh(void **state)
+{
+	static const char	m[] = FROM1 "S: x\n\n0123456789\n\n";
+	struct maildrop		md;
+	struct md_ix		ix;
+	struct buf		b;
+	char			p[4200];
+
+	(void)state;
+	/* A mailbox of several index blocks. */
+	memset(&b, 0, sizeof(b));
+	while (b.len < 4 * MD_IX_BLOCK)
+		buf_add(&b, m, sizeof(m) - 1);
+	write_file(user.mailbox, b.p, b.len);
+	buf_free(&b);
+	snprintf(p, sizeof(p), "%s.lock", user.mailbox);
+	open_ok(&md);
+	assert_int_equal(access(p, F_OK), -1);
+	assert_int_equal(md_spool_lock(&md), MD_OK);
+	assert_int_equal(access(p, F_OK), 0);
+	/* Not yet due: left alone. */
+	backdate(p, MD_DOTLOCK_STALE - 10);
+	md_dot_refresh();
+	assert_true(mtime_of(p) <= time(NULL) - MD_DOTLOCK_STALE + 10);
+	/* Due: its mtime is now. */
+	md_test_dotrefresh(0);
+	md_dot_refresh();
+	assert_true(mtime_of(p) >= time(NULL) - 2);
+	/* The index refreshes it as it reads. */
+	backdate(p, MD_DOTLOCK_STALE - 10);
+	assert_int_equal(md_index(md.fd, md.indexed, 1, &ix), MD_OK);
+	assert_int_equal(ix.n, md.n);
+	free(ix.msg);
+	assert_true(mtime_of(p) >= time(NULL) - 2);
+	/* Replaced by another program's (a new inode: made before ours
+	 * goes): not touched, not removed. */
+	{
+		char	q[128];
+
+		snprintf(q, sizeof(q), "%s/other.lock", dir);
+		write_file(q, "1\n", 2);
+		assert_int_equal(rename(q, p), 0);
+	}
+	backdate(p, 100);
+	md_dot_refresh();
+	assert_true(mtime_of(p) <= time(NULL) - 99);
+	md_test_dotrefresh(MD_DOTLOCK_REFRESH * 1000ULL);
+	md_spool_unlock(&md);
+	assert_int_equal(access(p, F_OK), 0);
+	assert_int_equal(unlink(p), 0);
+	md_close(&md);
+}
+
 int
 main(void)
 {
@@ -1565,6 +1645,7 @@ main(void)
 		T(test_unsafe),
 		T(test_inuse),
 		T(test_stale_dotlock),
+		T(test_dotlock_refresh),
 #undef T
 	};
 
