@@ -123,15 +123,16 @@ void	fatalx(const char *, ...)
  */
 struct pop_conn {
 	int		 in, out;		/* client fds (0 and 1) */
-	char		 ibuf[POP3_INBUF];	/* unread client bytes */
 	size_t		 ilen;			/* bytes valid in ibuf */
-	char		 obuf[POP3_OUTBUF];	/* replies not yet written */
-	size_t		 olen;
+	size_t		 olen;			/* bytes waiting in obuf */
 	time_t		 start;			/* session start (monotonic) */
 	int		 bad;			/* consecutive bad commands */
 	int		 authfail;		/* failed logins so far */
 	int		 eof;			/* over without QUIT: EOF, timeout,
 						 * write error, bad commands */
+	/* The buffers last: pop_conn_init() zeroes only what is before. */
+	char		 ibuf[POP3_INBUF];	/* unread client bytes */
+	char		 obuf[POP3_OUTBUF];	/* replies not yet written */
 };
 
 /* What the AUTHORIZATION state yields: a login to check. */

@@ -66,6 +66,7 @@ MSGS = [b"From: bob@example.org\nSubject: one\n\nFirst.\n",
     b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
 
 PAM_MODULE = r"""
+#include <security/pam_ext.h>
 #include <security/pam_modules.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,10 +117,14 @@ user(pam_handle_t *h)
 int
 pam_sm_authenticate(pam_handle_t *h, int flags, int argc, const char **argv)
 {
-	const char *log = logpath(argc, argv);
+	const char *log = logpath(argc, argv), *tok = NULL;
 
 	(void)flags;
 	note(h, log, "auth");
+	/* Like pam_unix: the password becomes the PAM_AUTHTOK item, which
+	 * libpam keeps until pam_end(). */
+	if (pam_get_authtok(h, PAM_AUTHTOK, &tok, NULL) != PAM_SUCCESS)
+		return PAM_AUTH_ERR;
 	if (log != NULL)
 		(void)pam_set_data(h, "pop3test", strdup(log), cleanup);
 	if (strcmp(user(h), "al") == 0)
