@@ -21,7 +21,11 @@ HARDEN	= -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
 LDHARD	= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
 SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -fno-sanitize-recover=all
-LIBS	= -lcrypt -lpam -lnettle
+# nettle (SHA-256, memeql_sec) linked statically: its ~550 relocations
+# cost every session 0.2 ms at exec (BENCH.md, tiny).  A distribution
+# package that wants it shared: make NETTLE=-lnettle.
+NETTLE	= -l:libnettle.a
+LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
