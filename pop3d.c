@@ -363,6 +363,39 @@ pop_reply(struct pop_conn *c, const char *fmt, ...)
 	return pop_put(c, buf, (size_t)n) == -1 ? -1 : n;
 }
 
+/* The decimal digits of v, ending just before end; returns their start. */
+static char *
+pop_utoa(char *end, uint64_t v)
+{
+	do {
+		*--end = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	return end;
+}
+
+/*
+ * One line "N WORD" of a LIST or UIDL listing, put together without
+ * printf: a listing of 100,000 messages is 100,000 of them (issue 6).
+ */
+static void
+pop_item(struct pop_conn *c, uint32_t n, const char *w, size_t wlen)
+{
+	char	 line[POP3_LINE_MAX], num[12];
+	char	*d = pop_utoa(num + sizeof(num), n);
+	size_t	 len = (size_t)(num + sizeof(num) - d);
+
+	if (wlen > sizeof(line) - len - 3)
+		fatalx("reply too long");
+	memcpy(line, d, len);
+	line[len++] = ' ';
+	memcpy(line + len, w, wlen);
+	len += wlen;
+	line[len++] = '\r';
+	line[len++] = '\n';
+	(void)pop_put(c, line, len);
+}
+
 /* A last word before closing: one try, never waits for the client. */
 static void
 pop_bye(struct pop_conn *c, const char *msg)
@@ -1000,6 +1033,7 @@ cmd_stat(struct pop_sess *s, char *argv[])
 static enum pop_res
 cmd_list(struct pop_sess *s, char *argv[])
 {
+	char		 num[24], *d;
 	uint32_t	 i;
 
 	if (argv[0] != NULL) {
@@ -1012,9 +1046,11 @@ cmd_list(struct pop_sess *s, char *argv[])
 	(void)pop_reply(s->c, "+OK %lu messages (%llu octets)",
 	    (unsigned long)s->live, (unsigned long long)s->live_octets);
 	for (i = 0; i < s->md->n && !s->c->eof; i++)
-		if (!s->md->msg[i].deleted)
-			(void)pop_reply(s->c, "%lu %llu", (unsigned long)i + 1,
-			    (unsigned long long)s->md->msg[i].size);
+		if (!s->md->msg[i].deleted) {
+			d = pop_utoa(num + sizeof(num), s->md->msg[i].size);
+			pop_item(s->c, i + 1, d, (size_t)(num + sizeof(num) -
+			    d));
+		}
 	(void)pop_reply(s->c, ".");
 	return RES_DONE;
 }
@@ -1036,8 +1072,7 @@ cmd_uidl(struct pop_sess *s, char *argv[])
 	for (i = 0; i < s->md->n && !s->c->eof; i++)
 		if (!s->md->msg[i].deleted) {
 			md_uidl(s->md, i, uid, sizeof(uid));
-			(void)pop_reply(s->c, "%lu %s", (unsigned long)i + 1,
-			    uid);
+			pop_item(s->c, i + 1, uid, strlen(uid));
 		}
 	(void)pop_reply(s->c, ".");
 	return RES_DONE;
