@@ -29,7 +29,7 @@ LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c auth.c maildrop.c mbox.c update.c
+SRCS	= pop3d.c conn.c auth.c maildrop.c mbox.c update.c
 HDRS	= pop3d.h maildrop.h mdint.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))

@@ -1,7 +1,7 @@
 /*
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
- * contracts between pop3d.c (protocol), auth.c (root side, authentication)
- * and maildrop.c (the mbox spool).
+ * contracts between pop3d.c (protocol), conn.c (the client connection),
+ * auth.c (root side, authentication) and maildrop.c (the mbox spool).
  *
  * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
  * the README.
@@ -119,7 +119,7 @@ void	fatalx(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 
 /*
- * The connection (pop3d.c). One per process; fixed buffers, no allocation.
+ * The connection (conn.c). One per process; fixed buffers, no allocation.
  */
 struct pop_conn {
 	int		 in, out;		/* client fds (0 and 1) */
@@ -173,8 +173,24 @@ int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
  * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).
  */
 int	pop_transaction(struct pop_conn *, const struct pop_user *);
+/*
+ * conn.c: the client connection.
+ */
 /* Writes out buffered replies; -1 on error (the client is gone). */
 int	pop_flush(struct pop_conn *);
+/* Queues len octets of reply; -1 if the client is gone. */
+int	pop_put(struct pop_conn *, const char *, size_t);
+/* Queues one reply line, CRLF added; the octets queued or -1. */
+int	pop_reply(struct pop_conn *, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+/* Queues "N WORD" of a LIST or UIDL listing (no printf). */
+void	pop_item(struct pop_conn *, uint32_t, const char *, size_t);
+/* The decimal digits of a number, ending just before end: their start. */
+char	*pop_utoa(char *, uint64_t);
+/* A last word before closing: one try, never waits; the session is over. */
+void	pop_bye(struct pop_conn *, const char *);
+/* Reads one command line into line[POP3_CMD_MAX] (conn.c says how). */
+int	pop_getline(struct pop_conn *, char *, size_t *);
 /* Wipes secrets (explicit_bzero), the portable way. */
 void	pop_wipe(void *, size_t);
 

@@ -11,6 +11,7 @@
  * NUL; and every response that decoder finds valid is accepted.
  */
 #include "../pop3d.c"
+#include "../conn.c"
 
 #include "common.h"
 
