@@ -7,7 +7,7 @@
  * octets of filler lines (1024 octets each, "x...x\n"), and "\001B" k by
  * the filler that takes the file to offset FZ_EDGE - 8192 + 64 * k, at
  * most 2 MB in all: so that short inputs reach the block boundaries of
- * the streamer (1 MB) and of the indexer (FZ_EDGE: where its first read
+ * the streamer (MD_BLOCK) and of the indexer (FZ_EDGE: where its first read
  * ends, which a From_ line or a header may straddle).
  *
  * The file is written to a private directory in /dev/shm, opened with
