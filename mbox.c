@@ -840,16 +840,13 @@ md_ix_join(struct md_ix *ix, struct md_ix *b)
 	ix->n += b->n;
 }
 
+static enum md_res	md_ix_check(struct md_ix *, struct md_ix *, int);
+
 /*
  * Indexes [0, lim) of fd into ix: a large mailbox in two halves at once
  * when there are two CPUs (the second in a thread, or after the first if
  * no thread can be had), joined at the first message of the second half.
- */
-static enum md_res	md_ix_check(struct md_ix *, struct md_ix *, int);
-
-/*
- * Indexes [0, lim) of fd into ix, or with md, checks it against md's
- * index (md_ixcheck()).
+ * With md: checks [0, lim) against md's index instead (md_ixcheck()).
  */
 static enum md_res
 md_ix_do(int fd, uint64_t lim, int lead, struct md_ix *ix,
