@@ -96,6 +96,8 @@ teardown(void **state)
 	char		 p[512];
 
 	(void)state;
+	md_test_split(0, 0);
+	md_test_dotrefresh(MD_DOTLOCK_REFRESH * 1000ULL);
 	if ((d = opendir(dir)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 ||
