@@ -22,7 +22,7 @@
  *   auth_rec_check, auth_recv,    the record from the pre-login child,
  *   auth_readn, auth_wait,        treated as hostile; verdicts; children
  *   auth_forward, auth_sleep_until,
- *   auth_child_signals
+ *   auth_fork
  *   auth_verify, auth_pam,        the login check: PAM (conversation,
  *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
@@ -140,6 +140,7 @@ static struct pop_conn	 conn;		/* one per process, 66 KB: static */
 static char		 auth_peer[128] = "unknown";
 static int		 auth_peer_known;	/* auth_peer is an address */
 static volatile sig_atomic_t auth_child;	/* the child signals go to */
+static volatile sig_atomic_t auth_sig;		/* last one forwarded */
 
 static int	auth_single(void);
 static int	auth_root(void);
@@ -174,10 +175,10 @@ static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
 static void	auth_become(const struct pop_user *);
 static int	auth_wait(pid_t);
 static void	auth_forward(int);
+static pid_t	auth_fork(int);
 static void	auth_sleep_until(const struct timespec *);
 static ssize_t	auth_recv(int, void *, size_t, int);
 static ssize_t	auth_readn(int, void *, size_t);
-static void	auth_child_signals(void);
 
 int
 auth_main(void)
@@ -1015,14 +1016,13 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 		pop_log(LOG_ERR, "pipe: %s", strerror(errno));
 		return AUTH_ERROR;
 	}
-	if ((pid = fork()) == -1) {
+	if ((pid = auth_fork(0)) == -1) {
 		pop_log(LOG_ERR, "fork: %s", strerror(errno));
 		(void)close(p[0]);
 		(void)close(p[1]);
 		return AUTH_ERROR;
 	}
 	if (pid == 0) {
-		auth_child_signals();
 		(void)close(p[0]);
 		memset(&res, 0, sizeof(res));
 		res.verdict = pw_check(opt.passwd_file, r->user, r->pass, &e,
@@ -1154,6 +1154,7 @@ auth_forward(int sig)
 {
 	int	saved = errno;
 
+	auth_sig = sig;
 	if (auth_child > 0)
 		(void)kill((pid_t)auth_child, sig);
 	errno = saved;
@@ -1213,15 +1214,44 @@ auth_readn(int fd, void *buf, size_t size)
 	return (ssize_t)got;
 }
 
-/* A child starts with the default signal actions of a session. */
-static void
-auth_child_signals(void)
+/*
+ * fork(2) with SIGTERM, SIGHUP and SIGINT held until both sides know
+ * their part: the child starts with the default actions of a session,
+ * and the parent forwards to the new child (forward) from its first
+ * instant, so no signal is lost between fork and "auth_child = pid", nor
+ * sent to the pid of a child already reaped.  A child that signals go to
+ * is not started once one came (-1, EINTR): it would never hear of it.
+ */
+static pid_t
+auth_fork(int forward)
 {
-	auth_child = 0;
-	if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
-	    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
-	    signal(SIGINT, SIG_DFL) == SIG_ERR)
-		fatal("signal");
+	sigset_t	 set, old;
+	pid_t		 pid;
+	int		 saved;
+
+	if (sigemptyset(&set) == -1 || sigaddset(&set, SIGTERM) == -1 ||
+	    sigaddset(&set, SIGHUP) == -1 || sigaddset(&set, SIGINT) == -1 ||
+	    sigprocmask(SIG_BLOCK, &set, &old) == -1)
+		fatal("sigprocmask");
+	if (forward && auth_sig != 0) {
+		pid = -1;
+		saved = EINTR;
+	} else {
+		pid = fork();
+		saved = errno;
+	}
+	if (pid == 0) {
+		auth_child = 0;
+		if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+		    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
+		    signal(SIGINT, SIG_DFL) == SIG_ERR)
+			fatal("signal");
+	} else if (pid > 0 && forward)
+		auth_child = pid;
+	if (sigprocmask(SIG_SETMASK, &old, NULL) == -1)
+		fatal("sigprocmask");
+	errno = saved;
+	return pid;
 }
 
 /*
@@ -1288,14 +1318,19 @@ auth_root(void)
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		fatal("socketpair");
-	if ((pid = fork()) == -1)
+	if ((pid = auth_fork(1)) == -1 && errno != EINTR)
 		fatal("fork");
+	if (pid == -1) {
+		pop_log(LOG_INFO, "signal %d before the session began",
+		    (int)auth_sig);
+		if (tmp)
+			(void)rmdir(empty);
+		return POP3_EX_CLOSED;
+	}
 	if (pid == 0) {
-		auth_child_signals();
 		(void)close(sp[0]);
 		auth_prelogin(sp[1], in, out, empty, pre_uid, pre_gid);
 	}
-	auth_child = pid;
 	if (close(sp[1]) == -1)
 		fatal("close");
 
@@ -1348,6 +1383,7 @@ auth_root(void)
 		    "it");
 	(void)kill(pid, SIGKILL);
 	status = auth_wait(pid);
+	auth_child = 0;
 	if (tmp)
 		(void)rmdir(empty);
 	(void)close(sp[0]);
@@ -1361,13 +1397,19 @@ auth_root(void)
 	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
 	    (unsigned long)u.uid, rec.mech, auth_peer);
 
-	if ((pid = fork()) == -1) {
-		pop_log(LOG_ERR, "fork: %s", strerror(errno));
+	if ((pid = auth_fork(1)) == -1) {
+		/* EINTR: told to end while no child was there to hear it. */
+		status = errno == EINTR ? POP3_EX_CLOSED : POP3_EX_OSERR;
+		if (status == POP3_EX_CLOSED)
+			pop_log(LOG_INFO, "signal %d before the session began",
+			    (int)auth_sig);
+		else
+			pop_log(LOG_ERR, "fork: %s", strerror(errno));
+		pop_wipe(&rec, sizeof(rec));
 		auth_pam_close(pamh);
-		return POP3_EX_OSERR;
+		return status;
 	}
 	if (pid == 0) {
-		auth_child_signals();
 		if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
 			fatal("dup2");
 		if (close(in) == -1 || close(out) == -1)
@@ -1389,7 +1431,6 @@ auth_root(void)
 #endif
 		return status;
 	}
-	auth_child = pid;
 	pop_wipe(&rec, sizeof(rec));
 	if (close(in) == -1 || close(out) == -1)
 		pop_log(LOG_WARNING, "close: %s", strerror(errno));

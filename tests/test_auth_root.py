@@ -174,6 +174,7 @@ SHIM = r"""
 #define _GNU_SOURCE
 #include <sys/socket.h>
 #include <dlfcn.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,8 +226,28 @@ send(int fd, const void *buf, size_t len, int flags)
 		/* More logins than the parent allows a session. */
 		for (i = 0; i < POP3_AUTH_FAIL_MAX; i++)
 			(void)real(fd, big, len, flags);
-	}
+	} else if (strcmp(m, "deaf") == 0)
+		/* A SIGTERM the monitor forwards from here on is lost. */
+		(void)signal(SIGTERM, SIG_IGN);
 	return real(fd, big, len, flags);
+}
+
+ssize_t
+recv(int fd, void *buf, size_t len, int flags)
+{
+	static ssize_t (*real)(int, void *, size_t, int);
+	const char *m = getenv("POP3D_TEST_RECORD");
+	ssize_t n;
+
+	if (real == NULL)
+		real = (ssize_t (*)(int, void *, size_t, int))
+		    dlsym(RTLD_NEXT, "recv");
+	n = real(fd, buf, len, flags);
+	/* "deaf": the pre-login child lingers 3 s after its "y". */
+	if (m != NULL && strcmp(m, "deaf") == 0 && getuid() != 0 &&
+	    n == 1 && *(char *)buf == 'y')
+		(void)sleep(3);
+	return n;
 }
 """
 
@@ -735,6 +756,57 @@ def test_sigterm_to_the_monitor_ends_the_session_and_pam(root):
 	s.wait(10)
 	assert not os.path.exists("/proc/%d/status" % c) or \
 	    proc_status(c)["State"].startswith("Z")
+	ev = [e[0] for e in root.pam_events()]
+	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
+
+
+def test_sigterm_at_any_moment_of_the_login_ends_the_session(root):
+	"""SIGTERM to the monitor while the login passes from the pre-login
+	child to the user's process (the reply to PASS is on its way) still
+	ends everything: no process is left waiting for a client that is
+	gone, and every PAM session opened is closed.  Before the fix a
+	signal between fork and the monitor's note of the new child was
+	lost, or went to the reaped pre-login child's pid."""
+	for i in range(60):
+		s = root.session()
+		assert s.greeting().ok
+		assert s.cmd("USER alice").ok
+		s.send("PASS %s\r\n" % PW)
+		# 0 to 3 ms after PASS: before, during and after the verdict
+		# and the fork of the user's process.
+		t = time.monotonic() + (i % 30) * 0.0001
+		while time.monotonic() < t:
+			pass
+		os.kill(s.proc.pid, signal.SIGTERM)
+		try:
+			s.wait(10)
+		except subprocess.TimeoutExpired:
+			raise AssertionError("monitor still runs %.1f ms after "
+			    "PASS: %r" % ((i % 30) / 10, s.stderr()))
+	ev = [e[0] for e in root.pam_events()]
+	assert ev.count("open") == ev.count("close"), ev
+	assert ev.count("auth") == ev.count("end"), ev
+	print("sessions opened: %d of 60, PAM started: %d" % (
+	    ev.count("open"), ev.count("auth")))
+
+
+def test_sigterm_between_the_two_children_is_kept(root):
+	"""The shim makes the pre-login child ignore SIGTERM once it has sent
+	its login record, and linger 3 s after the "y": a SIGTERM to the
+	monitor in that time reaches no child that acts on it.  The monitor
+	must remember it, start no session and close PAM, not serve the
+	client."""
+	env = root.env(LD_PRELOAD="%s %s %s" % (root.tools / "shim.so",
+	    PAM_WRAPPER, NSS_WRAPPER), POP3D_TEST_RECORD="deaf")
+	s = root.session(env=env)
+	assert s.greeting().ok
+	assert s.cmd("USER alice").ok
+	s.send("PASS %s\r\n" % PW)
+	time.sleep(0.5)
+	os.kill(s.proc.pid, signal.SIGTERM)
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	assert s.wait_eof(5) == b"", "no reply to PASS"
+	assert "signal 15 before the session began" in s.stderr(), s.stderr()
 	ev = [e[0] for e in root.pam_events()]
 	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
 
