@@ -1130,17 +1130,33 @@ auth_become(const struct pop_user *u)
 		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
 }
 
-/* Waits for pid; its exit status, or POP3_EX_SOFTWARE if it was killed. */
+/*
+ * Waits for pid; its exit status, POP3_EX_CLOSED if a signal we forwarded
+ * (or SIGPIPE) ended it, else POP3_EX_SOFTWARE if it was killed.  The
+ * child stops being the one signals go to while it is still a zombie, so
+ * its pid cannot be anyone else's yet.
+ */
 static int
 auth_wait(pid_t pid)
 {
-	int	st;
+	siginfo_t	 si;
+	int		 st;
 
+	memset(&si, 0, sizeof(si));
+	while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) == -1)
+		if (errno != EINTR)
+			fatal("waitid");
+	if (auth_child == pid)
+		auth_child = 0;
 	while (waitpid(pid, &st, 0) == -1)
 		if (errno != EINTR)
 			fatal("waitpid");
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
+	if (WIFSIGNALED(st) && auth_sig != 0 && WTERMSIG(st) == auth_sig) {
+		pop_log(LOG_INFO, "session ended by signal %d", WTERMSIG(st));
+		return POP3_EX_CLOSED;
+	}
 	if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
 		pop_log(LOG_ERR, "process %ld killed by signal %d", (long)pid,
 		    WTERMSIG(st));
@@ -1160,11 +1176,12 @@ auth_forward(int sig)
 	errno = saved;
 }
 
+/* Sleeps until t, or until a signal for the session comes. */
 static void
 auth_sleep_until(const struct timespec *t)
 {
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, t, NULL) ==
-	    EINTR)
+	    EINTR && auth_sig == 0)
 		continue;
 }
 
@@ -1231,8 +1248,8 @@ auth_fork(int forward)
 
 	if (sigemptyset(&set) == -1 || sigaddset(&set, SIGTERM) == -1 ||
 	    sigaddset(&set, SIGHUP) == -1 || sigaddset(&set, SIGINT) == -1 ||
-	    sigprocmask(SIG_BLOCK, &set, &old) == -1)
-		fatal("sigprocmask");
+	    pthread_sigmask(SIG_BLOCK, &set, &old) != 0)
+		fatalx("pthread_sigmask");
 	if (forward && auth_sig != 0) {
 		pid = -1;
 		saved = EINTR;
@@ -1248,8 +1265,8 @@ auth_fork(int forward)
 			fatal("signal");
 	} else if (pid > 0 && forward)
 		auth_child = pid;
-	if (sigprocmask(SIG_SETMASK, &old, NULL) == -1)
-		fatal("sigprocmask");
+	if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
+		fatalx("pthread_sigmask");
 	errno = saved;
 	return pid;
 }
@@ -1276,6 +1293,21 @@ auth_root(void)
 	char		 v;
 
 	auth_hygiene();
+	/* Forwarded from the start; none left blocked by whoever ran us. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = auth_forward;
+	if (sigemptyset(&sa.sa_mask) == -1 ||
+	    sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    sigaction(SIGHUP, &sa, NULL) == -1 ||
+	    sigaction(SIGINT, &sa, NULL) == -1)
+		fatal("sigaction");
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL) == -1 ||
+	    sigaddset(&sa.sa_mask, SIGTERM) == -1 ||
+	    sigaddset(&sa.sa_mask, SIGHUP) == -1 ||
+	    sigaddset(&sa.sa_mask, SIGINT) == -1 ||
+	    pthread_sigmask(SIG_UNBLOCK, &sa.sa_mask, NULL) != 0)
+		fatalx("signal set up");
 	if ((pw = getpwnam(opt.prelogin_user)) == NULL) {
 		pop_log(LOG_ERR, "pre-login user %s does not exist (create it: "
 		    "see pop3d(8))", opt.prelogin_user);
@@ -1305,27 +1337,14 @@ auth_root(void)
 	    (!opt.debug && dup2(null, 2) == -1) || close(null) == -1)
 		fatal("dup2 /dev/null");
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = auth_forward;
-	(void)sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    sigaction(SIGHUP, &sa, NULL) == -1 ||
-	    sigaction(SIGINT, &sa, NULL) == -1)
-		fatal("sigaction");
-	sa.sa_handler = SIG_IGN;
-	if (sigaction(SIGPIPE, &sa, NULL) == -1)
-		fatal("sigaction");
-
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		fatal("socketpair");
 	if ((pid = auth_fork(1)) == -1 && errno != EINTR)
 		fatal("fork");
 	if (pid == -1) {
-		pop_log(LOG_INFO, "signal %d before the session began",
-		    (int)auth_sig);
 		if (tmp)
 			(void)rmdir(empty);
-		return POP3_EX_CLOSED;
+		goto ended;
 	}
 	if (pid == 0) {
 		(void)close(sp[0]);
@@ -1360,6 +1379,8 @@ auth_root(void)
 		}
 		r = auth_verify(&rec, &u, &pamh);
 		pop_wipe(rec.pass, sizeof(rec.pass));
+		if (auth_sig != 0)
+			goto signalled;
 		if (r == AUTH_OK)
 			break;
 		/* Our own deadline too: a subverted child gets no speed. */
@@ -1371,6 +1392,8 @@ auth_root(void)
 			t.tv_nsec -= 1000000000L;
 		}
 		auth_sleep_until(&t);
+		if (auth_sig != 0)
+			goto signalled;
 		if (send(sp[0], "n", 1, MSG_NOSIGNAL) != 1)
 			pop_log(LOG_ERR, "verdict to pre-login: %s",
 			    strerror(errno));
@@ -1383,10 +1406,11 @@ auth_root(void)
 		    "it");
 	(void)kill(pid, SIGKILL);
 	status = auth_wait(pid);
-	auth_child = 0;
 	if (tmp)
 		(void)rmdir(empty);
 	(void)close(sp[0]);
+	if (auth_sig != 0)
+		goto ended;
 	if (status != POP3_EX_OK) {
 		pop_log(LOG_ERR, "pre-login process ended with status %d",
 		    status);
@@ -1398,16 +1422,12 @@ auth_root(void)
 	    (unsigned long)u.uid, rec.mech, auth_peer);
 
 	if ((pid = auth_fork(1)) == -1) {
-		/* EINTR: told to end while no child was there to hear it. */
-		status = errno == EINTR ? POP3_EX_CLOSED : POP3_EX_OSERR;
-		if (status == POP3_EX_CLOSED)
-			pop_log(LOG_INFO, "signal %d before the session began",
-			    (int)auth_sig);
-		else
-			pop_log(LOG_ERR, "fork: %s", strerror(errno));
+		if (errno == EINTR)
+			goto ended;
+		pop_log(LOG_ERR, "fork: %s", strerror(errno));
 		pop_wipe(&rec, sizeof(rec));
 		auth_pam_close(pamh);
-		return status;
+		return POP3_EX_OSERR;
 	}
 	if (pid == 0) {
 		if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
@@ -1437,4 +1457,20 @@ auth_root(void)
 	status = auth_wait(pid);
 	auth_pam_close(pamh);
 	return status;
+
+	/*
+	 * SIGTERM, SIGHUP or SIGINT before the user's process started: the
+	 * session ends here (signalled: the pre-login child is still ours).
+	 */
+signalled:
+	(void)kill(pid, SIGKILL);
+	(void)auth_wait(pid);
+	if (tmp)
+		(void)rmdir(empty);
+ended:
+	pop_log(LOG_INFO, "signal %d before the session began",
+	    (int)auth_sig);
+	pop_wipe(&rec, sizeof(rec));
+	auth_pam_close(pamh);
+	return POP3_EX_CLOSED;
 }

@@ -753,41 +753,50 @@ def test_sigterm_to_the_monitor_ends_the_session_and_pam(root):
 	s.login("alice", PW)
 	c = one_child(s.proc.pid)
 	os.kill(s.proc.pid, signal.SIGTERM)
-	s.wait(10)
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	assert "session ended by signal 15" in s.stderr(), s.stderr()
 	assert not os.path.exists("/proc/%d/status" % c) or \
 	    proc_status(c)["State"].startswith("Z")
 	ev = [e[0] for e in root.pam_events()]
 	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
 
 
+def wait_for_pam(root, event, timeout=10):
+	"""Waits until the test PAM module has logged event."""
+	deadline = time.monotonic() + timeout
+	while event not in [e[0] for e in root.pam_events()]:
+		assert time.monotonic() < deadline, root.pam_events()
+		time.sleep(0.01)
+
+
 def test_sigterm_at_any_moment_of_the_login_ends_the_session(root):
-	"""SIGTERM to the monitor while the login passes from the pre-login
-	child to the user's process (the reply to PASS is on its way) still
-	ends everything: no process is left waiting for a client that is
-	gone, and every PAM session opened is closed.  Before the fix a
-	signal between fork and the monitor's note of the new child was
-	lost, or went to the reaped pre-login child's pid."""
+	"""SIGTERM to the monitor at the greeting, or while the login passes
+	from the pre-login child to the user's process (the reply to PASS is
+	on its way), ends everything with status 1: no process is left
+	waiting for a client that is gone, and every PAM session opened is
+	closed.  Before the fix a signal between fork and the monitor's note
+	of the new child was lost, or went to the reaped pre-login child."""
 	for i in range(60):
 		s = root.session()
 		assert s.greeting().ok
-		assert s.cmd("USER alice").ok
-		s.send("PASS %s\r\n" % PW)
-		# 0 to 3 ms after PASS: before, during and after the verdict
-		# and the fork of the user's process.
-		t = time.monotonic() + (i % 30) * 0.0001
-		while time.monotonic() < t:
-			pass
+		if i % 4:
+			assert s.cmd("USER alice").ok
+			s.send("PASS %s\r\n" % PW)
+			# 0 to 3 ms after PASS.
+			t = time.monotonic() + (i % 30) * 0.0001
+			while time.monotonic() < t:
+				pass
 		os.kill(s.proc.pid, signal.SIGTERM)
 		try:
-			s.wait(10)
+			rc = s.wait(10)
 		except subprocess.TimeoutExpired:
-			raise AssertionError("monitor still runs %.1f ms after "
-			    "PASS: %r" % ((i % 30) / 10, s.stderr()))
+			raise AssertionError("monitor still runs after SIGTERM "
+			    "(round %d): %r" % (i, s.stderr()))
+		assert rc == LIMITS["POP3_EX_CLOSED"], (i, s.stderr())
+		assert "killed by signal" not in s.stderr(), s.stderr()
 	ev = [e[0] for e in root.pam_events()]
 	assert ev.count("open") == ev.count("close"), ev
 	assert ev.count("auth") == ev.count("end"), ev
-	print("sessions opened: %d of 60, PAM started: %d" % (
-	    ev.count("open"), ev.count("auth")))
 
 
 def test_sigterm_between_the_two_children_is_kept(root):
@@ -802,13 +811,27 @@ def test_sigterm_between_the_two_children_is_kept(root):
 	assert s.greeting().ok
 	assert s.cmd("USER alice").ok
 	s.send("PASS %s\r\n" % PW)
-	time.sleep(0.5)
+	wait_for_pam(root, "open")	# the record is sent: the child is deaf
 	os.kill(s.proc.pid, signal.SIGTERM)
 	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
 	assert s.wait_eof(5) == b"", "no reply to PASS"
 	assert "signal 15 before the session began" in s.stderr(), s.stderr()
 	ev = [e[0] for e in root.pam_events()]
 	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
+
+
+def test_sigterm_during_the_failed_login_delay_ends_at_once(root):
+	"""A wrong password waits 20 s for its answer; SIGTERM in that time
+	ends the session then, not 20 s later, with status 1."""
+	s = root.session(fail_delay=20000)
+	assert s.greeting().ok
+	assert s.cmd("USER alice").ok
+	s.send("PASS wrong\r\n")
+	wait_for_pam(root, "end")	# the failed transaction is over
+	os.kill(s.proc.pid, signal.SIGTERM)
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	assert s.wait_eof(5) == b"", "no reply to PASS"
+	assert "Broken pipe" not in s.stderr(), s.stderr()
 
 
 def test_missing_prelogin_user_is_a_config_error(root):
