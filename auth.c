@@ -22,7 +22,7 @@
  *   auth_rec_check, auth_recv,    the record from the pre-login child,
  *   auth_readn, auth_wait,        treated as hostile; verdicts; children
  *   auth_forward, auth_sleep_until,
- *   auth_fork
+ *   auth_fwdset, auth_fork
  *   auth_verify, auth_pam,        the login check: PAM (conversation,
  *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
@@ -175,6 +175,7 @@ static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
 static void	auth_become(const struct pop_user *);
 static int	auth_wait(pid_t);
 static void	auth_forward(int);
+static void	auth_fwdset(sigset_t *);
 static pid_t	auth_fork(int);
 static void	auth_sleep_until(const struct timespec *);
 static ssize_t	auth_recv(int, void *, size_t, int);
@@ -1231,6 +1232,15 @@ auth_readn(int fd, void *buf, size_t size)
 	return (ssize_t)got;
 }
 
+/* The signals the monitor forwards: SIGTERM, SIGHUP, SIGINT. */
+static void
+auth_fwdset(sigset_t *set)
+{
+	if (sigemptyset(set) == -1 || sigaddset(set, SIGTERM) == -1 ||
+	    sigaddset(set, SIGHUP) == -1 || sigaddset(set, SIGINT) == -1)
+		fatal("sigaddset");
+}
+
 /*
  * fork(2) with SIGTERM, SIGHUP and SIGINT held until both sides know
  * their part: the child starts with the default actions of a session,
@@ -1246,9 +1256,8 @@ auth_fork(int forward)
 	pid_t		 pid;
 	int		 saved;
 
-	if (sigemptyset(&set) == -1 || sigaddset(&set, SIGTERM) == -1 ||
-	    sigaddset(&set, SIGHUP) == -1 || sigaddset(&set, SIGINT) == -1 ||
-	    pthread_sigmask(SIG_BLOCK, &set, &old) != 0)
+	auth_fwdset(&set);
+	if (pthread_sigmask(SIG_BLOCK, &set, &old) != 0)
 		fatalx("pthread_sigmask");
 	if (forward && auth_sig != 0) {
 		pid = -1;
@@ -1302,12 +1311,11 @@ auth_root(void)
 	    sigaction(SIGINT, &sa, NULL) == -1)
 		fatal("sigaction");
 	sa.sa_handler = SIG_IGN;
-	if (sigaction(SIGPIPE, &sa, NULL) == -1 ||
-	    sigaddset(&sa.sa_mask, SIGTERM) == -1 ||
-	    sigaddset(&sa.sa_mask, SIGHUP) == -1 ||
-	    sigaddset(&sa.sa_mask, SIGINT) == -1 ||
-	    pthread_sigmask(SIG_UNBLOCK, &sa.sa_mask, NULL) != 0)
-		fatalx("signal set up");
+	if (sigaction(SIGPIPE, &sa, NULL) == -1)
+		fatal("sigaction");
+	auth_fwdset(&sa.sa_mask);
+	if (pthread_sigmask(SIG_UNBLOCK, &sa.sa_mask, NULL) != 0)
+		fatalx("pthread_sigmask");
 	if ((pw = getpwnam(opt.prelogin_user)) == NULL) {
 		pop_log(LOG_ERR, "pre-login user %s does not exist (create it: "
 		    "see pop3d(8))", opt.prelogin_user);
