@@ -31,9 +31,10 @@ Environment:
 
 Helpers for test files: mbox(), parse_mbox(), expected_retr(),
 expected_top(), parse_replies(), sanitizer_check(), LIMITS (every numeric
-#define of pop3d.h), make_hash(), need().
+#define of pop3d.h), make_hash(), need(), shared_copy().
 """
 
+import atexit
 import os
 import re
 import select
@@ -83,6 +84,32 @@ def need(cond, why):
 	pytest.skip(why)
 
 
+# ---------------------------------------------------------------- shared
+
+_shared = []
+
+
+@atexit.register
+def _remove_shared():
+	for d in _shared:
+		shutil.rmtree(d, ignore_errors=True)
+
+
+def shared_copy(src, mode=0o755):
+	"""A copy of src (mode 0755: run, 0644: read) in a new directory
+	under /tmp that every user can enter, removed at exit: what a process
+	of another user (65534, the mail user) runs or reads must not be
+	taken from the checkout, which may sit in a directory only its owner
+	can enter (/root, a 0700 home)."""
+	d = tempfile.mkdtemp(prefix="pop3d-shared.", dir="/tmp")
+	os.chmod(d, 0o755)
+	_shared.append(d)
+	dst = os.path.join(d, os.path.basename(src))
+	shutil.copyfile(src, dst)
+	os.chmod(dst, mode)
+	return dst
+
+
 # ---------------------------------------------------------------- binary
 
 def _binary():
@@ -105,15 +132,7 @@ def pop3d_bin(tmp_path_factory):
 	b = _binary()
 	if not os.access(b, os.X_OK):
 		pytest.fail("%s does not exist: run make pop3d first" % b)
-	if not ROOT:
-		return str(b)
-	d = tempfile.mkdtemp(prefix="pop3d-bin.", dir="/tmp")
-	os.chmod(d, 0o755)
-	dst = os.path.join(d, "pop3d")
-	shutil.copy2(b, dst)
-	os.chmod(dst, 0o755)
-	yield dst
-	shutil.rmtree(d, ignore_errors=True)
+	return shared_copy(b) if ROOT else str(b)
 
 
 # ---------------------------------------------------------------- hashes

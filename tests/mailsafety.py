@@ -1,7 +1,8 @@
 """Helpers of tests/test_mailsafety*.py (issue 4, never lose mail).
 
   fault_binary()        build/fault/pop3d (make; or $POP3D_FAULT_BIN, a
-                        prebuilt one), copied where uid 65534 can run it:
+                        prebuilt one), copied where uid 65534 can run it
+                        (conftest's shared_copy()):
                         POP3D_FAULT=kill:N|enospc:N|eio:N hits the N-th
                         write (write, pwrite, copy_file_range), fsync,
                         ftruncate, rename, unlink or link of the maildrop
@@ -19,7 +20,6 @@
                         Debian's MDAs and a MUA on the spool, as uid 65534
 """
 
-import atexit
 import collections
 import hashlib
 import os
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (NOBODY, PASSWORD, REPO, ROOT, USER, Session,
-    is_multi, need, parse_mbox, sanitizer_check)
+    is_multi, need, parse_mbox, sanitizer_check, shared_copy)
 
 HERE = Path(__file__).resolve().parent
 JOURNAL = "." + USER + ".pop3d-journal"
@@ -39,44 +39,29 @@ DOTLOCK = USER + ".lock"
 
 # ------------------------------------------------------------ binaries
 
-_fault = {}
+_copies = {}
 
 
 def fault_binary():
 	"""The fault-injection build, made once per run with make (the
-	Makefile's build/fault/pop3d rule), copied under a traversable
-	temporary directory when we are root."""
-	if "bin" in _fault:
-		return _fault["bin"]
+	Makefile's build/fault/pop3d rule), copied where every user can run
+	it."""
+	if "bin" in _copies:
+		return _copies["bin"]
 	if os.environ.get("POP3D_FAULT_BIN"):
 		src = Path(os.environ["POP3D_FAULT_BIN"])
 		if not os.access(src, os.X_OK):
 			pytest.fail("POP3D_FAULT_BIN=%s is not an executable" % src)
-		return _copy_fault(src)
-	r = subprocess.run(["make", "-C", str(REPO), "--no-print-directory",
-	    "build/fault/pop3d"], capture_output=True, text=True)
-	if r.returncode != 0:
-		pytest.fail("make build/fault/pop3d failed:\n" + r.stdout[-3000:] +
-		    r.stderr[-3000:], pytrace=False)
-	return _copy_fault(REPO / "build" / "fault" / "pop3d")
-
-
-def _copy_fault(src):
-	d = tempfile.mkdtemp(prefix="pop3d-fault.", dir="/tmp")
-	os.chmod(d, 0o755)
-	dst = os.path.join(d, "pop3d")
-	shutil.copy2(src, dst)
-	os.chmod(dst, 0o755)
-	_fault["bin"] = dst
-	_fault["dir"] = d
-	atexit.register(fault_cleanup)
-	return dst
-
-
-def fault_cleanup():
-	if "dir" in _fault:
-		shutil.rmtree(_fault.pop("dir"), ignore_errors=True)
-		_fault.pop("bin", None)
+	else:
+		src = REPO / "build" / "fault" / "pop3d"
+		r = subprocess.run(["make", "-C", str(REPO),
+		    "--no-print-directory", "build/fault/pop3d"],
+		    capture_output=True, text=True)
+		if r.returncode != 0:
+			pytest.fail("make build/fault/pop3d failed:\n" +
+			    r.stdout[-3000:] + r.stderr[-3000:], pytrace=False)
+	_copies["bin"] = shared_copy(src)
+	return _copies["bin"]
 
 
 # ------------------------------------------------------------ sessions
@@ -248,9 +233,12 @@ def procmail_deliver(pop3, rc, data, timeout=60):
 
 def dotlock_append(pop3, data, timeout=60):
 	"""dotlockfile -l -p SPOOL/USER.lock, then tests/fcntl_append.py
-	(fcntl lock, O_APPEND write, fsync), then dotlockfile -u: Debian's
-	liblockfile-bin with a fcntl appender, as uid 65534."""
+	(fcntl lock, O_APPEND write, fsync; a copy that uid 65534 can read),
+	then dotlockfile -u: Debian's liblockfile-bin with a fcntl appender,
+	as uid 65534."""
 	need(shutil.which("dotlockfile"), "dotlockfile (package liblockfile-bin)")
+	if "append" not in _copies:
+		_copies["append"] = shared_copy(HERE / "fcntl_append.py", 0o644)
 	lock = str(pop3.spool / DOTLOCK)
 	kw = dict(env=mda_env(pop3), cwd=str(pop3.base), capture_output=True,
 	    timeout=timeout, **as_nobody())
@@ -258,7 +246,7 @@ def dotlock_append(pop3, data, timeout=60):
 	# only for moments); -p: the lock names the live shell.
 	script = ('dotlockfile -l -r 5 -i 1 -p "$1" || exit 75; '
 	    '%s %s "$2"; rc=$?; dotlockfile -u "$1"; exit $rc' % (
-	    "/usr/bin/python3", HERE / "fcntl_append.py"))
+	    "/usr/bin/python3", _copies["append"]))
 	p = subprocess.run(["sh", "-c", script, "sh", lock,
 	    str(pop3.mailbox())], input=data, **kw)
 	assert p.returncode == 0, (p.returncode, p.stderr)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_copy
+
 ROOT = Path(__file__).resolve().parent.parent
 _bin = Path(os.environ.get("POP3D_BIN", "pop3d"))
 BIN = _bin if _bin.is_absolute() else ROOT / _bin
@@ -167,12 +169,7 @@ def make_base():
 def exe():
     """A copy of BIN that other users can reach (the work tree may sit
     under a directory only root may enter)."""
-    d = make_base()
-    dst = d / "pop3d"
-    shutil.copy2(BIN, dst)
-    dst.chmod(0o755)
-    yield dst
-    shutil.rmtree(d)
+    return Path(shared_copy(BIN))
 
 
 @pytest.fixture
@@ -913,7 +910,8 @@ def test_getmail(pop):
         r = subprocess.run(["setpriv", f"--reuid={nobody}",
             f"--regid={nobody}", "--clear-groups", "getmail",
             f"--getmaildir={home}", f"--rcfile={rc}"], capture_output=True,
-            text=True, timeout=120, env=dict(os.environ, HOME=str(home)))
+            text=True, timeout=120, env=dict(os.environ, HOME=str(home)),
+            cwd=home)
         assert r.returncode == 0, r.stdout + r.stderr
     try:
         run()

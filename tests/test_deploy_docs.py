@@ -241,7 +241,7 @@ def test_make_install_destdir_unprivileged():
             pre = ["setpriv", "--reuid=65534", "--regid=65534",
                 "--clear-groups"]
         r = subprocess.run(pre + make + ["install", f"DESTDIR={dest}"],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=120, cwd=dest)
         assert r.returncode == 0, r.stdout + r.stderr
         want = {"usr/local/sbin/pop3d": 0o755,
             "usr/local/share/man/man8/pop3d.8": 0o644,
@@ -252,7 +252,7 @@ def test_make_install_destdir_unprivileged():
         assert (dest / "usr/local/share/man/man8/pop3d.8").read_bytes() == \
             MAN.read_bytes()
         r = subprocess.run(pre + make + ["uninstall", f"DESTDIR={dest}"],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=120, cwd=dest)
         assert r.returncode == 0, r.stdout + r.stderr
         assert not any((dest / p).exists() for p in want)
     finally:

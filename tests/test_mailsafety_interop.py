@@ -297,7 +297,7 @@ def test_stale_dotlock_dead_pid_removed_and_logged(pop3):
 	pop3.write_mbox(FOUR)
 	p = subprocess.run(["sh", "-c", 'dotlockfile -l -r 0 -p "$0"; '
 	    'echo $$', str(pop3.spool / DOTLOCK)], env=mda_env(pop3),
-	    capture_output=True, text=True, **as_nobody())
+	    cwd=str(pop3.base), capture_output=True, text=True, **as_nobody())
 	assert p.returncode == 0, p.stderr
 	pid = int(p.stdout.strip())
 	lock = pop3.spool / DOTLOCK
