@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_copy
+from conftest import need, shared_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 _bin = Path(os.environ.get("POP3D_BIN", "pop3d"))
@@ -456,26 +456,19 @@ def test_xinetd_bad_password(launch, site):
 # ---------------------------------------------------------------- inetd
 
 def openbsd_inetd():
-    """openbsd-inetd's binary, unpacked under build/ (it conflicts with
-    xinetd as a package, so it is not installed)."""
-    dest = ROOT / "build" / "openbsd-inetd"
-    inetd = dest / "root" / "usr" / "sbin" / "inetd"
-    if inetd.exists():
-        return inetd
-    dest.mkdir(parents=True, exist_ok=True)
-    for attempt in ("download", "update", "download"):
-        debs = list(dest.glob("openbsd-inetd_*.deb"))
-        if debs:
-            break
-        # No package lists yet: apt-get update once, then try again.
-        r = subprocess.run(["apt-get", "-qq", attempt] + (["openbsd-inetd"]
-            if attempt == "download" else []), cwd=dest,
-            capture_output=True, text=True, timeout=300)
-    if not debs:
-        pytest.skip("apt-get download openbsd-inetd failed: "
-            + r.stderr.strip()[-300:])
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(dest / "root")],
-        check=True)
+    """openbsd-inetd's binary, unpacked under build/unpack by
+    tests/install-deps.sh (make check runs it; here only if that has not
+    been done), with the libraries it needs installed: it conflicts with
+    xinetd as a package, so it is not installed."""
+    inetd = ROOT / "build/unpack/openbsd-inetd/root/usr/sbin/inetd"
+    if not inetd.exists():
+        r = subprocess.run(["sh", str(ROOT / "tests/install-deps.sh"),
+            "unpack"], capture_output=True, text=True, timeout=600)
+        need(r.returncode == 0 and inetd.exists(), "openbsd-inetd unpacked"
+            " by tests/install-deps.sh unpack: " + r.stderr[-500:])
+    r = subprocess.run(["ldd", str(inetd)], capture_output=True, text=True)
+    need(r.returncode == 0 and "not found" not in r.stdout, "the libraries"
+        " of openbsd-inetd (tests/install-deps.sh unpack):\n" + r.stdout)
     return inetd
 
 
