@@ -27,7 +27,14 @@ Every pop3d run through these fixtures is checked for sanitizer reports
 Environment:
   POP3D_BIN     the binary to test (default ./pop3d of the repository;
                 make check runs the suite again with build/san/pop3d)
-  POP3D_STRICT  set by make check: a missing tool fails instead of skipping
+  POP3D_STRICT  set by make check (and CI=true, as CI sets it): every skip
+                is a failure, a missing tool or root included
+
+Skips: a test that cannot run here skips (need()); under strict mode that
+skip fails.  What is left out of a run by design is deselected, never
+skipped: a test marked plain_pass runs only against ./pop3d, the first
+pass of make check (valgrind, which does not mix with the ASan build of
+the second; make install, which installs ./pop3d).
 
 Helpers for test files: mbox(), parse_mbox(), expected_retr(),
 expected_top(), parse_replies(), sanitizer_check(), LIMITS (every numeric
@@ -52,7 +59,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ROOT = os.geteuid() == 0
 NOBODY = 65534
-STRICT = bool(os.environ.get("POP3D_STRICT"))
+STRICT = bool(os.environ.get("POP3D_STRICT")) or \
+    os.environ.get("CI", "") not in ("", "0", "false")
 
 FROM_LINE = b"From sender@example.org Thu Nov 26 12:00:00 2026"
 USER = "alice"
@@ -76,12 +84,45 @@ LIMITS = _read_limits()
 
 
 def need(cond, why):
-	"""Skips the test when cond is false; fails instead under make check."""
-	if cond:
+	"""Skips the test when cond is false (a failure in strict mode)."""
+	if not cond:
+		pytest.skip("needed for this test: " + why)
+
+
+class _SkipFailure(str):
+	"""The text of a skip turned failure, also on the short -rf line."""
+
+	@property
+	def reprcrash(self):
+		return self
+
+	@property
+	def message(self):
+		return str(self)
+
+
+def _strict(rep, what):
+	"""In strict mode a skipped (or xfailed) report becomes a failure."""
+	if not (STRICT and rep.skipped):
 		return
-	if STRICT:
-		pytest.fail("needed for this test: " + why)
-	pytest.skip(why)
+	why = getattr(rep, "wasxfail", None)
+	if why is None and isinstance(rep.longrepr, tuple):
+		why = rep.longrepr[2].removeprefix("Skipped: ")
+	if hasattr(rep, "wasxfail"):
+		del rep.wasxfail
+	rep.outcome = "failed"
+	rep.longrepr = _SkipFailure("%s (a %s skip: a failure in strict mode, "
+	    "POP3D_STRICT or CI)" % (why, what))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+	_strict((yield).get_result(), "test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+	_strict((yield).get_result(), "module")
 
 
 # ---------------------------------------------------------------- shared
@@ -124,6 +165,18 @@ def pytest_configure(config):
 	if os.environ.get("POP3D_BIN") and not os.access(b, os.X_OK):
 		# Never a silent "no tests ran" or an all-skipped run.
 		raise pytest.UsageError("POP3D_BIN=%s is not an executable" % b)
+	config.addinivalue_line("markers", "plain_pass: runs only against "
+	    "./pop3d (deselected when POP3D_BIN names another binary)")
+
+
+def pytest_collection_modifyitems(config, items):
+	"""Deselects the plain_pass tests when POP3D_BIN is another binary."""
+	if _binary().resolve() == (REPO / "pop3d").resolve():
+		return
+	out = [i for i in items if i.get_closest_marker("plain_pass")]
+	if out:
+		config.hook.pytest_deselected(items=out)
+		items[:] = [i for i in items if i not in out]
 
 
 @pytest.fixture(scope="session")

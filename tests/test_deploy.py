@@ -539,8 +539,7 @@ def unit_exec_start():
 def test_systemd_units_verify(tmp_path):
     """systemd-analyze verify accepts pop3d.socket and pop3d@.service
     (ExecStart= pointed at the built binary, as it is not installed)."""
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze not installed")
+    need(shutil.which("systemd-analyze"), "systemd-analyze (package systemd)")
     sock = (ROOT / "systemd/pop3d.socket").read_text()
     assert re.search(r"^ListenStream=110$", sock, re.M)
     assert re.search(r"^Accept=yes$", sock, re.M)
@@ -564,8 +563,8 @@ def test_systemd_socket_activation(launch, site):
     """pop3d@.service's command started the way pop3d.socket's Accept=yes
     starts it (a connected socket on stdin and stdout), by
     systemd-socket-activate --inetd: one full session."""
-    if not shutil.which("systemd-socket-activate"):
-        pytest.skip("systemd-socket-activate not installed")
+    need(shutil.which("systemd-socket-activate"),
+        "systemd-socket-activate (package systemd)")
     argv = unit_exec_start()
     prog, args = site.server()
     site.fill()
