@@ -34,8 +34,8 @@ HDRS	= pop3d.h maildrop.h mdint.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all demo check unit pytest san deps deps-build hardening install uninstall \
-	clean
+.PHONY: all demo check check-summary unit pytest san deps deps-build hardening \
+	install uninstall clean
 
 all: pop3d
 
@@ -112,8 +112,9 @@ hardening: pop3d
 # the ASan/UBSan build (with a valgrind run of a session in the first),
 # then the fuzz targets for a short time and the static analyzers
 # (make fuzz-check, make analyze).  All of them always run; the output
-# ends with their summary lines and a total.  POP3D_STRICT: a missing
-# tool fails a test instead of skipping it.  bash for pipefail.
+# ends with their summary lines and a total of the unit tests and both
+# pytest passes: passed, failed, skipped.  POP3D_STRICT: a test that
+# would skip fails (tests/conftest.py).  bash for pipefail.
 check: SHELL = /bin/bash
 check: deps
 	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
@@ -129,8 +130,19 @@ check: deps
 	$(MAKE) --no-print-directory fuzz-check 2>&1 | tee build/log/fuzz.log || rc=1; \
 	echo "== analyze"; \
 	$(MAKE) --no-print-directory -k -j3 analyze 2>&1 | tee build/log/analyze.log || rc=1; \
-	echo "== summary"; \
-	grep -h '^\[  \(PASSED\|FAILED\) *\]\|^== .*: FAILED (exit' build/log/unit.log | sed 's/^/unit: /'; \
+	( $(CHECK_SUMMARY) ) || rc=1; \
+	exit $$rc
+
+# The end of make check (make check-summary prints it again from
+# build/log): each part's summary line, then the total, the last line.
+# Fails if a test failed or an analyzer did not end clean.
+check-summary: SHELL = /bin/bash
+check-summary:
+	@$(CHECK_SUMMARY)
+
+define CHECK_SUMMARY
+echo "== summary"; rc=0; \
+	grep -h '^\[  \(PASSED\|FAILED\|SKIPPED\) *\]\|^== .*: FAILED (exit' build/log/unit.log | sed 's/^/unit: /'; \
 	echo "pytest: $$(tail -n 1 build/log/pytest.log)"; \
 	echo "pytest (ASan/UBSan): $$(tail -n 1 build/log/pytest-san.log)"; \
 	grep -h '^fuzz_' build/log/fuzz.log || echo 'fuzz: no result'; \
@@ -138,15 +150,21 @@ check: deps
 	grep -q 'gcc -fanalyzer: clean' build/log/analyze.log && \
 	    grep -q 'cppcheck: clean' build/log/analyze.log && \
 	    grep -q 'clang-tidy: clean' build/log/analyze.log || \
-	    echo 'analyze: FAILED (build/log/analyze.log)'; \
-	awk '/^\[  PASSED  \]/ { p += $$4 } /^\[  FAILED  \]/ { f += $$4 } \
+	    { echo 'analyze: FAILED (build/log/analyze.log)'; rc=1; }; \
+	{ cat build/log/unit.log; tail -qn 1 build/log/pytest.log \
+	    build/log/pytest-san.log; } | awk ' \
+	    /^\[  PASSED  \] [0-9]+ test/ { p += $$4 } \
+	    /^\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
+	    /^\[  SKIPPED \] [0-9]+ test/ { s += $$4 } \
 	    /^== .*: FAILED \(exit/ { f++ } \
-	    / in [0-9.]+s/ { for (i = 1; i < NF; i++) { \
-		if ($$(i + 1) ~ /^passed/) p += $$i; \
-		if ($$(i + 1) ~ /^(failed|error)/) f += $$i } } \
-	    END { printf "check: %d passed, %d failed\n", p, f; exit f > 0 }' \
-	    build/log/unit.log build/log/pytest.log build/log/pytest-san.log || rc=1; \
+	    /^[0-9]+ [a-z].* in [0-9.]+s/ { for (i = 1; i < NF; i++) { \
+		if ($$(i + 1) ~ /^x?passed/) p += $$i; \
+		if ($$(i + 1) ~ /^(failed|error)/) f += $$i; \
+		if ($$(i + 1) ~ /^(skipped|xfailed)/) s += $$i } } \
+	    END { printf "check: %d passed, %d failed, %d skipped\n", p, f, s; \
+		exit f > 0 }' || rc=1; \
 	exit $$rc
+endef
 
 # A scripted session against build/demo (tests/demo.sh says how).
 demo: deps-build
