@@ -24,6 +24,7 @@ import subprocess
 
 import pytest
 
+import syncorder
 from conftest import LIMITS, ROOT, USER, mbox, need, parse_mbox
 from mailsafety import (DOTLOCK, JOURNAL, Run, census, describe,
     fault_binary, journals, leftovers, message)
@@ -620,3 +621,117 @@ def test_journal_and_fsync_order(pop3):
 	assert any(junl[-1] < d < ok for d in dsync), ctx
 	assert not any(e[0].startswith("rename") and box in e[1].split(",")[-1]
 	    for e in ev), ctx
+
+
+# The checker itself, on logs written here: a good update, and for each
+# rule orders that break it.  /s/box had 100 octets; /s/.j is the journal.
+GOOD = """\
+100 openat(AT_FDCWD, "/s/box", O_RDWR|O_CLOEXEC) = 3
+100 openat(AT_FDCWD, "/s/.j", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4
+100 pwrite64(4, "data"..., 4096, 4096) = 4096
+100 pwrite64(4, "table", 5, 8192) = 5
+100 fdatasync(4) = 0
+100 pwrite64(4, "head, with a comma) = 1", 23, 0) = 23
+100 fdatasync(4) = 0
+100 openat(AT_FDCWD, "/s", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5
+100 fsync(5) = 0
+100 close(5) = 0
+100 copy_file_range(3, [60], 3, [10 => 30], 20, 0) = 20
+100 fdatasync(3) = 0
+100 pwrite64(4, "record", 6, 12288) = 6
+100 fdatasync(4) = 0
+100 ftruncate(3, 30) = 0
+100 fdatasync(3) = 0
+100 unlink("/s/.j") = 0
+100 openat(AT_FDCWD, "/s", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5
+100 fsync(5) = 0
+100 close(5) = 0
+100 close(4) = 0
+100 write(1, "+OK bye\\r\\n", 9) = 9
+"""
+
+
+def _lines(log, *idx):
+	return "\n".join(log.splitlines()[i - 1] for i in idx)
+
+
+def _edit(drop=(), put=None):
+	"""GOOD without the lines numbered in drop, with {line: text} put in
+	place of lines."""
+	ls = GOOD.splitlines()
+	for i, t in (put or {}).items():
+		ls[i - 1] = t
+	return "\n".join(ln for i, ln in enumerate(ls, 1) if i not in drop)
+
+
+RULE_CASES = {
+	"good": (GOOD, None),
+	"no_sync_before_commit": (_edit(drop=[5]), "commit"),
+	"commit_before_data": (_edit(drop=[6], put={3: _lines(GOOD, 6, 3)}),
+	    "commit"),
+	"no_dir_fsync": (_edit(drop=[9]), "undo"),
+	# fsync of the journal itself does not make its name durable.
+	"file_fsync_for_dir": (_edit(put={9: "100 fsync(4) = 0"}), "undo"),
+	# sync_file_range starts writeback, it makes nothing durable.
+	"writeback_for_sync": (_edit(put={7: "100 sync_file_range(4, 0, 0, "
+	    "SYNC_FILE_RANGE_WRITE) = 0"}), "undo"),
+	"record_before_mailbox_sync": (_edit(drop=[12]), "ahead"),
+	"record_not_synced": (_edit(drop=[14]), "undo"),
+	"no_final_sync": (_edit(drop=[16]), "reply"),
+	"unlink_not_synced": (_edit(drop=[19]), "reply"),
+	"journal_left": (_edit(drop=[17]), "reply"),
+	"not_ok": (_edit(put={22: '100 write(1, "-ERR no\\r\\n", 9) = 9'}),
+	    "reply"),
+	# The same through a dup and a syncfs: good.
+	"dup_and_syncfs": (_edit(put={12: "100 dup(3) = 7\n"
+	    "100 fdatasync(7) = 0", 14: "100 syncfs(4) = 0"}), None),
+	# A sync that began before the write returned (another thread) does
+	# not cover it.
+	"sync_overlaps_write": (_edit(drop=[3, 5], put={4: "\n".join([
+	    '100 pwrite64(4, "table", 5, 8192) = 5',
+	    '101 pwrite64(4, "data"..., 4096, 4096 <unfinished ...>',
+	    "100 fdatasync(4 <unfinished ...>",
+	    "101 <... pwrite64 resumed>) = 4096",
+	    "100 <... fdatasync resumed>) = 0"])}).replace(
+	    "100 openat(AT_FDCWD, \"/s/.j\"", "100 clone3({flags=CLONE_VM|"
+	    "CLONE_FILES|CLONE_THREAD}, 88) = 101\n100 openat(AT_FDCWD, "
+	    "\"/s/.j\"", 1), "commit"),
+	# The mailbox written by a child with a copy of the table: good; a
+	# descriptor the checker cannot follow: a failure, never a pass.
+	"forked_child": (_edit(put={11: "100 clone(child_stack=NULL, "
+	    "flags=SIGCHLD) = 200\n200 pwrite64(3, \"x\", 20, 10) = 20",
+	    12: "200 fdatasync(3) = 0"}), None),
+	"unknown_fd": (_edit(put={11: '100 pwrite64(9, "x", 20, 10) = 20'}),
+	    "descriptor"),
+	"no_journal": ('100 openat(AT_FDCWD, "/s/box", O_RDWR) = 3\n'
+	    '100 pwrite64(3, "x", 20, 10) = 20\n100 fdatasync(3) = 0\n'
+	    '100 write(1, "+OK\\r\\n", 5) = 5\n', "undo"),
+	"lone_truncate": ('100 openat(AT_FDCWD, "/s/box", O_RDWR) = 3\n'
+	    "100 ftruncate(3, 40) = 0\n100 fdatasync(3) = 0\n"
+	    '100 write(1, "+OK\\r\\n", 5) = 5\n', None),
+	# A journal made under another name and renamed: its new name must
+	# be durable too.
+	"renamed_unsynced": (_edit(put={2: '100 openat(AT_FDCWD, "/s/.t", '
+	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 10: "100 close(5) = 0\n"
+	    '100 rename("/s/.t", "/s/.j") = 0'}), "undo"),
+	"renamed_synced": (_edit(put={2: '100 openat(AT_FDCWD, "/s/.t", '
+	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 8:
+	    '100 rename("/s/.t", "/s/.j") = 0\n100 openat(AT_FDCWD, "/s", '
+	    "O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5"}), None),
+}
+
+
+@pytest.mark.parametrize("case", list(RULE_CASES))
+def test_syncorder_rules(tmp_path, case):
+	"""syncorder.check() on hand-written logs: passes the good order and
+	its equivalents, names the broken rule of every other."""
+	text, rule = RULE_CASES[case]
+	log = tmp_path / "log"
+	log.write_text(text + "\n")
+	rep = syncorder.check(log, "/s/box", "/s/.j", 100)
+	got = "\n".join(rep.violations)
+	if rule is None:
+		assert got == "", got + "\n" + rep.timeline()
+		assert rep.guarded and rep.reply is not None
+	else:
+		assert rule in got, (got, rep.timeline())
