@@ -2,7 +2,7 @@
 write (write, pwrite, copy_file_range), fsync, ftruncate, rename, unlink
 and link of the maildrop (maildrop.c, update.c; build/fault/pop3d,
 POP3D_FAULT=kind:N), one real full disk, and the order of the update's
-writes and fsyncs (strace).
+writes and fsyncs (strace, judged by syncorder.py).
 
 After every fault the next session, run with the binary under test, must
 succeed and find the mailbox either exactly as it was before the update
@@ -24,6 +24,7 @@ import subprocess
 
 import pytest
 
+import syncorder
 from conftest import LIMITS, ROOT, USER, mbox, need, parse_mbox
 from mailsafety import (DOTLOCK, JOURNAL, Run, census, describe,
     fault_binary, journals, leftovers, message)
@@ -74,8 +75,9 @@ class Scenario:
 	the session (after PASS, before DELE)."""
 
 	def __init__(self, msgs, dele, append=None, final_newline=True,
-	    env=None):
+	    env=None, nl=b"\n"):
 		self.msgs = msgs
+		self.nl = nl
 		self.dele = dele
 		self.append = append
 		self.fnl = final_newline
@@ -83,7 +85,7 @@ class Scenario:
 
 	@property
 	def initial(self):
-		return mbox(self.msgs, final_newline=self.fnl)
+		return mbox(self.msgs, nl=self.nl, final_newline=self.fnl)
 
 	def kept(self):
 		return [m for i, m in enumerate(self.msgs, 1)
@@ -91,16 +93,16 @@ class Scenario:
 
 	def before(self, appended):
 		if appended:
-			return mbox(self.msgs + [self.append])
+			return mbox(self.msgs + [self.append], nl=self.nl)
 		return self.initial
 
 	def after(self, appended):
 		kept = self.kept()
 		if appended:
-			return mbox(kept + [self.append])
+			return mbox(kept + [self.append], nl=self.nl)
 		# A deleted last message leaves a whole record at the end.
 		fnl = self.fnl or len(self.msgs) in self.dele
-		return mbox(kept, final_newline=fnl) if kept else b""
+		return mbox(kept, nl=self.nl, final_newline=fnl) if kept else b""
 
 
 SCENARIOS = {
@@ -518,30 +520,51 @@ def test_real_full_disk(pop3, request, locks):
 
 # ------------------------------------------------------------ order on disk
 
-_CALL = re.compile(r"^(\d+) +(\w+)\((.*)\) += (-?\d+)")
+def tenth():
+	"""250 messages of 1 to 37 kB, three of them big: with every 10th
+	deleted the extents shift by more and more along the file, some by
+	less than their length (moved through the journal), some by more
+	(copied within the mailbox, with POP3D_JSHIFT=0 after progress
+	records)."""
+	msgs = []
+	for i in range(1, 251):
+		body = b"".join(b"line %d of message %d\n" % (k, i)
+		    for k in range((i * 37) % 1400 + 50))
+		msgs.append(message(i, body=BIG_BODY if i in (3, 101, 202) else
+		    body))
+	return msgs
 
 
-def strace_calls(path):
-	"""(syscall, argument text, result) of an strace -f log."""
-	out = []
-	for ln in open(path, encoding="latin-1"):
-		m = _CALL.match(ln)
-		if m:
-			out.append((m.group(2), m.group(3), int(m.group(4))))
-	return out
+ORDER_SHAPES = {
+	"first": SCENARIOS["first"],
+	"tenth": Scenario(tenth(), list(range(10, 251, 10))),
+	"all": SCENARIOS["all"],
+	"last": SCENARIOS["last"],
+	"appended": SCENARIOS["appended"],
+	"crlf": Scenario(gaps(), [2, 6, 8, 10, 14, 20], nl=b"\r\n"),
+}
+# The binary under test; the fault build (no fault) with POP3D_JSHIFT=0:
+# only extents that would overwrite their own source are journaled, the
+# others are copied within the mailbox after progress records.
+ORDER_MODES = {"plain": None, "jshift0": {"POP3D_JSHIFT": "0"}}
 
 
-def test_journal_and_fsync_order(pop3):
-	"""strace of an update with appended mail: the journal is written and
-	fsynced, and the spool directory fsynced, before the first write to
-	the mailbox; a progress record is written to the journal only after
-	the mailbox is fsynced, and fsynced before the mailbox is written
-	again; the mailbox is fsynced after its last write and truncate, the
-	journal removed and the directory fsynced again, all before "+OK" to
-	QUIT; the mailbox is never renamed or replaced."""
+@pytest.mark.parametrize("mode", list(ORDER_MODES))
+@pytest.mark.parametrize("name", list(ORDER_SHAPES))
+def test_update_order_on_disk(pop3, name, mode):
+	"""strace of the update: no octet the mailbox had is overwritten or
+	cut before every journal write issued before it and the journal's
+	directory entry are on disk; the journal's commit record is written
+	only once the rest of the journal is; a progress record or the
+	removal of the journal only once the mailbox changes before it are;
+	+OK to QUIT only once every change of the mailbox and the journal's
+	removal are (syncorder.check(), which knows nothing of the journal's
+	layout).  The mailbox keeps its name and inode: it is never renamed,
+	replaced or unlinked."""
 	strace = shutil.which("strace")
 	need(strace, "strace (package strace)")
-	sc = SCENARIOS["appended"]
+	sc = ORDER_SHAPES[name]
+	env = ORDER_MODES[mode]
 	reset(pop3, sc.initial)
 	tdir = pop3.base / "trace"
 	tdir.mkdir()
@@ -549,74 +572,149 @@ def test_journal_and_fsync_order(pop3):
 		os.chown(tdir, 65534, 65534)
 	log = tdir / "log"
 	argv = [strace, "-f", "-qq", "-s", "64", "-o", str(log), "-e",
-	    "trace=openat,open,close,write,pwrite64,copy_file_range,fsync,"
-	    "fdatasync,ftruncate,unlink,unlinkat,rename,renameat,renameat2"]
-	with Run(pop3, wrapper=argv) as r:
+	    syncorder.CLASSES]
+	with Run(pop3, binary=fault_binary() if env else None, env=env,
+	    wrapper=argv, timeout=60) as r:
 		assert r.login().ok, r.log
-		pop3.append_mbox(mbox([sc.append]))
+		if sc.append is not None:
+			pop3.append_mbox(mbox([sc.append], nl=sc.nl))
 		for n in sc.dele:
-			assert r.cmd("DELE %d" % n).ok
-		q = r.cmd("QUIT")
-		r.close()
+			assert r.cmd("DELE %d" % n).ok, r.log
+		q = r.cmd("QUIT", timeout=60)
+		r.close(timeout=60)
 	assert q is not None and q.ok, r.log + r.stderr
-	assert pop3.read_mbox() == sc.after(True)
-	box, spool = str(pop3.mailbox()), str(pop3.spool)
-	jpath = str(pop3.spool / JOURNAL)
-	fds = {}
-	ev = []		# (what, detail) in order
-	for call, args, ret in strace_calls(log):
-		fd = args.split(",", 1)[0]
-		if call in ("openat", "open") and ret >= 0:
-			m = re.search(r'"([^"]*)"', args)
-			fds[str(ret)] = m.group(1) if m else "?"
-			continue
-		if call == "close":
-			fds.pop(fd, None)
-			continue
-		if call == "copy_file_range":
-			# copy_file_range(in, &off_in, out, &off_out, len, 0)
-			fd = re.sub(r"\[[^]]*\]|NULL", "", args).split(",")[2]
-			fd = fd.strip()
-			call = "write"
-		name = fds.get(fd, "fd" + fd)
-		if call in ("write", "pwrite64") and fd == "1" and \
-		    "signing off" in args:
-			ev.append(("ok", ""))
-		elif call in ("write", "pwrite64", "ftruncate") and ret >= 0:
-			ev.append((call, name))
-		elif call in ("fsync", "fdatasync") and ret == 0:
-			ev.append(("fsync", name))
-		elif call.startswith(("unlink", "rename")):
-			ev.append((call, args))
-	ok = ev.index(("ok", ""))
-	bw = [i for i, e in enumerate(ev) if e[0] in ("pwrite64", "write",
-	    "ftruncate") and e[1] == box]
-	assert bw and bw[-1] < ok, ev
-	jw = [i for i, e in enumerate(ev) if e[0] in ("pwrite64", "write")
-	    and e[1] == jpath]
-	jsync = [i for i, e in enumerate(ev) if e == ("fsync", jpath)]
-	dsync = [i for i, e in enumerate(ev) if e == ("fsync", spool)]
-	bsync = [i for i, e in enumerate(ev) if e == ("fsync", box)]
-	junl = [i for i, e in enumerate(ev) if e[0].startswith("unlink") and
-	    JOURNAL in e[1]]
-	ctx = "\n".join("%s %s" % e for e in ev)
-	# Journal committed (its last write before the mailbox's first one
-	# fsynced), then the directory, then the mailbox touched.
-	jw0 = [i for i in jw if i < bw[0]]
-	commit = [j for j in jsync if jw0 and jw0[-1] < j < bw[0]]
-	assert commit, ctx
-	assert any(commit[0] < d < bw[0] for d in dsync), ctx
-	# Progress records (the journal's writes after that): each after an
-	# fsync of the mailbox that follows the mailbox's writes before it,
-	# and fsynced before the mailbox is written (or truncated) again.
-	for w in (i for i in jw if i > bw[0]):
-		last = max(i for i in bw if i < w)
-		assert any(last < s < w for s in bsync), ctx
-		later = [i for i in bw if i > w]
-		assert not later or any(w < j < later[0] for j in jsync), ctx
-	# Mailbox on disk, journal gone, directory on disk, then +OK.
-	assert any(bw[-1] < s < ok for s in bsync), ctx
-	assert junl and bw[-1] < junl[-1] < ok, ctx
-	assert any(junl[-1] < d < ok for d in dsync), ctx
-	assert not any(e[0].startswith("rename") and box in e[1].split(",")[-1]
-	    for e in ev), ctx
+	appended = sc.append is not None
+	before, after = sc.before(appended), sc.after(appended)
+	assert pop3.read_mbox() == after
+	rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+	    len(before), cwd=pop3.base)
+	ctx = "%s\nevents:\n%s" % ("\n".join(rep.violations),
+	    rep.timeline())
+	assert rep.violations == [], ctx
+	# The checker saw the update: octets the mailbox had were changed;
+	# where the new mailbox is not a prefix of the old one, written
+	# over, after a journal.
+	assert rep.guarded and rep.reply is not None, ctx
+	if not before.startswith(after):
+		assert any(e.kind == "write" for e in rep.guarded), ctx
+		assert rep.journal, ctx
+	if mode == "jshift0" and name == "tenth":
+		# Progress records: journal writes between mailbox writes.
+		m0 = rep.guarded[0].start
+		assert len([e for e in rep.journal if e.kind == "write" and
+		    e.start > m0]) >= 2, ctx
+	assert not any(e.kind in ("create", "remove") for e in rep.mailbox), ctx
+
+
+# The checker itself, on logs written here: a good update, and for each
+# rule orders that break it.  /s/box had 100 octets; /s/.j is the journal.
+GOOD = """\
+100 openat(AT_FDCWD, "/s/box", O_RDWR|O_CLOEXEC) = 3
+100 openat(AT_FDCWD, "/s/.j", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4
+100 pwrite64(4, "data"..., 4096, 4096) = 4096
+100 pwrite64(4, "table", 5, 8192) = 5
+100 fdatasync(4) = 0
+100 pwrite64(4, "head, with a comma) = 1", 23, 0) = 23
+100 fdatasync(4) = 0
+100 openat(AT_FDCWD, "/s", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5
+100 fsync(5) = 0
+100 close(5) = 0
+100 copy_file_range(3, [60], 3, [10 => 30], 20, 0) = 20
+100 fdatasync(3) = 0
+100 pwrite64(4, "record", 6, 12288) = 6
+100 fdatasync(4) = 0
+100 ftruncate(3, 30) = 0
+100 fdatasync(3) = 0
+100 unlink("/s/.j") = 0
+100 openat(AT_FDCWD, "/s", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5
+100 fsync(5) = 0
+100 close(5) = 0
+100 close(4) = 0
+100 write(1, "+OK bye\\r\\n", 9) = 9
+"""
+
+
+def _lines(log, *idx):
+	return "\n".join(log.splitlines()[i - 1] for i in idx)
+
+
+def _edit(drop=(), put=None):
+	"""GOOD without the lines numbered in drop, with {line: text} put in
+	place of lines."""
+	ls = GOOD.splitlines()
+	for i, t in (put or {}).items():
+		ls[i - 1] = t
+	return "\n".join(ln for i, ln in enumerate(ls, 1) if i not in drop)
+
+
+RULE_CASES = {
+	"good": (GOOD, None),
+	"no_sync_before_commit": (_edit(drop=[5]), "commit"),
+	"commit_before_data": (_edit(drop=[6], put={3: _lines(GOOD, 6, 3)}),
+	    "commit"),
+	"no_dir_fsync": (_edit(drop=[9]), "undo"),
+	# fsync of the journal itself does not make its name durable.
+	"file_fsync_for_dir": (_edit(put={9: "100 fsync(4) = 0"}), "undo"),
+	# sync_file_range starts writeback, it makes nothing durable.
+	"writeback_for_sync": (_edit(put={7: "100 sync_file_range(4, 0, 0, "
+	    "SYNC_FILE_RANGE_WRITE) = 0"}), "undo"),
+	"record_before_mailbox_sync": (_edit(drop=[12]), "ahead"),
+	"record_not_synced": (_edit(drop=[14]), "undo"),
+	"no_final_sync": (_edit(drop=[16]), "reply"),
+	"unlink_not_synced": (_edit(drop=[19]), "reply"),
+	"journal_left": (_edit(drop=[17]), "reply"),
+	"not_ok": (_edit(put={22: '100 write(1, "-ERR no\\r\\n", 9) = 9'}),
+	    "reply"),
+	# The same through a dup and a syncfs: good.
+	"dup_and_syncfs": (_edit(put={12: "100 dup(3) = 7\n"
+	    "100 fdatasync(7) = 0", 14: "100 syncfs(4) = 0"}), None),
+	# A sync that began before the write returned (another thread) does
+	# not cover it.
+	"sync_overlaps_write": (_edit(drop=[3, 5], put={4: "\n".join([
+	    '100 pwrite64(4, "table", 5, 8192) = 5',
+	    '101 pwrite64(4, "data"..., 4096, 4096 <unfinished ...>',
+	    "100 fdatasync(4 <unfinished ...>",
+	    "101 <... pwrite64 resumed>) = 4096",
+	    "100 <... fdatasync resumed>) = 0"])}).replace(
+	    "100 openat(AT_FDCWD, \"/s/.j\"", "100 clone3({flags=CLONE_VM|"
+	    "CLONE_FILES|CLONE_THREAD}, 88) = 101\n100 openat(AT_FDCWD, "
+	    "\"/s/.j\"", 1), "commit"),
+	# The mailbox written by a child with a copy of the table: good; a
+	# descriptor the checker cannot follow: a failure, never a pass.
+	"forked_child": (_edit(put={11: "100 clone(child_stack=NULL, "
+	    "flags=SIGCHLD) = 200\n200 pwrite64(3, \"x\", 20, 10) = 20",
+	    12: "200 fdatasync(3) = 0"}), None),
+	"unknown_fd": (_edit(put={11: '100 pwrite64(9, "x", 20, 10) = 20'}),
+	    "descriptor"),
+	"no_journal": ('100 openat(AT_FDCWD, "/s/box", O_RDWR) = 3\n'
+	    '100 pwrite64(3, "x", 20, 10) = 20\n100 fdatasync(3) = 0\n'
+	    '100 write(1, "+OK\\r\\n", 5) = 5\n', "undo"),
+	"lone_truncate": ('100 openat(AT_FDCWD, "/s/box", O_RDWR) = 3\n'
+	    "100 ftruncate(3, 40) = 0\n100 fdatasync(3) = 0\n"
+	    '100 write(1, "+OK\\r\\n", 5) = 5\n', None),
+	# A journal made under another name and renamed: its new name must
+	# be durable too.
+	"renamed_unsynced": (_edit(put={2: '100 openat(AT_FDCWD, "/s/.t", '
+	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 10: "100 close(5) = 0\n"
+	    '100 rename("/s/.t", "/s/.j") = 0'}), "undo"),
+	"renamed_synced": (_edit(put={2: '100 openat(AT_FDCWD, "/s/.t", '
+	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 8:
+	    '100 rename("/s/.t", "/s/.j") = 0\n100 openat(AT_FDCWD, "/s", '
+	    "O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5"}), None),
+}
+
+
+@pytest.mark.parametrize("case", list(RULE_CASES))
+def test_syncorder_rules(tmp_path, case):
+	"""syncorder.check() on hand-written logs: passes the good order and
+	its equivalents, names the broken rule of every other."""
+	text, rule = RULE_CASES[case]
+	log = tmp_path / "log"
+	log.write_text(text + "\n")
+	rep = syncorder.check(log, "/s/box", "/s/.j", 100)
+	got = "\n".join(rep.violations)
+	if rule is None:
+		assert got == "", got + "\n" + rep.timeline()
+		assert rep.guarded and rep.reply is not None
+	else:
+		assert rule in got, (got, rep.timeline())
