@@ -269,6 +269,7 @@ def tools(tmp_path_factory):
 	os.chmod(d, 0o755)
 	(d / "pam_pop3test.c").write_text(PAM_MODULE)
 	cc(d / "pam_pop3test.c", d / "pam_pop3test.so", "-lpam")
+	cc(REPO / "tests" / "pam_holdfd.c", d / "pam_holdfd.so", "-lpam")
 	(d / "shim.c").write_text(SHIM)
 	cc(d / "shim.c", d / "shim.so", "-I", str(REPO), "-ldl")
 	yield d
@@ -710,6 +711,69 @@ def test_user_process_runs_as_the_user(root):
 	assert s.cmd("STAT").ok
 	assert s.cmd("QUIT").ok
 	assert s.wait() == 0
+
+
+def fd_links(pid):
+	"""{fd: what it points at} of a process, from /proc."""
+	d = "/proc/%d/fd" % pid
+	return {int(fd): os.readlink("%s/%s" % (d, fd)) for fd in os.listdir(d)}
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_children_hold_no_descriptor_pam_opened(root, debug):
+	"""A PAM module (tests/pam_holdfd.c) that opens a root-only 0600 file
+	in authenticate, acct_mgmt and open_session and keeps it open, as
+	pam_systemd or an LDAP module keeps its descriptor: the monitor holds
+	the file, the pre-login child (after a failed login) and the user's
+	process do not.  Each child has exactly the descriptors it owns: the
+	client on 0 and 1, 2 (stderr with -d, else /dev/null), the pre-login
+	child its socket to the monitor, the user's process its mailbox, and
+	without -d a syslog socket."""
+	secret = root.base / "root-only"
+	secret.write_text("root's secret\n")
+	os.chmod(secret, 0o600)
+	hold = "%s file=%s" % (root.tools / "pam_holdfd.so", secret)
+	svc = root.pamdir / "pop3"
+	svc.write_text("".join("%s required %s\n" % (kind, hold) for kind in
+	    ("auth", "account", "session")) + svc.read_text())
+	s = root.session(debug=debug)
+	assert s.greeting().ok
+	client = {os.readlink("/proc/self/fd/%d" % f.fileno())
+	    for f in (s.proc.stdin, s.proc.stdout)}	# our ends of the pipes
+	null = "/dev/null"
+	err = s.errfile.name if debug else null
+
+	def check(pid, extra_sockets, files=()):
+		fds = fd_links(pid)
+		assert str(secret) not in fds.values(), fds
+		assert {fds.get(0), fds.get(1)} == client, fds
+		assert fds.get(2) == err, fds
+		rest = [fds[fd] for fd in sorted(fds) if fd > 2]
+		for f in files:
+			rest.remove(f)
+		# Sockets only: the monitor's and (without -d) syslog's.
+		assert all(x.startswith("socket:[") for x in rest), fds
+		assert len(rest) - extra_sockets in ((0,) if debug else (0, 1)), \
+		    fds
+		return fds
+
+	assert s.cmd("USER alice").ok
+	r = s.cmd("PASS wrong", timeout=10)		# PAM ran: authenticate
+	assert r.text == "-ERR [AUTH] authentication failed", (r, s.stderr())
+	pre = one_child(s.proc.pid)
+	assert proc_status(pre)["Uid"].split()[0] == str(PRE_UID)
+	check(pre, 1)
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	c = one_child(s.proc.pid)
+	assert c != pre and proc_status(c)["Uid"].split() == ["2001"] * 4
+	# The module did hold the file, in the monitor (three times or more).
+	mon = list(fd_links(s.proc.pid).values())
+	assert mon.count(str(secret)) >= 3, mon
+	check(c, 0, [str(root.mailbox())])
+	assert s.cmd("STAT").ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0, s.stderr()
 
 
 def test_no_mail_group_when_the_spool_does_not_need_it(root):
