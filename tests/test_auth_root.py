@@ -619,6 +619,28 @@ def test_min_uid_option(root):
 	assert "login: user low uid 500" in t.stderr
 
 
+@pytest.mark.parametrize("min_uid", [None, 1500])
+def test_min_uid_both_sides(root, min_uid):
+	"""--min-uid M (default 1000): uid M is served, uid M - 1 refused with
+	the failed-login reply; ids from the password file, so any uid."""
+	m = 1000 if min_uid is None else min_uid
+	hashes = make_hash("pw")
+	root.write_passwd(["u%d:%s:%d:%d" % (u, hashes, u, u)
+	    for u in (m - 1, m)])
+	for u in (m - 1, m):
+		root.write_mbox("u%d" % u, u, u, mbox(MSGS))
+	extra = [] if min_uid is None else ["--min-uid", str(min_uid)]
+	a = "passwd:%s" % root.passwd
+	t = root.run(["USER u%d" % m, "PASS pw", "STAT", "QUIT"], *extra,
+	    auth=a)
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
+	assert t.rc == 0, t
+	t = root.run(["USER u%d" % (m - 1), "PASS pw", "STAT", "QUIT"], *extra,
+	    auth=a)
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert t.replies[2].err and t.replies[3].ok, t	# still AUTHORIZATION
+
+
 def test_pam_user_changed_by_module_is_used(root):
 	s = root.session()
 	assert s.greeting().ok
