@@ -839,6 +839,41 @@ def test_idle_timeout_in_authorization(pop3):
 	assert s.wait() == LIMITS["POP3_EX_CLOSED"]
 
 
+@pytest.mark.parametrize("state", ["before login", "after login"])
+@pytest.mark.parametrize("secs", [1, 2])
+def test_idle_timeout_is_the_option_to_the_tenth(pop3, state, secs):
+	"""--timeout=S (1, the lowest allowed, and 2): "-ERR autologout: idle
+	timeout" and the close come S seconds after the last reply, not half
+	or twice that (the window is [S - 0.05, 1.8 S))."""
+	pop3.write_mbox(THREE)
+	s = pop3.session("--timeout=%d" % secs)
+	if state == "after login":
+		s.login()
+	else:
+		assert s.greeting().ok
+	assert s.cmd("NOOP" if state == "after login" else "CAPA").ok
+	t0 = time.monotonic()
+	r = s.read_reply(timeout=4 * secs + 5)
+	took = time.monotonic() - t0
+	assert r is not None and r.text == "-ERR autologout: idle timeout", r
+	assert secs - 0.05 <= took < 1.8 * secs, took
+	assert s.wait_eof(5) == b""
+	assert s.wait() == LIMITS["POP3_EX_CLOSED"], s.stderr()
+
+
+@pytest.mark.parametrize("value,rc", [("0", "POP3_EX_USAGE"),
+    ("1", "POP3_EX_OK"), (str(LIMITS["POP3_SESSION_MAX"]), "POP3_EX_OK"),
+    (str(LIMITS["POP3_SESSION_MAX"] + 1), "POP3_EX_USAGE")])
+def test_timeout_option_limits_both_sides(pop3, value, rc):
+	"""--timeout takes 1 to POP3_SESSION_MAX seconds."""
+	t = pop3.run(["QUIT"], "--timeout=" + value)
+	assert t.rc == LIMITS[rc], t
+	if rc == "POP3_EX_OK":
+		assert t.greeting.ok and t[0].ok, t
+	else:
+		assert t.out == b"" and t.stderr.strip(), t
+
+
 def test_spool_lock_held_by_mda_is_waited_for(pop3):
 	"""An MDA holding the fcntl lock delays the login; no error."""
 	import fcntl
