@@ -12,6 +12,10 @@ dave, auth maps the login "al" to PAM_USER "alice", and every call
 a data cleanup) is written to a
 log with the pid and euid that made it.
 
+Every pop3d run here is checked for sanitizer reports (the build/san binary):
+its stderr, and its exit status, which a report sets to SAN_EXIT, none of
+pop3d's own (without -d the reports themselves go to /dev/null).
+
 A hostile pre-login process is simulated with an LD_PRELOAD shim that
 rewrites the record pop3d's pre-login child sends (send(2) of exactly a
 record's size, by a non-root process), so the real binary's root parent is
@@ -31,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LIMITS, REPO, ROOT, Inetd, Session, Transcript,
-    make_hash, mbox, need)
+from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Inetd, Session,
+    Transcript, make_hash, mbox, need, sanitizer_check)
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -276,6 +280,19 @@ def tools(tmp_path_factory):
 	shutil.rmtree(d, ignore_errors=True)
 
 
+def sanitizer_checked(stderr, rc):
+	"""Fails on a sanitizer report in a pop3d's stderr (with -d every
+	process of the session writes there) or on the sanitizer's exit
+	status (without -d reports go to /dev/null; the monitor exits with
+	its child's status)."""
+	if isinstance(stderr, bytes):
+		stderr = stderr.decode("utf-8", "replace")
+	sanitizer_check(stderr)
+	if rc == SAN_EXIT:
+		pytest.fail("pop3d exited %d, the sanitizer's status:\n%s" %
+		    (rc, stderr[-3000:]), pytrace=False)
+
+
 def proc_status(pid):
 	"""/proc/pid/status as a dict of strings."""
 	out = {}
@@ -399,14 +416,16 @@ class RootEnv:
 		    "NSS_WRAPPER_DISABLE_DEEPBIND": "1",
 		    "NSS_WRAPPER_PASSWD": str(self.nss_passwd),
 		    "NSS_WRAPPER_GROUP": str(self.nss_group)}
-		# The sanitizer build: the wrappers come before libasan, and
-		# LeakSanitizer cannot trace a process that changed its uid.
-		asan = os.environ.get("ASAN_OPTIONS", "")
-		e["ASAN_OPTIONS"] = ":".join(x for x in (asan,
-		    "verify_asan_link_order=0", "detect_leaks=0") if x)
-		for k in ("UBSAN_OPTIONS",):
-			if k in os.environ:
-				e[k] = os.environ[k]
+		# The sanitizer build: the wrappers come before libasan,
+		# LeakSanitizer cannot trace a process that changed its uid, and
+		# a report exits SAN_EXIT, none of pop3d's own statuses (ASan's
+		# default, 1, is EOF's).
+		e["ASAN_OPTIONS"] = ":".join(x for x in (
+		    os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0",
+		    "detect_leaks=0", "exitcode=%d" % SAN_EXIT) if x)
+		e["UBSAN_OPTIONS"] = ":".join(x for x in (
+		    os.environ.get("UBSAN_OPTIONS"), "print_stacktrace=1",
+		    "exitcode=%d" % SAN_EXIT) if x)
 		e.update(extra)
 		return e
 
@@ -429,8 +448,14 @@ class RootEnv:
 		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
 		    dir=self.base)
 		s = Session(self.argv(*extra, **kw), self.kw(env, user), errf)
-		self.cleanup.append(s.kill)
+		self.watch(s)
 		return s
+
+	def watch(self, s):
+		"""At the end of the test, s (a Session or Inetd) is ended and
+		checked (sanitizer_checked) for sanitizer reports."""
+		self.cleanup += [s.kill, lambda: sanitizer_checked(s.stderr(),
+		    s.proc.returncode if s.proc else None)]
 
 	def run(self, cmds, *extra, env=None, user=None, timeout=30, **kw):
 		data = b"".join(c.encode("latin-1") + b"\r\n" for c in cmds)
@@ -445,8 +470,10 @@ class RootEnv:
 			out, err = p.communicate()
 			pytest.fail("pop3d still running:\n%r" % Transcript(cmds, out,
 			    err, None, timeout))
-		return Transcript(cmds, out, err, p.returncode,
+		t = Transcript(cmds, out, err, p.returncode,
 		    time.monotonic() - t0)
+		sanitizer_checked(t.stderr, t.rc)
+		return t
 
 	def pam_events(self):
 		return [ln.split() for ln in self.pamlog.read_text().splitlines()]
@@ -458,9 +485,15 @@ def root(pop3d_bin, tools):
 	os.chmod(base, 0o755)
 	env = RootEnv(pop3d_bin, base, tools)
 	yield env
+	errors = []
 	for f in env.cleanup:
-		f()
+		try:
+			f()
+		except BaseException as e:	# pytest.fail() too
+			errors.append(e)
 	shutil.rmtree(base, ignore_errors=True)
+	if errors:
+		raise errors[0]
 
 
 def plain(authz, user, pw):
@@ -1022,7 +1055,7 @@ def test_passwd_hashes_never_reach_the_monitor(root):
 def test_login_line_has_the_client_address(root):
 	errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.", dir=root.base)
 	d = Inetd(root.argv(), root.kw(), errf)
-	root.cleanup.append(d.kill)
+	root.watch(d)
 	with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
 		f = c.makefile("rwb")
 		assert f.readline().startswith(b"+OK")
@@ -1079,6 +1112,7 @@ def test_syslog_lines(root, tmp_path):
 		except socket.timeout:
 			break
 	srv.close()
+	sanitizer_checked(p.stderr, p.returncode)
 	assert p.returncode == 0, (p, got)
 	log = "\n".join(got)
 	assert got and all(int(g[1:g.index(">")]) // 8 == 2 for g in got), \
