@@ -17,8 +17,9 @@
  * Code that runs as root, for audit (every other line of pop3d runs as
  * the pre-login user or the mail's owner):
  *   auth_main, auth_root          the monitor and its loop
- *   auth_hygiene, auth_emptydir   fds, umask, core limit, tzset, syslog;
- *                                 the chroot directory
+ *   auth_hygiene, auth_emptydir,  fds, umask, core limit, tzset, syslog;
+ *   auth_closefrom,               the chroot directory; each child's fds
+ *   auth_child_fds
  *   auth_rec_check, auth_recv,    the record from the pre-login child,
  *   auth_readn, auth_wait,        treated as hostile; verdicts; children
  *   auth_forward, auth_sleep_until,
@@ -145,6 +146,8 @@ static volatile sig_atomic_t auth_sig;		/* last one forwarded */
 static int	auth_single(void);
 static int	auth_root(void);
 static void	auth_hygiene(void);
+static void	auth_closefrom(int);
+static int	auth_child_fds(int, int, int);
 static void	auth_peer_init(int);
 static int	auth_status(const struct pop_conn *);
 static void	auth_log_fail(const char *, int, const char *);
@@ -172,7 +175,7 @@ static int	auth_rec_check(const struct auth_rec *, size_t);
 static int	auth_verify(const struct auth_rec *, struct pop_user *,
 		    pam_handle_t **);
 static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
-static void	auth_become(const struct pop_user *);
+static void	auth_become(const struct pop_user *, int, int);
 static int	auth_wait(pid_t);
 static void	auth_forward(int);
 static void	auth_fwdset(sigset_t *);
@@ -797,9 +800,7 @@ auth_hygiene(void)
 	int		 fd;
 
 	closelog();
-	if (close_range(3, ~0U, 0) == -1)
-		for (fd = 3; fd < 1024; fd++)
-			(void)close(fd);
+	auth_closefrom(3);
 	/* A closed standard descriptor is /dev/null, not the next open. */
 	for (fd = 0; fd <= 2; fd++)
 		if (fcntl(fd, F_GETFD) == -1 &&
@@ -811,6 +812,38 @@ auth_hygiene(void)
 	if (setrlimit(RLIMIT_CORE, &rl) == -1)
 		fatal("setrlimit(RLIMIT_CORE)");
 	tzset();
+}
+
+/* Closes every descriptor from lowfd up. */
+static void
+auth_closefrom(int lowfd)
+{
+	int	 fd;
+
+	if (close_range((unsigned int)lowfd, ~0U, 0) == -1)
+		for (fd = lowfd; fd < 1024; fd++)
+			(void)close(fd);
+}
+
+/*
+ * A child's descriptors start from a known set, whatever PAM modules and
+ * NSS opened in the monitor (pam_systemd's session fd, a module's
+ * privileged connection): 0 and 1 the client (in and out), 2 as it is,
+ * keep (unless -1) moved to 3, syslog's socket reopened (so before any
+ * chroot), nothing else.  Returns keep's new number.
+ */
+static int
+auth_child_fds(int in, int out, int keep)
+{
+	if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
+		fatal("dup2");
+	closelog();
+	if (keep != -1 && keep != 3 && dup2(keep, 3) == -1)
+		fatal("dup2");
+	auth_closefrom(keep != -1 ? 4 : 3);
+	if (!opt.debug)
+		openlog(POP3D_NAME, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	return keep != -1 ? 3 : -1;
 }
 
 /*
@@ -917,10 +950,7 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 	int		 first;
 	char		 v;
 
-	if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
-		fatal("dup2");
-	if (close(in) == -1 || close(out) == -1)
-		fatal("close");
+	sp = auth_child_fds(in, out, sp);
 	auth_sandbox(root, uid, gid);
 	pop_conn_init(&conn, 0, 1);
 	for (first = 1;; first = 0) {
@@ -1082,14 +1112,15 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 }
 
 /*
- * Becomes the user for good, in the user's process: the mail group as the
+ * Becomes the user for good, in the user's process: the client (in, out)
+ * on 0 and 1 and no other descriptor (auth_child_fds); the mail group as the
  * only supplementary group when the mailbox directory is group mail and
  * group-writable (Debian's 2775 /var/mail: the dotlock and the update
  * journal are created there, whatever --lock says), else none; then gid,
  * then uid; and checks that none of it can be undone.
  */
 static void
-auth_become(const struct pop_user *u)
+auth_become(const struct pop_user *u, int in, int out)
 {
 	struct group	*gr;
 	struct stat	 st;
@@ -1114,6 +1145,8 @@ auth_become(const struct pop_user *u)
 		mail = gr->gr_gid;
 		ng = 1;
 	}
+	/* After the lookups (nothing they opened stays), as root (syslog). */
+	(void)auth_child_fds(in, out, -1);
 	if (setgroups((size_t)ng, &mail) == -1)
 		fatal("setgroups");
 	if (setresgid(u->gid, u->gid, u->gid) == -1)
@@ -1438,11 +1471,7 @@ auth_root(void)
 		return POP3_EX_OSERR;
 	}
 	if (pid == 0) {
-		if (dup2(in, 0) == -1 || dup2(out, 1) == -1)
-			fatal("dup2");
-		if (close(in) == -1 || close(out) == -1)
-			fatal("close");
-		auth_become(&u);
+		auth_become(&u, in, out);
 		pop_conn_init(&conn, 0, 1);
 		memcpy(conn.ibuf, rec.ibuf, rec.ilen);
 		conn.ilen = rec.ilen;

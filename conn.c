@@ -210,6 +210,23 @@ pop_item(struct pop_conn *c, uint32_t n, const char *w, size_t wlen)
 	(void)pop_put(c, line, len);
 }
 
+/*
+ * Takes back the last reply line queued, while it is still in the buffer
+ * (a line is queued whole, pop_put): 0, or -1 if none is.
+ */
+int
+pop_unreply(struct pop_conn *c)
+{
+	size_t	 n;
+
+	if (c->eof || c->olen == 0)
+		return -1;
+	for (n = c->olen - 1; n > 0 && c->obuf[n - 1] != '\n'; n--)
+		;
+	c->olen = n;
+	return 0;
+}
+
 /* A last word before closing: one try, never waits for the client. */
 void
 pop_bye(struct pop_conn *c, const char *msg)
@@ -272,7 +289,7 @@ pop_fill(struct pop_conn *c, int64_t deadline)
 /*
  * Reads one command line into line[POP3_CMD_MAX], NUL-terminated, without
  * its CRLF or LF.  Returns 1 with *lenp set, 0 at EOF (a partial last line
- * is dropped), -1 with errno: ERANGE (line too long) and EILSEQ (a NUL in
+ * is dropped, answered if it was too long), -1 with errno: ERANGE (line too long) and EILSEQ (a NUL in
  * the line) after replying "-ERR" to it; ETIMEDOUT; others from read(2).
  * Whatever follows the line stays in c->ibuf.
  */
@@ -316,14 +333,21 @@ pop_getline(struct pop_conn *c, char *line, size_t *lenp)
 			return r;
 	}
 
-	/* Too long: answer now, then discard through the next LF. */
-	(void)pop_reply(c, "-ERR line too long");
+	/*
+	 * Too long: discarded through the next LF, then answered, so that
+	 * the reply is the last line queued when pop3d.c counts the bad
+	 * command (pop_unreply); at end of file it is answered all the same.
+	 */
 	for (;;) {
 		pop_consume(c, c->ilen);
-		if ((r = pop_fill(c, deadline)) != 1)
+		if ((r = pop_fill(c, deadline)) != 1) {
+			if (r == 0)
+				(void)pop_reply(c, "-ERR line too long");
 			return r;
+		}
 		if ((lf = memchr(c->ibuf, '\n', c->ilen)) != NULL) {
 			pop_consume(c, (size_t)(lf - c->ibuf) + 1);
+			(void)pop_reply(c, "-ERR line too long");
 			errno = ERANGE;
 			return -1;
 		}

@@ -341,13 +341,19 @@ syntax:
 	return RES_ERR;
 }
 
-/* A bad command: -1 when that was one too many (the session is over). */
+/*
+ * A bad command, already answered "-ERR": -1 when that was one too many
+ * (the session is over).  That one's "-ERR" is replaced, not followed, by
+ * the closing line: one command, one reply, or a pipelining client would
+ * take the second line for its next command's reply.
+ */
 static int
 pop_bad(struct pop_sess *s)
 {
 	if (++s->c->bad < POP3_BAD_MAX)
 		return 0;
-	(void)pop_reply(s->c, "-ERR too many bad commands, closing");
+	if (pop_unreply(s->c) == 0)
+		(void)pop_reply(s->c, "-ERR too many bad commands, closing");
 	s->end = "bad commands";
 	return -1;
 }

@@ -34,7 +34,8 @@
 #define POP3_TIMEOUT		600
 /* An overall session limit, so a trickling client cannot hold a process. */
 #define POP3_SESSION_MAX	(4 * 3600)
-/* Consecutive bad commands before we disconnect (Dovecot uses 20). */
+/* Consecutive bad commands before we disconnect (Dovecot uses 20); the
+ * last one is answered "-ERR too many bad commands, closing" only. */
 #define POP3_BAD_MAX		20
 /* Failed logins before we disconnect. */
 #define POP3_AUTH_FAIL_MAX	3
@@ -187,6 +188,8 @@ int	pop_reply(struct pop_conn *, const char *, ...)
 void	pop_item(struct pop_conn *, uint32_t, const char *, size_t);
 /* The decimal digits of a number, ending just before end: their start. */
 char	*pop_utoa(char *, uint64_t);
+/* Takes back the last reply line still queued: 0, or -1 if none is. */
+int	pop_unreply(struct pop_conn *);
 /* A last word before closing: one try, never waits; the session is over. */
 void	pop_bye(struct pop_conn *, const char *);
 /* Reads one command line into line[POP3_CMD_MAX] (conn.c says how). */

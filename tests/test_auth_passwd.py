@@ -63,6 +63,41 @@ def test_comments_blank_and_malformed_lines_are_skipped(pop3):
 	assert h not in t.stderr		# no line content in the log
 
 
+# Malformed lines that would let bob in with "bob pw" if they were used:
+# each holds bob's hash and ids that are the invoking user's, but for
+# the fault.
+MALFORMED = {
+	"three fields": "bob:{h}:{u}",
+	"uid not a number": "bob:{h}:x{u}:{u}",
+	"gid not a number": "bob:{h}:{u}:-{u}",
+	"uid with a space": "bob:{h}: {u}:{u}",
+	"uid with a sign": "bob:{h}:+{u}:{u}",
+	"uid past 32 bits": "bob:{h}:{big}:{u}",	# {u} if truncated
+	"relative mailbox": "bob:{h}:{u}:{u}:spool/bob",	# from the cwd
+	"NUL": "bob:{h}\0",				# "bob:{h}" without it
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_malformed_line_is_not_used_for_login(pop3, kind):
+	"""The user of a malformed line cannot log in with the password that
+	line holds; a well-formed line next to it (before and after) works."""
+	h = make_hash("bob pw")
+	bad = MALFORMED[kind].format(h=h, u=uid(), big=uid() + (1 << 32))
+	good = make_hash(PASSWORD)
+	pop3.write_passwd(["carol:%s" % good, bad, "%s:%s" % (USER, good)])
+	pop3.write_mbox([MSG])
+	pop3.write_mbox([MSG, MSG], user="bob")
+	pop3.write_mbox([MSG, MSG, MSG], user="carol")
+	t = login(pop3, "bob", "bob pw")
+	assert t.replies[1].text == FAIL and t.replies[2].err, t
+	assert "login: user" not in t.stderr, t
+	for user, n in ((USER, 1), ("carol", 3)):
+		t = login(pop3, user)
+		assert t.replies[1].ok, t
+		assert t.replies[2].text.startswith("+OK %d " % n), t
+
+
 def test_too_long_line_and_nul_are_malformed_and_bounded(pop3):
 	h = make_hash(PASSWORD)
 	huge = "bob:" + "x" * (8 << 20)		# 8 MB in one line

@@ -12,6 +12,10 @@ dave, auth maps the login "al" to PAM_USER "alice", and every call
 a data cleanup) is written to a
 log with the pid and euid that made it.
 
+Every pop3d run here is checked for sanitizer reports (the build/san binary):
+its stderr, and its exit status, which a report sets to SAN_EXIT, none of
+pop3d's own (without -d the reports themselves go to /dev/null).
+
 A hostile pre-login process is simulated with an LD_PRELOAD shim that
 rewrites the record pop3d's pre-login child sends (send(2) of exactly a
 record's size, by a non-root process), so the real binary's root parent is
@@ -31,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LIMITS, REPO, ROOT, Inetd, Session, Transcript,
-    make_hash, mbox, need)
+from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Inetd, Session,
+    Transcript, make_hash, mbox, need, sanitizer_check)
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -269,10 +273,24 @@ def tools(tmp_path_factory):
 	os.chmod(d, 0o755)
 	(d / "pam_pop3test.c").write_text(PAM_MODULE)
 	cc(d / "pam_pop3test.c", d / "pam_pop3test.so", "-lpam")
+	cc(REPO / "tests" / "pam_holdfd.c", d / "pam_holdfd.so", "-lpam")
 	(d / "shim.c").write_text(SHIM)
 	cc(d / "shim.c", d / "shim.so", "-I", str(REPO), "-ldl")
 	yield d
 	shutil.rmtree(d, ignore_errors=True)
+
+
+def sanitizer_checked(stderr, rc):
+	"""Fails on a sanitizer report in a pop3d's stderr (with -d every
+	process of the session writes there) or on the sanitizer's exit
+	status (without -d reports go to /dev/null; the monitor exits with
+	its child's status)."""
+	if isinstance(stderr, bytes):
+		stderr = stderr.decode("utf-8", "replace")
+	sanitizer_check(stderr)
+	if rc == SAN_EXIT:
+		pytest.fail("pop3d exited %d, the sanitizer's status:\n%s" %
+		    (rc, stderr[-3000:]), pytrace=False)
 
 
 def proc_status(pid):
@@ -398,14 +416,16 @@ class RootEnv:
 		    "NSS_WRAPPER_DISABLE_DEEPBIND": "1",
 		    "NSS_WRAPPER_PASSWD": str(self.nss_passwd),
 		    "NSS_WRAPPER_GROUP": str(self.nss_group)}
-		# The sanitizer build: the wrappers come before libasan, and
-		# LeakSanitizer cannot trace a process that changed its uid.
-		asan = os.environ.get("ASAN_OPTIONS", "")
-		e["ASAN_OPTIONS"] = ":".join(x for x in (asan,
-		    "verify_asan_link_order=0", "detect_leaks=0") if x)
-		for k in ("UBSAN_OPTIONS",):
-			if k in os.environ:
-				e[k] = os.environ[k]
+		# The sanitizer build: the wrappers come before libasan,
+		# LeakSanitizer cannot trace a process that changed its uid, and
+		# a report exits SAN_EXIT, none of pop3d's own statuses (ASan's
+		# default, 1, is EOF's).
+		e["ASAN_OPTIONS"] = ":".join(x for x in (
+		    os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0",
+		    "detect_leaks=0", "exitcode=%d" % SAN_EXIT) if x)
+		e["UBSAN_OPTIONS"] = ":".join(x for x in (
+		    os.environ.get("UBSAN_OPTIONS"), "print_stacktrace=1",
+		    "exitcode=%d" % SAN_EXIT) if x)
 		e.update(extra)
 		return e
 
@@ -428,8 +448,14 @@ class RootEnv:
 		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
 		    dir=self.base)
 		s = Session(self.argv(*extra, **kw), self.kw(env, user), errf)
-		self.cleanup.append(s.kill)
+		self.watch(s)
 		return s
+
+	def watch(self, s):
+		"""At the end of the test, s (a Session or Inetd) is ended and
+		checked (sanitizer_checked) for sanitizer reports."""
+		self.cleanup += [s.kill, lambda: sanitizer_checked(s.stderr(),
+		    s.proc.returncode if s.proc else None)]
 
 	def run(self, cmds, *extra, env=None, user=None, timeout=30, **kw):
 		data = b"".join(c.encode("latin-1") + b"\r\n" for c in cmds)
@@ -444,8 +470,10 @@ class RootEnv:
 			out, err = p.communicate()
 			pytest.fail("pop3d still running:\n%r" % Transcript(cmds, out,
 			    err, None, timeout))
-		return Transcript(cmds, out, err, p.returncode,
+		t = Transcript(cmds, out, err, p.returncode,
 		    time.monotonic() - t0)
+		sanitizer_checked(t.stderr, t.rc)
+		return t
 
 	def pam_events(self):
 		return [ln.split() for ln in self.pamlog.read_text().splitlines()]
@@ -457,9 +485,15 @@ def root(pop3d_bin, tools):
 	os.chmod(base, 0o755)
 	env = RootEnv(pop3d_bin, base, tools)
 	yield env
+	errors = []
 	for f in env.cleanup:
-		f()
+		try:
+			f()
+		except BaseException as e:	# pytest.fail() too
+			errors.append(e)
 	shutil.rmtree(base, ignore_errors=True)
+	if errors:
+		raise errors[0]
 
 
 def plain(authz, user, pw):
@@ -618,6 +652,28 @@ def test_min_uid_option(root):
 	assert "login: user low uid 500" in t.stderr
 
 
+@pytest.mark.parametrize("min_uid", [None, 1500])
+def test_min_uid_both_sides(root, min_uid):
+	"""--min-uid M (default 1000): uid M is served, uid M - 1 refused with
+	the failed-login reply; ids from the password file, so any uid."""
+	m = 1000 if min_uid is None else min_uid
+	hashes = make_hash("pw")
+	root.write_passwd(["u%d:%s:%d:%d" % (u, hashes, u, u)
+	    for u in (m - 1, m)])
+	for u in (m - 1, m):
+		root.write_mbox("u%d" % u, u, u, mbox(MSGS))
+	extra = [] if min_uid is None else ["--min-uid", str(min_uid)]
+	a = "passwd:%s" % root.passwd
+	t = root.run(["USER u%d" % m, "PASS pw", "STAT", "QUIT"], *extra,
+	    auth=a)
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
+	assert t.rc == 0, t
+	t = root.run(["USER u%d" % (m - 1), "PASS pw", "STAT", "QUIT"], *extra,
+	    auth=a)
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert t.replies[2].err and t.replies[3].ok, t	# still AUTHORIZATION
+
+
 def test_pam_user_changed_by_module_is_used(root):
 	s = root.session()
 	assert s.greeting().ok
@@ -710,6 +766,69 @@ def test_user_process_runs_as_the_user(root):
 	assert s.cmd("STAT").ok
 	assert s.cmd("QUIT").ok
 	assert s.wait() == 0
+
+
+def fd_links(pid):
+	"""{fd: what it points at} of a process, from /proc."""
+	d = "/proc/%d/fd" % pid
+	return {int(fd): os.readlink("%s/%s" % (d, fd)) for fd in os.listdir(d)}
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_children_hold_no_descriptor_pam_opened(root, debug):
+	"""A PAM module (tests/pam_holdfd.c) that opens a root-only 0600 file
+	in authenticate, acct_mgmt and open_session and keeps it open, as
+	pam_systemd or an LDAP module keeps its descriptor: the monitor holds
+	the file, the pre-login child (after a failed login) and the user's
+	process do not.  Each child has exactly the descriptors it owns: the
+	client on 0 and 1, 2 (stderr with -d, else /dev/null), the pre-login
+	child its socket to the monitor, the user's process its mailbox, and
+	without -d a syslog socket."""
+	secret = root.base / "root-only"
+	secret.write_text("root's secret\n")
+	os.chmod(secret, 0o600)
+	hold = "%s file=%s" % (root.tools / "pam_holdfd.so", secret)
+	svc = root.pamdir / "pop3"
+	svc.write_text("".join("%s required %s\n" % (kind, hold) for kind in
+	    ("auth", "account", "session")) + svc.read_text())
+	s = root.session(debug=debug)
+	assert s.greeting().ok
+	client = {os.readlink("/proc/self/fd/%d" % f.fileno())
+	    for f in (s.proc.stdin, s.proc.stdout)}	# our ends of the pipes
+	null = "/dev/null"
+	err = s.errfile.name if debug else null
+
+	def check(pid, extra_sockets, files=()):
+		fds = fd_links(pid)
+		assert str(secret) not in fds.values(), fds
+		assert {fds.get(0), fds.get(1)} == client, fds
+		assert fds.get(2) == err, fds
+		rest = [fds[fd] for fd in sorted(fds) if fd > 2]
+		for f in files:
+			rest.remove(f)
+		# Sockets only: the monitor's and (without -d) syslog's.
+		assert all(x.startswith("socket:[") for x in rest), fds
+		assert len(rest) - extra_sockets in ((0,) if debug else (0, 1)), \
+		    fds
+		return fds
+
+	assert s.cmd("USER alice").ok
+	r = s.cmd("PASS wrong", timeout=10)		# PAM ran: authenticate
+	assert r.text == "-ERR [AUTH] authentication failed", (r, s.stderr())
+	pre = one_child(s.proc.pid)
+	assert proc_status(pre)["Uid"].split()[0] == str(PRE_UID)
+	check(pre, 1)
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	c = one_child(s.proc.pid)
+	assert c != pre and proc_status(c)["Uid"].split() == ["2001"] * 4
+	# The module did hold the file, in the monitor (three times or more).
+	mon = list(fd_links(s.proc.pid).values())
+	assert mon.count(str(secret)) >= 3, mon
+	check(c, 0, [str(root.mailbox())])
+	assert s.cmd("STAT").ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0, s.stderr()
 
 
 def test_no_mail_group_when_the_spool_does_not_need_it(root):
@@ -936,7 +1055,7 @@ def test_passwd_hashes_never_reach_the_monitor(root):
 def test_login_line_has_the_client_address(root):
 	errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.", dir=root.base)
 	d = Inetd(root.argv(), root.kw(), errf)
-	root.cleanup.append(d.kill)
+	root.watch(d)
 	with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
 		f = c.makefile("rwb")
 		assert f.readline().startswith(b"+OK")
@@ -993,6 +1112,7 @@ def test_syslog_lines(root, tmp_path):
 		except socket.timeout:
 			break
 	srv.close()
+	sanitizer_checked(p.stderr, p.returncode)
 	assert p.returncode == 0, (p, got)
 	log = "\n".join(got)
 	assert got and all(int(g[1:g.index(">")]) // 8 == 2 for g in got), \

@@ -289,18 +289,123 @@ def test_arity(pop3):
 	assert pop3.read_mbox() == data
 
 
-def test_too_many_bad_commands_disconnect(pop3):
+# Every way a command is bad, by state: (what the client sends, the reply
+# lines that come before its "-ERR": the SASL continuation).  "long" has
+# its LF in the input buffer, "longer" does not (it is discarded in parts).
+BAD = {
+	"before login": {
+		"unknown": (b"BOGUS", []), "syntax": (b"USER", []),
+		"state": (b"STAT", []), "handler": (b"PASS x", []),
+		"long": (b"X" * 300, []), "longer": (b"NOOP " + b"x" * 3000, []),
+		"nul": (b"NO\0OP", []), "sasl": (b"AUTH CRAM-MD5", []),
+		"sasl cancelled": (b"AUTH PLAIN\r\n*", [b"+ "]),
+		"sasl long": (b"AUTH PLAIN\r\n" + b"A" * 300, [b"+ "]),
+		"sasl nul": (b"AUTH PLAIN\r\nAA\0A", [b"+ "]),
+	},
+	"after login": {
+		"unknown": (b"BOGUS", []), "syntax": (b"LIST 1 2", []),
+		"state": (b"USER " + USER.encode(), []),
+		"handler": (b"RETR 9", []), "number": (b"DELE 0x1", []),
+		"long": (b"X" * 300, []), "longer": (b"DELE 1 " * 500, []),
+		"nul": (b"DELE\0 1", []),
+	},
+}
+CLOSING = b"-ERR too many bad commands, closing"
+
+
+def bad_script(state, n, last=None):
+	"""n bad commands of every kind in turn (the last one of kind last):
+	the octets to send and the reply lines each one must get (its
+	"-ERR" line as None: any but the closing one)."""
+	kinds = BAD[state]
+	names = sorted(kinds)
+	order = [names[i % len(names)] for i in range(n)]
+	if last is not None:
+		order[-1] = last
+	data, want = b"", []
+	for k in order:
+		raw, pre = kinds[k]
+		data += raw + b"\r\n"
+		want += pre + [None]
+	return data, want
+
+
+def check_lines(got, want):
+	"""got (reply lines) is want, None standing for any "-ERR" line but
+	the closing one."""
+	assert len(got) == len(want), (got, want)
+	for g, w in zip(got, want):
+		if w is None:
+			assert g.startswith(b"-ERR ") and g != CLOSING, (g, got)
+		else:
+			assert g == w, (g, got)
+
+
+@pytest.mark.parametrize("state,last", [(s, k) for s in BAD
+    for k in sorted(BAD[s])])
+def test_the_last_bad_command_gets_one_reply_saying_closing(pop3, state,
+    last):
+	"""POP3_BAD_MAX bad commands in one write, then more commands: each
+	bad one gets exactly one reply, the last "-ERR too many bad commands,
+	closing" (nothing else: a pipelining client takes each line for the
+	next command's reply), then nothing; whatever kind the last one is."""
 	data = pop3.write_mbox(THREE)
 	n = LIMITS["POP3_BAD_MAX"]
-	cmds = login() + ["BOGUS %d" % i for i in range(n + 5)] + ["DELE 1",
-	    "QUIT"]
-	t = pop3.run(cmds)
-	errs = [r for r in t.replies[2:] if r.err]
-	assert n <= len(errs) <= n + 1, t
-	assert all(r.err for r in t.replies[2:]), t
-	assert len(t) < len(cmds) - 1, t	# DELE and QUIT never ran
+	pre = login() if state == "after login" else []
+	bad, want = bad_script(state, n, last)
+	raw = b"".join(c.encode() + b"\r\n" for c in pre) + bad + \
+	    b"DELE 1\r\nNOOP\r\nQUIT\r\n"
+	t = pop3.run([], raw=raw)
+	lines = t.out.split(b"\r\n")
+	assert lines[-1] == b"", t.out[-300:]		# every line ends in CRLF
+	lines = lines[1 + len(pre):-1]			# the greeting, login
+	assert t.out.startswith(b"+OK") and b"-ERR" not in \
+	    b"".join(t.out.split(b"\r\n")[:1 + len(pre)]), t.out[:300]
+	check_lines(lines[:-1], want[:-1])
+	assert lines[-1] == CLOSING, lines[-3:]
 	assert t.rc == LIMITS["POP3_EX_CLOSED"], t
 	assert pop3.read_mbox() == data
+
+
+def test_the_last_bad_command_a_long_line_in_parts(pop3):
+	"""The last bad command a line too long, whose end comes later (pop3d
+	waits for input in the middle of it): still one reply, the closing
+	one, and only when the line has ended."""
+	pop3.write_mbox(THREE)
+	n = LIMITS["POP3_BAD_MAX"]
+	s = pop3.session()
+	s.login()
+	for i in range(n - 1):
+		r = s.cmd("BOGUS")
+		assert r.err and r.raw != CLOSING + b"\r\n", r
+	s.send(b"X" * 3000)
+	time.sleep(0.5)
+	s.send(b"X" * 3000)
+	time.sleep(0.5)
+	s.send(b"\r\nNOOP\r\n")
+	assert s.wait_eof(10) == CLOSING + b"\r\n"
+	assert s.wait() == LIMITS["POP3_EX_CLOSED"], s.stderr()
+
+
+@pytest.mark.parametrize("state", sorted(BAD))
+def test_one_bad_command_less_keeps_the_session(pop3, state):
+	"""POP3_BAD_MAX - 1 bad commands, a good one (the count starts
+	again), as many bad ones again, and QUIT: every command answered."""
+	pop3.write_mbox(THREE)
+	n = LIMITS["POP3_BAD_MAX"]
+	pre = login() if state == "after login" else []
+	good = b"NOOP" if pre else b"USER " + USER.encode()
+	bad, want = bad_script(state, n - 1)
+	raw = b"".join(c.encode() + b"\r\n" for c in pre) + bad + good + \
+	    b"\r\n" + bad + b"QUIT\r\n"
+	t = pop3.run([], raw=raw)
+	lines = t.out.split(b"\r\n")[1 + len(pre):-1]
+	check_lines(lines[:len(want)], want)
+	assert lines[len(want)].startswith(b"+OK"), lines
+	check_lines(lines[len(want) + 1:-1], want)
+	assert lines[-1].startswith(b"+OK") and b"signing off" in lines[-1], \
+	    lines[-3:]
+	assert t.rc == LIMITS["POP3_EX_OK"], t
 
 
 def test_good_commands_reset_the_bad_count(pop3):
@@ -732,6 +837,41 @@ def test_idle_timeout_in_authorization(pop3):
 	s.wait_eof(15)
 	assert 1.5 <= time.monotonic() - t0 < 10
 	assert s.wait() == LIMITS["POP3_EX_CLOSED"]
+
+
+@pytest.mark.parametrize("state", ["before login", "after login"])
+@pytest.mark.parametrize("secs", [1, 2])
+def test_idle_timeout_is_the_option_to_the_tenth(pop3, state, secs):
+	"""--timeout=S (1, the lowest allowed, and 2): "-ERR autologout: idle
+	timeout" and the close come S seconds after the last reply, not half
+	or twice that (the window is [S - 0.05, 1.8 S))."""
+	pop3.write_mbox(THREE)
+	s = pop3.session("--timeout=%d" % secs)
+	if state == "after login":
+		s.login()
+	else:
+		assert s.greeting().ok
+	assert s.cmd("NOOP" if state == "after login" else "CAPA").ok
+	t0 = time.monotonic()
+	r = s.read_reply(timeout=4 * secs + 5)
+	took = time.monotonic() - t0
+	assert r is not None and r.text == "-ERR autologout: idle timeout", r
+	assert secs - 0.05 <= took < 1.8 * secs, took
+	assert s.wait_eof(5) == b""
+	assert s.wait() == LIMITS["POP3_EX_CLOSED"], s.stderr()
+
+
+@pytest.mark.parametrize("value,rc", [("0", "POP3_EX_USAGE"),
+    ("1", "POP3_EX_OK"), (str(LIMITS["POP3_SESSION_MAX"]), "POP3_EX_OK"),
+    (str(LIMITS["POP3_SESSION_MAX"] + 1), "POP3_EX_USAGE")])
+def test_timeout_option_limits_both_sides(pop3, value, rc):
+	"""--timeout takes 1 to POP3_SESSION_MAX seconds."""
+	t = pop3.run(["QUIT"], "--timeout=" + value)
+	assert t.rc == LIMITS[rc], t
+	if rc == "POP3_EX_OK":
+		assert t.greeting.ok and t[0].ok, t
+	else:
+		assert t.out == b"" and t.stderr.strip(), t
 
 
 def test_spool_lock_held_by_mda_is_waited_for(pop3):

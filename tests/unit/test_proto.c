@@ -465,8 +465,10 @@ test_bad_limit(void **state)
 	(void)strcat(expect, CAPA_AUTH);
 	for (i = 0; i < POP3_BAD_MAX; i++) {
 		feeds(i % 2 ? "STAT\r\n" : "USER\r\n");
-		(void)strcat(expect, i % 2 ? WRONGSTATE : SYNTAX);
+		if (i < POP3_BAD_MAX - 1)
+			(void)strcat(expect, i % 2 ? WRONGSTATE : SYNTAX);
 	}
+	/* The last one's only reply. */
 	(void)strcat(expect, "-ERR too many bad commands, closing\r\n");
 	feeds("QUIT\r\n");
 	hangup();
