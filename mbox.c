@@ -273,8 +273,21 @@ md_skipfield(const unsigned char *s, size_t n)
 	return 0;
 }
 
-/* The pseudo-message marks: bit 1 an X-IMAP(base) field, bit 2 the
- * "FOLDER INTERNAL DATA" subject. */
+/*
+ * The pseudo-message marks of message 1 (MD_PS_*): UW c-client and
+ * Dovecot write it themselves, from MAILER-DAEMON, with an X-IMAP or
+ * X-IMAPbase field and the "FOLDER INTERNAL DATA" subject, and without
+ * the fields that an MTA adds to every delivery (Received, RFC 5321
+ * 4.4; Return-Path and Delivered-To at the final delivery).  Only a
+ * message with all the marks and none of the MTA's fields is hidden: a
+ * sender cannot plant one, as its delivery has a Received field.
+ */
+#define MD_PS_XIMAP	1
+#define MD_PS_SUBJECT	2
+#define MD_PS_DAEMON	4
+#define MD_PS_MTA	8
+#define MD_PS_HIDDEN	(MD_PS_XIMAP | MD_PS_SUBJECT | MD_PS_DAEMON)
+
 static int
 md_pseudofield(const unsigned char *s, size_t n)
 {
@@ -282,7 +295,11 @@ md_pseudofield(const unsigned char *s, size_t n)
 	size_t			 len = sizeof(MD_PSEUDO_SUBJECT) - 1;
 
 	if (md_fieldis(s, n, "X-IMAP", 6) || md_fieldis(s, n, "X-IMAPbase", 10))
-		return 1;
+		return MD_PS_XIMAP;
+	if (md_fieldis(s, n, "Received", 8) ||
+	    md_fieldis(s, n, "Return-Path", 11) ||
+	    md_fieldis(s, n, "Delivered-To", 12))
+		return MD_PS_MTA;
 	if (!md_fieldis(s, n, "Subject", 7))
 		return 0;
 	v = memchr(s, ':', n);
@@ -294,7 +311,7 @@ md_pseudofield(const unsigned char *s, size_t n)
 	    e[-1] == '\t'))
 		e--;
 	if ((size_t)(e - v) == len && memcmp(v, MD_PSEUDO_SUBJECT, len) == 0)
-		return 2;
+		return MD_PS_SUBJECT;
 	return 0;
 }
 
@@ -479,8 +496,13 @@ md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		return -1;
 	sha256_digest(&ctx, sizeof(dg), dg);
 	memcpy(m->hash, dg, sizeof(m->hash));
-	if (m->from == 0)
+	if (m->from == 0) {
+		/* The sender, as c-client and Dovecot write it. */
+		if (di - fi > 19 && memcmp(buf + fi, "From MAILER-DAEMON", 18)
+		    == 0 && (buf[fi + 18] == ' ' || buf[fi + 18] == '\t'))
+			pseudo |= MD_PS_DAEMON;
 		ix->pseudo = pseudo;
+	}
 	ix->pend = 0;
 	return 0;
 }
@@ -961,7 +983,7 @@ md_ix_check(struct md_ix *ix, struct md_ix *b, int split)
 			}
 		}
 		if (r == MD_OK && (ix->bad || total != ix->nref + ix->hid ||
-		    (ix->pseudo == 3) != (ix->hid == 1)))
+		    (ix->pseudo == MD_PS_HIDDEN) != (ix->hid == 1)))
 			r = MD_CHANGED;
 	}
 	md_ix_free(ix);
@@ -990,7 +1012,7 @@ void
 md_ix_hide(struct md_ix *ix, uint64_t lim, uint64_t *hidden)
 {
 	*hidden = 0;
-	if (ix->n == 0 || ix->pseudo != 3)
+	if (ix->n == 0 || ix->pseudo != MD_PS_HIDDEN)
 		return;
 	*hidden = ix->n > 1 ? ix->msg[1].from : lim;
 	memmove(ix->msg, ix->msg + 1, (ix->n - 1) * sizeof(ix->msg[0]));
