@@ -7,11 +7,14 @@
  * Message boundaries.  A message starts at the "From " line at offset 0
  * (the file must start with one: anything else is "not an mbox"), and at
  * every later line that follows an empty line ("\n\n" or "\n\r\n") and
- * parses as a real From_ line: "From ", a sender without spaces, spaces,
- * and an asctime(3) date: weekday, month, day, hh:mm[:ss], optional time
- * zone tokens, a 4-digit year, optionally "remote from HOST"; at most
- * MD_FROM_MAX octets with its LF.  An unescaped body line "From here on"
- * therefore does not split a message.  ">From " lines are sent as stored.
+ * parses as a real From_ line (md_fromline()): "From ", a sender, blanks
+ * and an asctime(3) date at the END of the line: weekday, month, day,
+ * hh:mm[:ss], the year, at most two time zone tokens before or after the
+ * year (PST, MET DST, -0500), optionally "remote from HOST"; at most
+ * MD_FROM_MAX octets with its LF.  The date is read from the end, so the
+ * sender may be anything, spaces included ("x y"@example.org) or empty
+ * (the null sender).  An unescaped body line "From here on" therefore does
+ * not split a message.  ">From " lines are sent as stored.
  *
  * Octets and sizes.  A message's octets run from the byte after its From_
  * line to the next From_ line, minus the one empty line that separates
@@ -113,40 +116,43 @@ md_test_split(uint64_t min, uint64_t at)
 #endif
 
 /*
- * Parsing.
+ * Parsing.  A From_ line is read from its end (as c-client does): the
+ * date is a fixed run of tokens there, and the sender before it is
+ * anything (a quoted local part may hold spaces; the null sender is
+ * empty), so a sender never decides whether a line is a boundary.
  */
 
-/* Skips one or more blanks; 0 if there is none. */
-static int
-md_blanks(const unsigned char **pp, const unsigned char *q)
+/* The token before p, after any blanks: its start (*qp: its end), or
+ * NULL if there is none at or after lo. */
+static const unsigned char *
+md_prevtok(const unsigned char *lo, const unsigned char *p,
+    const unsigned char **qp)
 {
-	const unsigned char	*p = *pp;
-
-	if (p == q || (*p != ' ' && *p != '\t'))
-		return 0;
-	while (p < q && (*p == ' ' || *p == '\t'))
-		p++;
-	*pp = p;
-	return 1;
+	while (p > lo && (p[-1] == ' ' || p[-1] == '\t'))
+		p--;
+	*qp = p;
+	while (p > lo && p[-1] != ' ' && p[-1] != '\t')
+		p--;
+	return p == *qp ? NULL : p;
 }
 
+/* Is [t, q) one of the n three-letter words of list? */
 static int
-md_word(const unsigned char **pp, const unsigned char *q,
+md_isword(const unsigned char *t, const unsigned char *q,
     const char *const *list, size_t n)
 {
 	size_t	i;
 
-	if (q - *pp < 3)
+	if (q - t != 3)
 		return 0;
 	for (i = 0; i < n; i++)
-		if (memcmp(*pp, list[i], 3) == 0) {
-			*pp += 3;
+		if (memcmp(t, list[i], 3) == 0)
 			return 1;
-		}
 	return 0;
 }
 
-/* Up to max digits, at least min; the value, or -1. */
+/* Up to max digits at *pp, at least min, not followed by a digit: the
+ * value, or -1. */
 static int
 md_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
 {
@@ -163,70 +169,95 @@ md_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
 	return v;
 }
 
+/* Is [t, q) all of a number of min to max digits, at least least? */
+static int
+md_isnum(const unsigned char *t, const unsigned char *q, int min, int max,
+    int least)
+{
+	return md_digits(&t, q, min, max) >= least && t == q;
+}
+
+/* Is [t, q) a time: hh:mm or hh:mm:ss (h: 1 or 2 digits)? */
+static int
+md_istime(const unsigned char *t, const unsigned char *q)
+{
+	if (md_digits(&t, q, 1, 2) < 0 || t == q || *t++ != ':' ||
+	    md_digits(&t, q, 2, 2) < 0)
+		return 0;
+	if (t < q && (*t++ != ':' || md_digits(&t, q, 2, 2) < 0))
+		return 0;
+	return t == q;
+}
+
+/* Is [t, q) a time zone: +hhmm, -hhmm, or 1 to 6 letters (PST, MET)? */
+static int
+md_iszone(const unsigned char *t, const unsigned char *q)
+{
+	const unsigned char	*p;
+
+	if (*t == '+' || *t == '-')
+		return md_isnum(t + 1, q, 4, 4, 0);
+	if (q - t > 6)
+		return 0;
+	for (p = t; p < q; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+			return 0;
+	return 1;
+}
+
 /*
  * The length of the From_ line at s (with its LF) if s starts with a real
- * one: "From SENDER DAY MON DD HH:MM[:SS] [TZ...] YYYY [remote from X]".
- * 0 otherwise.  Looks at no more than n (and MD_FROM_MAX) octets.
+ * one, 0 otherwise: "From ", a sender (any octets, even none), blanks and
+ * the date "DAY MON DD HH:MM[:SS] [TZ [TZ]] YYYY [TZ]" (at most two zone
+ * tokens in all), optionally followed by "remote from HOST"; blanks are
+ * spaces and tabs, a CR before the LF is allowed.  Looks at no more than
+ * n (and MD_FROM_MAX) octets.
  */
 static size_t
 md_fromline(const unsigned char *s, size_t n)
 {
-	const unsigned char	*p, *q, *e, *t;
-	int			 tz;
+	const unsigned char	*lo, *e, *q, *t, *r;
+	int			 tz = 0;
 
 	if (n > MD_FROM_MAX)
 		n = MD_FROM_MAX;
 	if (n < 5 || memcmp(s, "From ", 5) != 0 ||
 	    (e = memchr(s, '\n', n)) == NULL)
 		return 0;
-	p = s + 5;
-	q = e;
-	if (q > p && q[-1] == '\r')
-		q--;
-	while (q > p && (q[-1] == ' ' || q[-1] == '\t'))
-		q--;
-	/* The sender. */
-	if (p == q || *p == ' ' || *p == '\t')
+	lo = s + 5;
+	t = e > lo && e[-1] == '\r' ? e - 1 : e;
+	/* "remote from HOST" (UUCP). */
+	if ((r = md_prevtok(lo, t, &q)) != NULL &&
+	    (r = md_prevtok(lo, r, &q)) != NULL && q - r == 4 &&
+	    memcmp(r, "from", 4) == 0 &&
+	    (r = md_prevtok(lo, r, &q)) != NULL && q - r == 6 &&
+	    memcmp(r, "remote", 6) == 0)
+		t = r;
+	/* The year, maybe with a zone after it (c-client: -0500). */
+	if ((t = md_prevtok(lo, t, &q)) == NULL)
 		return 0;
-	while (p < q && *p != ' ' && *p != '\t')
-		p++;
-	/* The date. */
-	if (!md_blanks(&p, q) || !md_word(&p, q, md_wday, 7) ||
-	    !md_blanks(&p, q) || !md_word(&p, q, md_mon, 12) ||
-	    !md_blanks(&p, q) || md_digits(&p, q, 1, 2) < 1 ||
-	    !md_blanks(&p, q) || md_digits(&p, q, 1, 2) < 0 ||
-	    p == q || *p++ != ':' || md_digits(&p, q, 2, 2) < 0)
-		return 0;
-	if (p < q && *p == ':' && (p++, md_digits(&p, q, 2, 2) < 0))
-		return 0;
-	/* Time zone tokens, then the year. */
-	for (tz = 0;; tz++) {
-		if (tz > 2 || !md_blanks(&p, q))
+	if (md_iszone(t, q)) {
+		tz++;
+		if ((t = md_prevtok(lo, t, &q)) == NULL)
 			return 0;
-		t = p;
-		if (md_digits(&t, q, 4, 4) >= 0 &&
-		    (t == q || *t == ' ' || *t == '\t')) {
-			p = t;
+	}
+	if (!md_isnum(t, q, 4, 4, 0))
+		return 0;
+	/* Zones before the year, then the time. */
+	for (;;) {
+		if ((t = md_prevtok(lo, t, &q)) == NULL)
+			return 0;
+		if (md_istime(t, q))
 			break;
-		}
-		if (*p == '+' || *p == '-') {
-			p++;
-			if (md_digits(&p, q, 4, 4) < 0)
-				return 0;
-		} else {
-			t = p;
-			while (p < q && p - t < 6 &&
-			    ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
-				p++;
-			if (p == t || (p < q && *p != ' ' && *p != '\t'))
-				return 0;
-		}
-	}
-	if (p < q) {
-		if (!md_blanks(&p, q) || q - p < 13 ||
-		    memcmp(p, "remote from ", 12) != 0)
+		if (++tz > 2 || !md_iszone(t, q))
 			return 0;
 	}
+	if ((t = md_prevtok(lo, t, &q)) == NULL || !md_isnum(t, q, 1, 2, 1) ||
+	    (t = md_prevtok(lo, t, &q)) == NULL ||
+	    !md_isword(t, q, md_mon, 12) ||
+	    (t = md_prevtok(lo, t, &q)) == NULL ||
+	    !md_isword(t, q, md_wday, 7))
+		return 0;
 	return (size_t)(e - s) + 1;
 }
 
@@ -273,8 +304,21 @@ md_skipfield(const unsigned char *s, size_t n)
 	return 0;
 }
 
-/* The pseudo-message marks: bit 1 an X-IMAP(base) field, bit 2 the
- * "FOLDER INTERNAL DATA" subject. */
+/*
+ * The pseudo-message marks of message 1 (MD_PS_*): UW c-client and
+ * Dovecot write it themselves, from MAILER-DAEMON, with an X-IMAP or
+ * X-IMAPbase field and the "FOLDER INTERNAL DATA" subject, and without
+ * the fields that an MTA adds to every delivery (Received, RFC 5321
+ * 4.4; Return-Path and Delivered-To at the final delivery).  Only a
+ * message with all the marks and none of the MTA's fields is hidden: a
+ * sender cannot plant one, as its delivery has a Received field.
+ */
+#define MD_PS_XIMAP	1
+#define MD_PS_SUBJECT	2
+#define MD_PS_DAEMON	4
+#define MD_PS_MTA	8
+#define MD_PS_HIDDEN	(MD_PS_XIMAP | MD_PS_SUBJECT | MD_PS_DAEMON)
+
 static int
 md_pseudofield(const unsigned char *s, size_t n)
 {
@@ -282,7 +326,11 @@ md_pseudofield(const unsigned char *s, size_t n)
 	size_t			 len = sizeof(MD_PSEUDO_SUBJECT) - 1;
 
 	if (md_fieldis(s, n, "X-IMAP", 6) || md_fieldis(s, n, "X-IMAPbase", 10))
-		return 1;
+		return MD_PS_XIMAP;
+	if (md_fieldis(s, n, "Received", 8) ||
+	    md_fieldis(s, n, "Return-Path", 11) ||
+	    md_fieldis(s, n, "Delivered-To", 12))
+		return MD_PS_MTA;
 	if (!md_fieldis(s, n, "Subject", 7))
 		return 0;
 	v = memchr(s, ':', n);
@@ -294,7 +342,7 @@ md_pseudofield(const unsigned char *s, size_t n)
 	    e[-1] == '\t'))
 		e--;
 	if ((size_t)(e - v) == len && memcmp(v, MD_PSEUDO_SUBJECT, len) == 0)
-		return 2;
+		return MD_PS_SUBJECT;
 	return 0;
 }
 
@@ -479,8 +527,13 @@ md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		return -1;
 	sha256_digest(&ctx, sizeof(dg), dg);
 	memcpy(m->hash, dg, sizeof(m->hash));
-	if (m->from == 0)
+	if (m->from == 0) {
+		/* The sender, as c-client and Dovecot write it. */
+		if (di - fi > 19 && memcmp(buf + fi, "From MAILER-DAEMON", 18)
+		    == 0 && (buf[fi + 18] == ' ' || buf[fi + 18] == '\t'))
+			pseudo |= MD_PS_DAEMON;
 		ix->pseudo = pseudo;
+	}
 	ix->pend = 0;
 	return 0;
 }
@@ -961,7 +1014,7 @@ md_ix_check(struct md_ix *ix, struct md_ix *b, int split)
 			}
 		}
 		if (r == MD_OK && (ix->bad || total != ix->nref + ix->hid ||
-		    (ix->pseudo == 3) != (ix->hid == 1)))
+		    (ix->pseudo == MD_PS_HIDDEN) != (ix->hid == 1)))
 			r = MD_CHANGED;
 	}
 	md_ix_free(ix);
@@ -990,7 +1043,7 @@ void
 md_ix_hide(struct md_ix *ix, uint64_t lim, uint64_t *hidden)
 {
 	*hidden = 0;
-	if (ix->n == 0 || ix->pseudo != 3)
+	if (ix->n == 0 || ix->pseudo != MD_PS_HIDDEN)
 		return;
 	*hidden = ix->n > 1 ? ix->msg[1].from : lim;
 	memmove(ix->msg, ix->msg + 1, (ix->n - 1) * sizeof(ix->msg[0]));

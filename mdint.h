@@ -35,7 +35,7 @@ struct md_ix {
 	uint64_t	 cum;		/* LFs not after a CR before the scan */
 	uint64_t	 cumdata;	/* the same at the last message's data */
 	int		 pend;		/* the last message's digest is to do */
-	int		 pseudo;	/* message 0: bit 1 X-IMAP, bit 2 subject */
+	int		 pseudo;	/* message 0: MD_PS_* marks (mbox.c) */
 	/* Checking against an index (md_ixcheck()) rather than building
 	 * one: msg[] holds the last few records only, msg[0] being the
 	 * k0-th message of the file; ref[i] is the file's (i + hid)-th. */

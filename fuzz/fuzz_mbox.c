@@ -19,7 +19,9 @@
  *   "\r\n") after an LF; the last one ends at the end of the file, less
  *   one final empty line; and every line that follows an empty line and
  *   is a From_ line by md_fromline() starts a message (no boundary missed
- *   at a block edge);
+ *   at a block edge); md_fromline() depends on its line alone; a hidden
+ *   pseudo-message is from MAILER-DAEMON, without Received, Return-Path
+ *   or Delivered-To;
  * - RETR of every message is exactly its octets with a bare LF turned
  *   into CRLF, a line end added when the octets do not end in LF, then
  *   dot-stuffed; LIST's size is that length before stuffing; md_stream
@@ -210,6 +212,68 @@ fz_after_empty(const unsigned char *f, uint64_t p)
 	    f[p - 3] == '\n');
 }
 
+/*
+ * md_fromline() at f[q], which must depend on that line alone: the same
+ * length with the window cut after the line's LF (the index scan gives
+ * it whatever the buffer holds).
+ */
+static size_t
+fz_fromline(const unsigned char *f, uint64_t len, uint64_t q)
+{
+	const unsigned char	*nl;
+	size_t			 n;
+
+	n = md_fromline(f + q, (size_t)(len - q));
+	nl = memchr(f + q, '\n', (size_t)(len - q));
+	FZ_CHECK(nl == NULL ? n == 0 : md_fromline(f + q, (size_t)(nl - f -
+	    q) + 1) == n, "md_fromline at %llu looks past its line",
+	    (unsigned long long)q);
+	FZ_CHECK(n == 0 || (size_t)(nl - f - q) + 1 == n, "md_fromline at "
+	    "%llu: %zu octets, not its line", (unsigned long long)q, n);
+	return n;
+}
+
+/* Is the header line [p, e) the field name (any case, blanks before the
+ * colon)? */
+static int
+fz_isfield(const unsigned char *p, const unsigned char *e, const char *name)
+{
+	size_t	l = strlen(name);
+
+	if ((size_t)(e - p) <= l || strncasecmp((const char *)p, name, l) != 0)
+		return 0;
+	for (p += l; p < e && (*p == ' ' || *p == '\t'); p++)
+		continue;
+	return p < e && *p == ':';
+}
+
+/*
+ * A hidden pseudo-message (the file's first message, up to end): written
+ * by a mail program, so from MAILER-DAEMON and with none of the fields an
+ * MTA adds to a delivery in the header octets that pop3d reads.
+ */
+static void
+fz_check_hidden(const unsigned char *f, uint64_t end)
+{
+	const unsigned char	*p, *e, *nl, *next;
+
+	FZ_CHECK(end > 19 && memcmp(f, "From MAILER-DAEMON", 18) == 0 &&
+	    (f[18] == ' ' || f[18] == '\t'), "hidden, not from MAILER-DAEMON");
+	p = memchr(f, '\n', (size_t)end);
+	FZ_CHECK(p != NULL, "hidden, no From_ line");
+	p++;
+	e = (uint64_t)(f + end - p) > MD_HASH_MAX ? p + MD_HASH_MAX : f + end;
+	for (; p < e && *p != '\n' && !(*p == '\r' && p + 1 < e &&
+	    p[1] == '\n'); p = next) {
+		nl = memchr(p, '\n', (size_t)(e - p));
+		next = nl != NULL ? nl + 1 : e;
+		FZ_CHECK(!fz_isfield(p, next, "Received") &&
+		    !fz_isfield(p, next, "Return-Path") &&
+		    !fz_isfield(p, next, "Delivered-To"), "hidden, but has a "
+		    "field an MTA adds");
+	}
+}
+
 static void
 fz_check_index(const struct maildrop *md, const unsigned char *f,
     uint64_t len)
@@ -262,15 +326,14 @@ fz_check_index(const struct maildrop *md, const unsigned char *f,
 				break;
 			q = (uint64_t)(nl - f) + 1;
 			if (q < len && f[q] == 'F' && fz_after_empty(f, q) &&
-			    md_fromline(f + q, (size_t)(len - q)) > 0 &&
-			    q < m->end)
+			    fz_fromline(f, len, q) > 0 && q < m->end)
 				fz_fail("message %u: missed a From_ line at "
 				    "%llu", i, (unsigned long long)q);
 		}
 	}
 	/* The hidden pseudo-message is message 1 of the file. */
 	if (md->hidden_end > 0)
-		FZ_CHECK(memcmp(f, "From ", 5) == 0, "hidden, not a message");
+		fz_check_hidden(f, md->hidden_end);
 }
 
 static int

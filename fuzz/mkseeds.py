@@ -96,6 +96,19 @@ put("mbox", "edge-from", FROM + b"Subject: a\n\n\x01B\x7c\n\n" + LONG +
 put("mbox", "edge-header", FROM + b"Subject: a\n\n\x01B\x7f\n\n" + LONG +
     b"Subject: b\nX-Long: " + b"h" * 500 + b"\n\nbody\n")
 put("mbox", "not-mbox", b"Subject: no From_ line\n\nbody\n")
+# From_ lines that MDAs and MUAs write (issue 11), and body lines that
+# only look like them.
+D = b"Sun Dec  6 01:04:05 2026"
+put("mbox", "fromlines", FROM + M1 + b"".join(b"\n" + ln + b"\n" + M1
+    for ln in (b'From "x y"@evil.example  ' + D, b"From  " + D,
+    b"From b@example.org " + D + b" -0500", b"From - " + D,
+    b"From b " + D + b" PST remote from h", b"From here on",
+    b"From b@example.org", b"From b " + D + b" x", b"From   " + D)))
+# A delivery that carries the pseudo-message marks: not hidden.
+put("mbox", "planted", b"From MAILER-DAEMON Thu Nov 26 12:00:00 2026\n"
+    b"Received: from evil.example by mx.example.org\n"
+    b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+    b"X-IMAPbase: 1 2\n\nplanted\n\n" + FROM + M1)
 
 # ---- fuzz_passwd: password files.
 put("passwd", "typical", b"# comment\n\nalice:$6$salt$hash\n"

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import pytest
 
+import refmbox
+
 REPO = Path(__file__).resolve().parent.parent
 ROOT = os.geteuid() == 0
 NOBODY = 65534
@@ -255,22 +257,19 @@ def mbox(messages, nl=b"\n", final_newline=True):
 	return b"".join(out)
 
 
-_FROM_RE = re.compile(
-    rb"^From \S+ +(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul"
-    rb"|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d(:\d\d)? .*\d{4}\r?$")
-
-
 def parse_mbox(data):
 	"""Splits an mbox into (from_line, message) pairs: a message starts at a
-	real From_ line (sender and asctime date) at the start of the file or
-	after an empty line; the empty line before it is the separator."""
+	From_ line (refmbox.is_from_line(): the documented rule) at the start
+	of the file or after an empty line; the empty line before it is the
+	separator."""
 	msgs = []
 	lines = data.split(b"\n")
 	start = None
 	cur = []
 	prev_empty = True
 	for i, ln in enumerate(lines):
-		if prev_empty and _FROM_RE.match(ln):
+		if (prev_empty and i + 1 < len(lines) and
+		    refmbox.is_from_line(ln + b"\n")):
 			if start is not None:
 				if cur and cur[-1] in (b"", b"\r"):
 					cur.pop()
