@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = "pop3d"
 TESTUSER = "pop3dpkgtest"
 TESTPW = "Pkg test s3cret"
-APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
-    "--no-install-recommends"]
+APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
 # Not the outer make's flags (make check): the package's build is its own.
 ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS",
     "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
@@ -331,9 +331,24 @@ def check_session(spool):
 	assert parse_mbox(box.read_bytes()) == parse_mbox(mbox(MSGS[1:]))
 
 
+def apt(*args, check=True):
+	"""apt-get, waiting for the dpkg lock (another install may hold it)."""
+	return run(APT + list(args), timeout=900, check=check)
+
+
+def dpkg(*args):
+	"""dpkg, waiting for its lock as apt-get does."""
+	deadline = time.time() + 600
+	while True:
+		r = run(["dpkg"] + list(args), check=False)
+		if "lock" not in r.stderr or time.time() > deadline:
+			assert r.returncode == 0, (args, r.stdout, r.stderr)
+			return r
+		time.sleep(2)
+
+
 def install(deb, *extra):
-	return run(["apt-get"] + APT[1:] + ["install"] + list(extra) +
-	    [str(deb)], timeout=900)
+	return apt("install", *extra, str(deb))
 
 
 @pytest.fixture
@@ -354,7 +369,7 @@ def machine(pkg):
 	try:
 		yield spool
 	finally:
-		run(["dpkg", "--purge", PKG], check=False)
+		apt("purge", PKG, check=False)
 		run(["userdel", TESTUSER], check=False)
 		if not had_pop3d and name_exists("pop3d"):
 			run(["userdel", "pop3d"], check=False)
@@ -408,12 +423,12 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert pwd.getpwnam("pop3d").pw_uid == u.pw_uid
 	check_session(spool)
 
-	run(["dpkg", "--remove", PKG])
+	apt("remove", PKG)
 	assert not os.path.exists("/usr/sbin/pop3d")
 	assert pam.read_text() == edited		# remove keeps conffiles
 	assert dpkg_status().startswith("deinstall ok config-files")
 
-	run(["dpkg", "--purge", PKG])
+	apt("purge", PKG)
 	assert dpkg_status() == "" or "not-installed" in dpkg_status()
 	left = [f for f in files if os.path.lexists(f)]
 	assert not left, left
@@ -421,7 +436,7 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert not [p for p in Path("/var/lib/systemd").glob(
 	    "deb-systemd-helper-*/**/*pop3d*")]
 	assert not os.path.exists("/run/pop3d-empty")
-	run(["dpkg", "--purge", PKG])			# again: nothing to do
+	dpkg("--purge", PKG)				# again: nothing to do
 	assert tree_state("/var/mail") == mail_before
 	assert listening_110() == listen_before
 	# The system user stays, as Debian's packages leave theirs.
@@ -432,6 +447,6 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert pwd.getpwnam("pop3d").pw_uid == u.pw_uid
 	assert pam.read_bytes() == (ROOT / "pam.d/pop3").read_bytes()
 	check_session(spool)
-	run(["dpkg", "--purge", PKG])
+	apt("purge", PKG)
 	assert not [f for f in files if os.path.lexists(f)]
 	assert tree_state("/var/mail") == mail_before
