@@ -432,6 +432,7 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert dpkg_status() == "" or "not-installed" in dpkg_status()
 	left = [f for f in files if os.path.lexists(f)]
 	assert not left, left
+	assert not os.path.lexists("/usr/share/doc/pop3d")	# its directories
 	assert not list(Path("/var/lib/dpkg/info").glob("pop3d.*"))
 	assert not [p for p in Path("/var/lib/systemd").glob(
 	    "deb-systemd-helper-*/**/*pop3d*")]
