@@ -5,6 +5,18 @@ PREFIX	?= /usr/local
 SBINDIR	?= $(PREFIX)/sbin
 MANDIR	?= $(PREFIX)/share/man
 PAMDIR	?= /etc/pam.d
+# For a package (debian/rules sets them); empty, make install leaves
+# them out: systemd/'s units go to SYSTEMDUNITDIR, the xinetd, inetd,
+# stunnel and fail2ban examples to EXAMPLEDIR.  These and the manual
+# name the binary as installed: /usr/local/sbin/pop3d made
+# $(SBINDIR)/pop3d (SBINPATH).
+SYSTEMDUNITDIR ?=
+EXAMPLEDIR ?=
+UNITFILES = systemd/pop3d.socket systemd/pop3d@.service
+EXAMPLES = xinetd.d/pop3 xinetd.d/pop3-stunnel contrib/inetd.conf \
+	   stunnel/pop3s.conf stunnel/pop3-stls.conf \
+	   contrib/fail2ban/filter.d/pop3d.conf contrib/fail2ban/jail.d/pop3d.conf
+SBINPATH = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
 
 CC	?= cc
 CFLAGS	?= -O2 -g
@@ -34,7 +46,7 @@ HDRS	= pop3d.h maildrop.h mdint.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all demo check check-summary unit pytest san deps deps-build hardening \
+.PHONY: all demo check check-summary check-debian unit pytest san deps deps-build hardening \
 	install uninstall clean
 
 all: pop3d
@@ -166,6 +178,13 @@ echo "== summary"; rc=0; \
 	exit $$rc
 endef
 
+# The Debian package alone (issue 15): builds debian/ in a copy of the
+# tree, lintian, then install, a PAM session, upgrade and purge on this
+# machine (as root); tests/test_debian.py says how.
+check-debian:
+	@sh tests/install-deps.sh build test debian
+	POP3D_STRICT=1 $(PYTEST) tests/test_debian.py
+
 # A scripted session against build/demo (tests/demo.sh says how).
 demo: deps-build
 	@$(MAKE) --no-print-directory pop3d
@@ -259,12 +278,25 @@ fanalyzer:
 install: pop3d
 	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(PAMDIR)
 	install -m 755 pop3d $(DESTDIR)$(SBINDIR)/pop3d
-	install -m 644 pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	$(SBINPATH) pop3d.8 > $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	chmod 644 $(DESTDIR)$(MANDIR)/man8/pop3d.8
 	install -m 644 pam.d/pop3 $(DESTDIR)$(PAMDIR)/pop3
+	@set -e; for f in $(if $(SYSTEMDUNITDIR),$(UNITFILES)) \
+	    $(if $(EXAMPLEDIR),$(EXAMPLES)); do \
+		case $$f in systemd/*) d=$(SYSTEMDUNITDIR)/$${f#systemd/};; \
+		contrib/*) d=$(EXAMPLEDIR)/$${f#contrib/};; \
+		*) d=$(EXAMPLEDIR)/$$f;; esac; \
+		echo "install $$f $(DESTDIR)$$d"; \
+		install -d -m 755 "$$(dirname "$(DESTDIR)$$d")"; \
+		$(SBINPATH) "$$f" > "$(DESTDIR)$$d"; \
+		chmod 644 "$(DESTDIR)$$d"; done
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
 	    $(DESTDIR)$(PAMDIR)/pop3
+	$(if $(SYSTEMDUNITDIR),rm -f $(UNITFILES:systemd/%=$(DESTDIR)$(SYSTEMDUNITDIR)/%))
+	$(if $(EXAMPLEDIR),rm -f $(addprefix $(DESTDIR)$(EXAMPLEDIR)/,$(patsubst \
+	    contrib/%,%,$(EXAMPLES))))
 
 clean:
 	rm -rf pop3d $(OBJS) build tests/__pycache__ .pytest_cache
