@@ -244,10 +244,16 @@ auth_single(void)
 	return status;
 }
 
-/* The exit status of a session that ended before a login. */
+/*
+ * The exit status of a session that ended before a login.  Too many bad
+ * commands is logged with the client's address (for fail2ban, as a failed
+ * login is).
+ */
 static int
 auth_status(const struct pop_conn *c)
 {
+	if (c->bad >= POP3_BAD_MAX)
+		pop_log(LOG_NOTICE, "too many bad commands from %s", auth_peer);
 	return c->eof ? POP3_EX_CLOSED : POP3_EX_OK;
 }
 
