@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Inetd, Session,
-    Transcript, make_hash, mbox, need, sanitizer_check)
+from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Pop3Env, make_hash, mbox,
+    need, pop3d_check)
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -280,17 +280,8 @@ def tools(tmp_path_factory):
 	shutil.rmtree(d, ignore_errors=True)
 
 
-def sanitizer_checked(stderr, rc):
-	"""Fails on a sanitizer report in a pop3d's stderr (with -d every
-	process of the session writes there) or on the sanitizer's exit
-	status (without -d reports go to /dev/null; the monitor exits with
-	its child's status)."""
-	if isinstance(stderr, bytes):
-		stderr = stderr.decode("utf-8", "replace")
-	sanitizer_check(stderr)
-	if rc == SAN_EXIT:
-		pytest.fail("pop3d exited %d, the sanitizer's status:\n%s" %
-		    (rc, stderr[-3000:]), pytrace=False)
+# The check of every pop3d run here, by its old name.
+sanitizer_checked = pop3d_check
 
 
 def proc_status(pid):
@@ -339,13 +330,15 @@ def one_child(pid, timeout=5):
 	raise AssertionError("pid %d has children %r" % (pid, children(pid)))
 
 
-class RootEnv:
-	"""A spool, a fake user database and PAM stack, and pop3d as root."""
+class RootEnv(Pop3Env):
+	"""A spool, a fake user database and PAM stack, and pop3d as root:
+	Pop3Env's runner with root's argv(), environment and user (kw())."""
 
 	def __init__(self, binary, base, tools):
 		self.bin = binary
 		self.base = base
 		self.tools = tools
+		self.cleanup = []
 		self.spool = base / "spool"
 		self.spool.mkdir()
 		os.chown(self.spool, 0, MAIL_GID)
@@ -378,7 +371,6 @@ class RootEnv:
 		self.passwd = base / "passwd"		# for --auth=passwd:FILE
 		self.write_passwd(["alice:" + make_hash(PW)])
 		self.write_mbox("alice", 2001, 2001, mbox(MSGS))
-		self.cleanup = []
 
 	def write_service(self, name, account_extra=""):
 		m = self.tools / "pam_pop3test.so"
@@ -444,36 +436,10 @@ class RootEnv:
 			kw.update(user=user, group=user, extra_groups=[])
 		return kw
 
-	def session(self, *extra, env=None, user=None, **kw):
-		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
-		    dir=self.base)
-		s = Session(self.argv(*extra, **kw), self.kw(env, user), errf)
-		self.watch(s)
-		return s
-
-	def watch(self, s):
-		"""At the end of the test, s (a Session or Inetd) is ended and
-		checked (sanitizer_checked) for sanitizer reports."""
-		self.cleanup += [s.kill, lambda: sanitizer_checked(s.stderr(),
-		    s.proc.returncode if s.proc else None)]
-
-	def run(self, cmds, *extra, env=None, user=None, timeout=30, **kw):
-		data = b"".join(c.encode("latin-1") + b"\r\n" for c in cmds)
-		t0 = time.monotonic()
-		p = subprocess.Popen(self.argv(*extra, **kw), stdin=subprocess.PIPE,
-		    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-		    **self.kw(env, user))
-		try:
-			out, err = p.communicate(data, timeout=timeout)
-		except subprocess.TimeoutExpired:
-			p.kill()
-			out, err = p.communicate()
-			pytest.fail("pop3d still running:\n%r" % Transcript(cmds, out,
-			    err, None, timeout))
-		t = Transcript(cmds, out, err, p.returncode,
-		    time.monotonic() - t0)
-		sanitizer_checked(t.stderr, t.rc)
-		return t
+	def start_args(self, extra, kw):
+		"""kw: argv()'s keywords, and env and user (kw()'s)."""
+		pkw = self.kw(kw.pop("env", None), kw.pop("user", None))
+		return self.argv(*extra, **kw), pkw
 
 	def pam_events(self):
 		return [ln.split() for ln in self.pamlog.read_text().splitlines()]
@@ -485,15 +451,7 @@ def root(pop3d_bin, tools):
 	os.chmod(base, 0o755)
 	env = RootEnv(pop3d_bin, base, tools)
 	yield env
-	errors = []
-	for f in env.cleanup:
-		try:
-			f()
-		except BaseException as e:	# pytest.fail() too
-			errors.append(e)
-	shutil.rmtree(base, ignore_errors=True)
-	if errors:
-		raise errors[0]
+	env.finish()
 
 
 def plain(authz, user, pw):
@@ -1053,9 +1011,7 @@ def test_passwd_hashes_never_reach_the_monitor(root):
 # ---------------------------------------------------------------- logging
 
 def test_login_line_has_the_client_address(root):
-	errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.", dir=root.base)
-	d = Inetd(root.argv(), root.kw(), errf)
-	root.watch(d)
+	d = root.inetd()
 	with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
 		f = c.makefile("rwb")
 		assert f.readline().startswith(b"+OK")
@@ -1099,12 +1055,10 @@ def test_syslog_lines(root, tmp_path):
 	script = ("mount -t tmpfs -o mode=755 none /dev && "
 	    "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec \"$@\"" %
 	    sock_path)
-	argv = ["unshare", "-m", "sh", "-c", script, "sh"] + root.argv(
-	    debug=False)
 	cmds = ["USER nosuch", "PASS " + PW + "!", "USER alice", "PASS " + PW,
 	    "STAT", "RETR 1", "DELE 2", "QUIT"]
-	p = subprocess.run(argv, input=b"".join(c.encode() + b"\r\n"
-	    for c in cmds), capture_output=True, timeout=30, **root.kw())
+	t = root.run(cmds, debug=False, wrapper=["unshare", "-m", "sh", "-c",
+	    script, "sh"])
 	got = []
 	while True:
 		try:
@@ -1112,8 +1066,7 @@ def test_syslog_lines(root, tmp_path):
 		except socket.timeout:
 			break
 	srv.close()
-	sanitizer_checked(p.stderr, p.returncode)
-	assert p.returncode == 0, (p, got)
+	assert t.rc == 0, (t, got)
 	log = "\n".join(got)
 	assert got and all(int(g[1:g.index(">")]) // 8 == 2 for g in got), \
 	    got				# LOG_MAIL
