@@ -36,9 +36,10 @@ skipped: a test marked plain_pass runs only against ./pop3d, the first
 pass of make check (valgrind, which does not mix with the ASan build of
 the second; make install, which installs ./pop3d).
 
-Helpers for test files: mbox(), parse_mbox(), expected_retr(),
-expected_top(), parse_replies(), sanitizer_check(), LIMITS (every numeric
-#define of pop3d.h), make_hash(), need(), shared_copy().
+Helpers for test files: login() (the USER and PASS lines), mbox(),
+parse_mbox(), expected_retr(), expected_top(), parse_replies(),
+sanitizer_check(), pop3d_check(), LIMITS (every numeric #define of
+pop3d.h), make_hash(), need(), shared_copy().
 """
 
 import atexit
@@ -314,6 +315,11 @@ def expected_top(msg, k):
 	except ValueError:
 		return full
 	return b"".join(ln + b"\r\n" for ln in lines[:hdr + 1 + k])
+
+
+def login(user=USER, password=PASSWORD):
+	"""The command lines of a USER/PASS login."""
+	return ["USER " + user, "PASS " + password]
 
 
 # ---------------------------------------------------------------- replies
@@ -629,12 +635,12 @@ class Session(_Pop3d):
 		return self.read_reply(is_multi(line), timeout)
 
 	def login(self, user=USER, password=PASSWORD):
+		"""The greeting and login(): each reply +OK; the last one."""
 		g = self.greeting()
 		assert g is not None and g.ok, g
-		r = self.cmd("USER " + user)
-		assert r.ok, r
-		r = self.cmd("PASS " + password)
-		assert r is not None and r.ok, (r, self.stderr())
+		for c in login(user, password):
+			r = self.cmd(c)
+			assert r is not None and r.ok, (c, r, self.stderr())
 		return r
 
 	def close_stdin(self):
@@ -939,8 +945,7 @@ class Pop3Env:
 		    self._rss_file() if rss else None)
 		return o.transcript() if parse else o
 
-	def login_cmds(self, user=USER, password=PASSWORD):
-		return ["USER " + user, "PASS " + password]
+	login_cmds = staticmethod(login)
 
 	def start(self, argv, kw, timeout=10):
 		"""A Session of argv and Popen keywords kw, ended and checked

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (NOBODY, PASSWORD, REPO, ROOT, USER, is_multi, need,
+from conftest import (NOBODY, REPO, ROOT, USER, is_multi, login, need,
     parse_mbox, shared_copy)
 
 HERE = Path(__file__).resolve().parent
@@ -117,11 +117,13 @@ class Run:
 		if g is None:
 			return None
 		assert g.ok, self.log
-		r = self.cmd("USER " + USER)
-		if r is None:
-			return None
-		assert r.ok, self.log
-		return self.cmd("PASS " + PASSWORD)
+		*first, last = login()
+		for c in first:
+			r = self.cmd(c)
+			if r is None:
+				return None
+			assert r.ok, self.log
+		return self.cmd(last)
 
 	def close(self, timeout=10):
 		"""Closes stdin, waits for the exit, reads the log, checks

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Pop3Env, make_hash, mbox,
-    need, pop3d_check)
+from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Pop3Env, login,
+    make_hash, mbox, need, pop3d_check)
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -462,7 +462,7 @@ def plain(authz, user, pw):
 # ---------------------------------------------------------------- PAM
 
 def test_pam_login_user_pass(root):
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "RETR 1", "QUIT"])
+	t = root.run(login("alice", PW) + ["STAT", "RETR 1", "QUIT"])
 	assert t.rc == 0, t
 	assert [r.ok for r in t.replies] == [True] * 5, t
 	assert t.replies[2].text.startswith("+OK 2 "), t
@@ -472,7 +472,7 @@ def test_pam_login_user_pass(root):
 
 
 def test_pam_session_opened_and_closed_by_root_monitor(root):
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.rc == 0, t
 	ev = root.pam_events()
 	names = [e[0] for e in ev]
@@ -562,7 +562,7 @@ def test_three_failures_disconnect(root):
 	cmds = []
 	for i in range(3):
 		cmds += ["USER alice", "PASS bad%d" % i]
-	t = root.run(cmds + ["USER alice", "PASS " + PW])
+	t = root.run(cmds + login("alice", PW))
 	assert [r.text for r in t.replies[1:6:2]] == [
 	    "-ERR [AUTH] authentication failed"] * 3, t
 	assert len(t.replies) == 6, t
@@ -584,7 +584,7 @@ def test_account_refused_by_pam_acct_mgmt(root, user, why):
 
 def test_account_denied_by_pam_stack(root):
 	root.write_service("pop3", "account requisite pam_deny.so\n")
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.replies[1].err, t
 	assert "account refused" in t.stderr, t.stderr
 
@@ -658,9 +658,9 @@ def test_pam_service_option(root):
 	# pam_matrix's account check wants the service named in its passdb.
 	root.passdb.write_text(root.passdb.read_text().replace(":pop3\n",
 	    ":popmail\n"))
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"], "-P", "popmail")
+	t = root.run(login("alice", PW) + ["QUIT"], "-P", "popmail")
 	assert t.replies[1].ok, t
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.replies[1].err, t
 
 
@@ -793,9 +793,7 @@ def test_no_mail_group_when_the_spool_does_not_need_it(root):
 	os.chown(root.spool, 0, 0)
 	os.chmod(root.spool, 0o755)
 	s = root.session("--lock", "fcntl")
-	assert s.greeting().ok
-	assert s.cmd("USER alice").ok
-	assert s.cmd("PASS " + PW).ok, s.stderr()
+	s.login("alice", PW)
 	st = proc_status(one_child(s.proc.pid))
 	assert st["Groups"] == "", st
 	assert s.cmd("QUIT").ok
@@ -808,9 +806,7 @@ def test_fcntl_only_on_a_debian_spool_can_still_update(root):
 	first message (a move that needs the journal) works."""
 	before = root.mailbox().read_bytes()
 	s = root.session("--lock", "fcntl")
-	assert s.greeting().ok
-	assert s.cmd("USER alice").ok
-	assert s.cmd("PASS " + PW).ok, s.stderr()
+	s.login("alice", PW)
 	st = proc_status(one_child(s.proc.pid))
 	assert st["Groups"].split() == [str(MAIL_GID)], st
 	n = int(s.cmd("STAT").text.split()[1])
@@ -948,7 +944,7 @@ def test_hostile_record_is_rejected(root, mode, why):
 
 
 def test_pipelined_commands_reach_the_user_process(root):
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "LIST", "UIDL",
+	t = root.run(login("alice", PW) + ["STAT", "LIST", "UIDL",
 	    "NOOP", "QUIT"])
 	assert [r.ok for r in t.replies] == [True] * 7, t
 	assert t.rc == 0
@@ -971,7 +967,7 @@ def test_passwd_file_as_root(root):
 	    "low:%s:500:500" % make_hash("low pw"),
 	])
 	a = "passwd:%s" % root.passwd
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], auth=a)
+	t = root.run(login("alice", PW) + ["STAT", "QUIT"], auth=a)
 	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
 	assert "login: user alice uid 2001" in t.stderr
 	t = root.run(["USER bob", "PASS bob pw", "STAT", "QUIT"], auth=a)
@@ -986,7 +982,7 @@ def test_passwd_file_as_root(root):
 	(0o640, 0), (0o604, 0), (0o620, 0), (0o600, 2001)])
 def test_unsafe_passwd_file_refused_as_root(root, mode, owner):
 	root.write_passwd(["alice:" + make_hash(PW)], mode=mode, owner=owner)
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"],
+	t = root.run(login("alice", PW) + ["QUIT"],
 	    auth="passwd:%s" % root.passwd)
 	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
 	assert "must be owned by root" in t.stderr, t.stderr
@@ -1036,8 +1032,8 @@ def test_client_address_from_the_environment(root):
 
 def test_password_typed_as_user_name_is_not_logged(root):
 	secret = "Tr0ub4dor&3"
-	t = root.run(["USER " + secret, "PASS alice", "USER alice",
-	    "PASS " + PW, "QUIT"])
+	t = root.run(["USER " + secret, "PASS alice", *login("alice", PW),
+	    "QUIT"])
 	assert t.replies[3].ok, t
 	assert secret not in t.stderr and PW not in t.stderr, t.stderr
 	assert "UNKNOWN USER" in t.stderr
@@ -1055,7 +1051,7 @@ def test_syslog_lines(root, tmp_path):
 	script = ("mount -t tmpfs -o mode=755 none /dev && "
 	    "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec \"$@\"" %
 	    sock_path)
-	cmds = ["USER nosuch", "PASS " + PW + "!", "USER alice", "PASS " + PW,
+	cmds = ["USER nosuch", "PASS " + PW + "!", *login("alice", PW),
 	    "STAT", "RETR 1", "DELE 2", "QUIT"]
 	t = root.run(cmds, debug=False, wrapper=["unshare", "-m", "sh", "-c",
 	    script, "sh"])
@@ -1082,7 +1078,7 @@ def test_syslog_lines(root, tmp_path):
 def test_non_root_pam_serves_only_the_invoking_user(root):
 	"""Started as alice (not root): one process, PAM checks alice's own
 	password; another user's correct password is refused."""
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], "-l",
+	t = root.run(login("alice", PW) + ["STAT", "QUIT"], "-l",
 	    "fcntl", user=2001)		# not in the mail group: no dotlocks
 	assert t.replies[1].ok, t
 	assert t.rc == 0, t

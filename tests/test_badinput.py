@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (FROM_LINE, LIMITS, NOBODY, PASSWORD, ROOT, USER,
-    Transcript, expected_retr, expected_top, mbox)
+    Transcript, expected_retr, expected_top, login, mbox)
 
 MB = 1024 * 1024
 EX = {v for k, v in LIMITS.items() if k.startswith("POP3_EX_")}
@@ -30,9 +30,6 @@ M2 = b"Subject: two\n\nline 1\nline 2\n"
 M3 = b"Subject: three\n\n.\n..two dots\ndone.\n"
 THREE = [M1, M2, M3]
 
-
-def login():
-	return ["USER " + USER, "PASS " + PASSWORD]
 
 
 def _asan(path):
@@ -185,8 +182,8 @@ def test_cr_without_lf(pop3, bound):
 	"""A CR is not a line end: "NOOP\\rNOOP" is one unknown command;
 	"DELE 1\\r\\r\\n" keeps a CR in its argument and deletes nothing."""
 	data = pop3.write_mbox(THREE)
-	raw = (b"USER " + USER.encode() + b"\r\nPASS " + PASSWORD.encode() +
-	    b"\r\nNOOP\rNOOP\r\nDELE 1\r\r\n\r\r\r\nSTAT\r\nDELE 2\r")
+	raw = b"".join(c.encode() + b"\r\n" for c in login()) + \
+	    b"NOOP\rNOOP\r\nDELE 1\r\r\n\r\r\r\nSTAT\r\nDELE 2\r"
 	cmds = login() + ["NOOP\rNOOP", "DELE 1\r", "\r\r", "STAT", "DELE 2\r"]
 	res = run(pop3, cmds, raw=raw)
 	check(res, bound, CLOSED)		# EOF without QUIT
