@@ -11,8 +11,8 @@
   Run                   one interactive pop3d with its own binary,
                         environment and wrapper: a conftest Session
                         (checked for sanitizer reports) made handy
-  message(), msgid(), digest()
-                        mail with unique Message-IDs
+  msgid(), digest()      mail with unique Message-IDs (messages.py's
+                        message(), which is also importable from here)
   census(), describe()  a mailbox as a multiset of (From_ line, message)
   leftovers(), journals()
                         spool files that are not the mailbox
@@ -31,6 +31,7 @@ import pytest
 
 from conftest import (NOBODY, REPO, ROOT, USER, is_multi, login, need,
     parse_mbox, shared_copy)
+from messages import message  # noqa: F401 (for the test files)
 
 HERE = Path(__file__).resolve().parent
 JOURNAL = "." + USER + ".pop3d-journal"
@@ -136,16 +137,6 @@ class Run:
 
 
 # ------------------------------------------------------------ mail
-
-def message(i, tag="m", body=None, extra_hdr=b""):
-	"""A message (no From_ line) with Message-ID <TAG.I@safety.test>."""
-	if body is None:
-		body = b"Body of %s %d.\n.a line with a leading dot\n" % (
-		    tag.encode(), i)
-	return (b"From: sender%d@example.org\nTo: alice@example.org\n"
-	    b"Subject: %s %d\nMessage-ID: <%s.%d@safety.test>\n%s\n" % (
-	    i, tag.encode(), i, tag.encode(), i, extra_hdr)) + body
-
 
 def msgid(msg):
 	for ln in msg.split(b"\n"):

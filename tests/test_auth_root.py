@@ -37,6 +37,7 @@ import pytest
 
 from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Pop3Env, login,
     make_hash, mbox, need, pop3d_check)
+from messages import M1
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -66,8 +67,7 @@ GROUPS = [("root", 0, ""), ("mail", MAIL_GID, ""), ("staff", 50, "alice"),
     ("pop3d", PRE_UID, "")] + [(n, g, "") for n, u, g, p in USERS
     if g >= 1000 and n not in ("pop3d", "nobody")] + [("nogroup", 65534, "")]
 
-MSGS = [b"From: bob@example.org\nSubject: one\n\nFirst.\n",
-    b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
+MSGS = [M1, b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
 
 PAM_MODULE = r"""
 #include <security/pam_ext.h>

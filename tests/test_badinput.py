@@ -20,15 +20,11 @@ import pytest
 
 from conftest import (FROM_LINE, LIMITS, NOBODY, PASSWORD, ROOT, USER,
     Transcript, expected_retr, expected_top, login, mbox)
+from messages import M1, M2, M3, THREE
 
 MB = 1024 * 1024
 EX = {v for k, v in LIMITS.items() if k.startswith("POP3_EX_")}
 OK, CLOSED = LIMITS["POP3_EX_OK"], LIMITS["POP3_EX_CLOSED"]
-
-M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n"
-M2 = b"Subject: two\n\nline 1\nline 2\n"
-M3 = b"Subject: three\n\n.\n..two dots\ndone.\n"
-THREE = [M1, M2, M3]
 
 
 

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import (LIMITS, NOBODY, PASSWORD, ROOT, USER, login, mbox,
     need)
+from messages import M1
 
 pytestmark = pytest.mark.plain_pass
 
-M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n"
 M2 = b"Subject: two\n\nline 1\nline 2\n.dot\n"
 M3 = b"Subject: three\n\n" + b"x" * 200000 + b"\nno final newline"
 
