@@ -37,7 +37,8 @@ pass of make check (valgrind, which does not mix with the ASan build of
 the second; make install, which installs ./pop3d).
 
 Helpers for test files: login() (the USER and PASS lines), mbox(),
-parse_mbox(), expected_retr(), expected_top(), parse_replies(),
+parse_mbox(), expected_retr(), expected_top(), stored_retr(),
+parse_replies(),
 sanitizer_check(), pop3d_check(), LIMITS (every numeric #define of
 pop3d.h), make_hash(), need(), shared_copy().
 """
@@ -320,6 +321,17 @@ def expected_top(msg, k):
 def login(user=USER, password=PASSWORD):
 	"""The command lines of a USER/PASS login."""
 	return ["USER " + user, "PASS " + password]
+
+
+def stored_retr(octets):
+	"""The octets RETR must send (before byte-stuffing) for a message as
+	the mbox stores it (refmbox.split()): a bare LF becomes CRLF, and a
+	last line without LF gets a line end (after a bare CR only its LF);
+	refmbox.size() octets."""
+	out = re.sub(rb"(?<!\r)\n", b"\r\n", octets)
+	if octets and not octets.endswith(b"\n"):
+		out += b"\n" if octets.endswith(b"\r") else b"\r\n"
+	return out
 
 
 # ---------------------------------------------------------------- replies

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
+import refmbox
 from conftest import (FROM_LINE, LIMITS, NOBODY, PASSWORD, ROOT, USER,
-    Transcript, expected_retr, expected_top, login, mbox)
+    Transcript, expected_retr, expected_top, login, mbox, stored_retr)
 from messages import M1, M2, M3, THREE
 
 MB = 1024 * 1024
@@ -666,28 +667,35 @@ def _expand(data):
 @pytest.mark.parametrize("path", _fuzz_mailboxes(),
     ids=lambda p: os.path.basename(p))
 def test_fuzz_mailboxes(pop3, bound, path):
-	"""The fuzz_mbox seeds and findings, served by the real binary: every
-	message's LIST size is what RETR sends; or -ERR [SYS/PERM] for what
-	is not an mbox."""
+	"""The fuzz_mbox seeds and findings (filler escapes expanded first),
+	served by the real binary and checked against tests/refmbox.py: the
+	message count, the total, each LIST size and each RETR are refmbox's
+	and each TOP 0 starts its RETR; -ERR [SYS/PERM] for what refmbox
+	finds is not an mbox."""
 	with open(path, "rb") as f:
 		data = pop3.write_mbox(_expand(f.read()))
-	res = run(pop3, login() + ["STAT", "QUIT"])
-	if res.t[1].err:
+	ref = refmbox.visible(data)
+	if ref is None:
+		res = run(pop3, login() + ["STAT", "QUIT"])
 		check(res, bound, LIMITS["POP3_EX_CONFIG"])
 		assert res.t[1].text.startswith("-ERR [SYS/PERM]"), res
 		return
-	check(res, bound, OK)
-	n = int(res.t[2].text.split()[1])
-	cmds = login() + ["LIST"] + ["RETR %d" % (i + 1) for i in range(n)] + \
+	n = len(ref)
+	want = [refmbox.size(m) for _, m in ref]
+	cmds = login() + ["STAT", "LIST"] + \
+	    ["RETR %d" % (i + 1) for i in range(n)] + \
 	    ["TOP %d 0" % (i + 1) for i in range(n)] + ["UIDL", "QUIT"]
 	res = run(pop3, cmds)
 	check(res, bound, OK)
 	t = res.t
 	assert len(t) == len(cmds) and all(r.ok for r in t.replies), res
-	sizes = [int(ln.split()[1]) for ln in t[2].lines]
-	for i in range(n):
-		assert sizes[i] == len(t[3 + i].data), i
-		assert t[3 + i].data.startswith(t[3 + n + i].data), i
+	assert t[2].text.split()[1:3] == [str(n), str(sum(want))], res
+	sizes = [int(ln.split()[1]) for ln in t[3].lines]
+	assert sizes == want, res
+	for i, (_, m) in enumerate(ref):
+		assert t[4 + i].data == stored_retr(m), i
+		assert sizes[i] == len(t[4 + i].data), i
+		assert t[4 + i].data.startswith(t[4 + n + i].data), i
 	assert pop3.read_mbox() == data
 
 
