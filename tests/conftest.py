@@ -1,13 +1,17 @@
 """Fixtures shared by every pytest file of pop3d.
 
 pop3d is run the way inetd runs it: the client on fds 0 and 1, one session
-per process.  Two transports:
+per process.  One runner, Session (pipes; run_script() for a whole
+script), and two transports:
 
   pop3.run(script)      pipes; the whole script is written at once (this is
                         also the pipelining test), then the replies are
-                        parsed in order: a Transcript.
+                        parsed in order: a Transcript.  Options: the peak
+                        RSS (GNU time), a sink for large output, a wrapper
+                        command before pop3d.
   pop3.session()        pipes, interactive: send a line, read its Reply,
-                        with deadlines (timeouts, concurrent sessions).
+                        with deadlines (timeouts, concurrent sessions);
+                        .login() logs in with login()'s lines.
   pop3.inetd()          a real TCP socket on 127.0.0.1: listens, accepts one
                         connection and starts pop3d on it as fds 0 and 1;
                         tests talk to it with poplib or a raw socket.
@@ -22,7 +26,10 @@ setreuid in the child): unlike a preexec_fn, no Python code runs between
 fork and exec, which matters because Inetd forks from a thread.
 
 Every pop3d run through these fixtures is checked for sanitizer reports
-(ASan, LSan, UBSan: the build/san binary); one fails the test.
+(ASan, LSan, UBSan: the build/san binary) and for the sanitizer's exit
+status, SAN_EXIT (pop3d_check()); either fails the test.  RootEnv
+(test_auth_root.py, pop3d as root) is a Pop3Env with its own argv,
+environment and user; tests/messages.py holds the shared mail.
 
 Environment:
   POP3D_BIN     the binary to test (default ./pop3d of the repository;
