@@ -1,13 +1,17 @@
 """Fixtures shared by every pytest file of pop3d.
 
 pop3d is run the way inetd runs it: the client on fds 0 and 1, one session
-per process.  Two transports:
+per process.  One runner, Session (pipes; run_script() for a whole
+script), and two transports:
 
   pop3.run(script)      pipes; the whole script is written at once (this is
                         also the pipelining test), then the replies are
-                        parsed in order: a Transcript.
+                        parsed in order: a Transcript.  Options: the peak
+                        RSS (GNU time), a sink for large output, a wrapper
+                        command before pop3d.
   pop3.session()        pipes, interactive: send a line, read its Reply,
-                        with deadlines (timeouts, concurrent sessions).
+                        with deadlines (timeouts, concurrent sessions);
+                        .login() logs in with login()'s lines.
   pop3.inetd()          a real TCP socket on 127.0.0.1: listens, accepts one
                         connection and starts pop3d on it as fds 0 and 1;
                         tests talk to it with poplib or a raw socket.
@@ -22,7 +26,10 @@ setreuid in the child): unlike a preexec_fn, no Python code runs between
 fork and exec, which matters because Inetd forks from a thread.
 
 Every pop3d run through these fixtures is checked for sanitizer reports
-(ASan, LSan, UBSan: the build/san binary); one fails the test.
+(ASan, LSan, UBSan: the build/san binary) and for the sanitizer's exit
+status, SAN_EXIT (pop3d_check()); either fails the test.  RootEnv
+(test_auth_root.py, pop3d as root) is a Pop3Env with its own argv,
+environment and user; tests/messages.py holds the shared mail.
 
 Environment:
   POP3D_BIN     the binary to test (default ./pop3d of the repository;
@@ -36,12 +43,15 @@ skipped: a test marked plain_pass runs only against ./pop3d, the first
 pass of make check (valgrind, which does not mix with the ASan build of
 the second; make install, which installs ./pop3d).
 
-Helpers for test files: mbox(), parse_mbox(), expected_retr(),
-expected_top(), parse_replies(), sanitizer_check(), LIMITS (every numeric
-#define of pop3d.h), make_hash(), need(), shared_copy().
+Helpers for test files: login() (the USER and PASS lines), mbox(),
+parse_mbox(), expected_retr(), expected_top(), stored_retr(),
+parse_replies(),
+sanitizer_check(), pop3d_check(), LIMITS (every numeric #define of
+pop3d.h), make_hash(), need(), shared_copy().
 """
 
 import atexit
+import fcntl
 import os
 import re
 import select
@@ -315,6 +325,22 @@ def expected_top(msg, k):
 	return b"".join(ln + b"\r\n" for ln in lines[:hdr + 1 + k])
 
 
+def login(user=USER, password=PASSWORD):
+	"""The command lines of a USER/PASS login."""
+	return ["USER " + user, "PASS " + password]
+
+
+def stored_retr(octets):
+	"""The octets RETR must send (before byte-stuffing) for a message as
+	the mbox stores it (refmbox.split()): a bare LF becomes CRLF, and a
+	last line without LF gets a line end (after a bare CR only its LF);
+	refmbox.size() octets."""
+	out = re.sub(rb"(?<!\r)\n", b"\r\n", octets)
+	if octets and not octets.endswith(b"\n"):
+		out += b"\n" if octets.endswith(b"\r") else b"\r\n"
+	return out
+
+
 # ---------------------------------------------------------------- replies
 
 MULTI = {"CAPA", "RETR", "TOP"}
@@ -493,12 +519,78 @@ def _encode(cmds, eol):
 	return b"".join(out)
 
 
-# ---------------------------------------------------------------- sessions
+def _describe(cmds, out, err, rc):
+	"""A transcript of what came, or its raw tail if it does not parse."""
+	try:
+		return repr(Transcript(cmds, out, err, rc, None))
+	except AssertionError as e:
+		return "malformed replies (%s): %r\nexit status %s; stderr:\n%s" % (
+		    e, out[-300:], rc, err.decode("utf-8", "replace")[-2000:])
 
-class Session:
-	"""An interactive pop3d over pipes."""
 
-	def __init__(self, argv, kw, errfile):
+# ---------------------------------------------------------------- the runner
+
+TIME = "/usr/bin/time"		# GNU time: the peak RSS of pop3d itself
+
+
+def pop3d_check(stderr, rc, what="pop3d"):
+	"""Fails on a sanitizer report in pop3d's stderr (with -d every
+	process of the session writes there) or on the sanitizer's exit
+	status, SAN_EXIT (without -d reports go to /dev/null; a monitor exits
+	with its child's status)."""
+	if isinstance(stderr, bytes):
+		stderr = stderr.decode("utf-8", "replace")
+	sanitizer_check(stderr, what)
+	if rc == SAN_EXIT:
+		pytest.fail("%s exited %d, the sanitizer's status:\n%s" %
+		    (what, rc, stderr[-3000:]), pytrace=False)
+
+
+class _Pop3d:
+	"""What Session and Inetd share: pop3d's stderr in errfile (a named
+	temporary file), the end of the process and its check."""
+
+	proc = None
+	errraw = None
+	checked = False
+
+	def stderr_bytes(self):
+		"""pop3d's stderr so far (all of it after kill())."""
+		if self.errraw is not None:
+			return self.errraw
+		self.errfile.flush()
+		with open(self.errfile.name, "rb") as f:
+			return f.read()
+
+	def stderr(self):
+		return self.stderr_bytes().decode("utf-8", "replace")
+
+	def kill(self):
+		"""Ends pop3d if it still runs; keeps its stderr, closes the file
+		(a fixture may remove the directory next)."""
+		if self.proc is not None and self.proc.poll() is None:
+			self.proc.kill()
+			self.proc.wait()
+		if self.errraw is None:
+			self.errraw = self.stderr_bytes()
+			self.errfile.close()
+
+	def check(self):
+		"""pop3d_check() of the ended process, once."""
+		if self.checked:
+			return
+		self.checked = True
+		pop3d_check(self.stderr(), self.proc.returncode if self.proc
+		    else None)
+
+
+class Session(_Pop3d):
+	"""pop3d on pipes: argv, Popen keywords kw, stderr to errfile.  The
+	one runner of the tests: interactive (send a line, read its Reply,
+	with deadlines) or a whole script at once (script()); close() or
+	kill() ends it, check() fails on a sanitizer report or status."""
+
+	def __init__(self, argv, kw, errfile, timeout=10):
 		self.errfile = errfile
 		self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
 		    stdout=subprocess.PIPE, stderr=errfile, **kw)
@@ -506,9 +598,8 @@ class Session:
 		self.buf = bytearray()
 		self.pos = 0
 		self.eof = False
-		self.timeout = 10
+		self.timeout = timeout
 		self.log = []
-		self.errtext = None
 
 	def _fill(self, deadline):
 		left = deadline - time.monotonic()
@@ -563,12 +654,12 @@ class Session:
 		return self.read_reply(is_multi(line), timeout)
 
 	def login(self, user=USER, password=PASSWORD):
+		"""The greeting and login(): each reply +OK; the last one."""
 		g = self.greeting()
 		assert g is not None and g.ok, g
-		r = self.cmd("USER " + user)
-		assert r.ok, r
-		r = self.cmd("PASS " + password)
-		assert r is not None and r.ok, (r, self.stderr())
+		for c in login(user, password):
+			r = self.cmd(c)
+			assert r is not None and r.ok, (c, r, self.stderr())
 		return r
 
 	def close_stdin(self):
@@ -589,26 +680,121 @@ class Session:
 	def wait(self, timeout=10):
 		return self.proc.wait(timeout)
 
-	def stderr(self):
-		"""pop3d's stderr so far (all of it after kill())."""
-		if self.errtext is not None:
-			return self.errtext
-		self.errfile.flush()
-		with open(self.errfile.name, "rb") as f:
-			return f.read().decode("utf-8", "replace")
+	def close(self, timeout=10):
+		"""Closes stdin, waits for the exit (kills pop3d at the
+		deadline), keeps the log, checks: the exit status (-9: killed)."""
+		self.close_stdin()
+		try:
+			self.proc.wait(timeout)
+		except subprocess.TimeoutExpired:
+			pass
+		self.kill()
+		self.proc.stdout.close()
+		self.check()
+		return self.proc.returncode
 
-	def kill(self):
-		"""Ends pop3d if it still runs; keeps its stderr, closes the file
-		(a fixture may remove the directory next)."""
-		if self.proc.poll() is None:
-			self.proc.kill()
-			self.proc.wait()
-		if self.errtext is None:
-			self.errtext = self.stderr()
-			self.errfile.close()
+	def script(self, data, timeout, sink=None, read=True, cmds=()):
+		"""Writes data from a thread and closes the input; reads the
+		output to EOF (handing each chunk to sink(chunk) if given, else
+		keeping it; with read=False only what is left in the pipe after
+		the exit); waits for the exit.  The output; pytest.fail() with
+		the transcript of cmds if pop3d still runs after timeout s."""
+		p = self.proc
+
+		def writer():
+			try:
+				for i in range(0, len(data), 1 << 20):
+					p.stdin.write(data[i:i + (1 << 20)])
+				p.stdin.close()
+			except (BrokenPipeError, OSError):
+				pass
+		th = threading.Thread(target=writer, daemon=True)
+		th.start()
+		try:
+			fcntl.fcntl(self.fd, 1031, 1 << 20)	# F_SETPIPE_SZ
+		except OSError:
+			pass
+		out = bytearray()
+		deadline = time.monotonic() + timeout
+		try:
+			while read:
+				left = deadline - time.monotonic()
+				if left <= 0:
+					raise TimeoutError
+				r, _, _ = select.select([self.fd], [], [], left)
+				if not r:
+					continue
+				chunk = os.read(self.fd, 1 << 20)
+				if not chunk:
+					break
+				if sink is not None:
+					sink(chunk)
+				else:
+					out += chunk
+			p.wait(max(0.1, deadline - time.monotonic()))
+		except (TimeoutError, subprocess.TimeoutExpired):
+			self.kill()
+			out += p.stdout.read()
+			pytest.fail("pop3d still running after %ss:\n%s" % (timeout,
+			    _describe(cmds, bytes(out), self.stderr_bytes(),
+			    None)), pytrace=False)
+		if not read:
+			out += p.stdout.read()
+		p.stdout.close()
+		th.join(10)
+		return bytes(out)
 
 
-class Inetd:
+class Outcome:
+	"""What run_script() collected: .cmds, .out, .err (octets), .rc,
+	.elapsed, .rss (KB, with rss= only)."""
+
+	def __init__(self, cmds, out, err, rc, elapsed, rss):
+		self.cmds, self.out, self.err = cmds, out, err
+		self.rc, self.elapsed, self.rss = rc, elapsed, rss
+
+	def transcript(self):
+		t = Transcript(self.cmds, self.out, self.err, self.rc,
+		    self.elapsed)
+		t.rss = self.rss
+		return t
+
+
+def run_script(argv, kw, errfile, cmds, raw=None, eol=b"\r\n", timeout=30,
+    sink=None, read=True, rss=None):
+	"""Runs pop3d (argv, Popen keywords kw, stderr to errfile) on the
+	command lines cmds (or the octets raw; cmds then only name the
+	replies), written at once, with Session.script(); checks it
+	(pop3d_check()).  rss: a file for GNU time's peak RSS of pop3d
+	(with a small ASan quarantine, which would count as pop3d's).
+	An Outcome."""
+	data = raw if raw is not None else _encode(cmds, eol)
+	cmds = [c.decode("latin-1") if isinstance(c, bytes) else c
+	    for c in cmds]
+	if rss is not None:
+		need(os.access(TIME, os.X_OK), "GNU time (package time)")
+		argv = [TIME, "-q", "-f", "%M", "-o", str(rss)] + list(argv)
+		env = dict(kw["env"])
+		env["ASAN_OPTIONS"] = ":".join(filter(None, [
+		    env.get("ASAN_OPTIONS"), "quarantine_size_mb=16"]))
+		kw = dict(kw, env=env)
+	t0 = time.monotonic()
+	s = Session(argv, kw, errfile)
+	out = s.script(data, timeout, sink, read, cmds)
+	elapsed = time.monotonic() - t0
+	s.kill()
+	s.check()
+	kb = None
+	if rss is not None and os.path.exists(rss):
+		with open(rss) as f:
+			words = f.read().split()
+		if words and words[-1].isdigit():
+			kb = int(words[-1])
+	return Outcome(cmds, out, s.stderr_bytes(), s.proc.returncode, elapsed,
+	    kb)
+
+
+class Inetd(_Pop3d):
 	"""Listens on 127.0.0.1:0, accepts one connection and starts pop3d on
 	it as fds 0 and 1 (inetd's nowait mode)."""
 
@@ -618,8 +804,6 @@ class Inetd:
 		self.sock.bind(("127.0.0.1", 0))
 		self.sock.listen(1)
 		self.port = self.sock.getsockname()[1]
-		self.proc = None
-		self.errtext = None
 		self.started = threading.Event()
 		self.error = None
 		self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -645,26 +829,18 @@ class Inetd:
 			raise self.error
 		return self.proc.wait(timeout)
 
-	def stderr(self):
-		if self.errtext is not None:
-			return self.errtext
-		self.errfile.flush()
-		with open(self.errfile.name, "rb") as f:
-			return f.read().decode("utf-8", "replace")
-
 	def kill(self):
 		"""As Session.kill()."""
 		self.started.wait(5)
-		if self.proc and self.proc.poll() is None:
-			self.proc.kill()
-			self.proc.wait()
-		if self.errtext is None:
-			self.errtext = self.stderr()
-			self.errfile.close()
+		_Pop3d.kill(self)
 
 
 class Pop3Env:
-	"""A spool, a password file and ways to run pop3d on them."""
+	"""A spool, a password file and ways to run pop3d on them: run()
+	(a script at once: a Transcript), session() (interactive), inetd()
+	(a TCP socket), all on run_script() and Session, each checked for
+	sanitizer reports.  A subclass changes argv(), popen_kw() and
+	start_args() (RootEnv of test_auth_root.py)."""
 
 	def __init__(self, binary, base):
 		self.bin = binary
@@ -715,7 +891,6 @@ class Pop3Env:
 
 	def append_mbox(self, data, user=USER):
 		"""Appends as an MDA does: fcntl-locked, O_APPEND."""
-		import fcntl
 		fd = os.open(self.mailbox(user), os.O_WRONLY | os.O_APPEND)
 		try:
 			fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -743,6 +918,12 @@ class Pop3Env:
 			kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
 		return kw
 
+	def start_args(self, extra, kw):
+		"""(argv, Popen keywords) of a run: extra options, and kw,
+		argv()'s keywords and as_root (popen_kw()'s)."""
+		as_root = kw.pop("as_root", False)
+		return self.argv(*extra, **kw), self.popen_kw(as_root)
+
 	@staticmethod
 	def env():
 		"""pop3d's environment; with the sanitizer build, a report gets
@@ -755,49 +936,69 @@ class Pop3Env:
 				e[k] = os.environ[k]
 		return e
 
-	def run(self, cmds, *extra, eol=b"\r\n", raw=None, timeout=30,
-	    as_root=False, **kw):
-		"""Writes all of cmds at once, closes the input, reads everything:
-		a Transcript.  raw: octets to send instead of cmds (cmds are then
-		only used to parse the replies)."""
-		data = raw if raw is not None else _encode(cmds, eol)
-		cmds = [c.decode("latin-1") if isinstance(c, bytes) else c
-		    for c in cmds]
-		t0 = time.monotonic()
-		p = subprocess.Popen(self.argv(*extra, **kw),
-		    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-		    stderr=subprocess.PIPE, **self.popen_kw(as_root))
-		try:
-			out, err = p.communicate(data, timeout=timeout)
-		except subprocess.TimeoutExpired:
-			p.kill()
-			out, err = p.communicate()
-			t = Transcript(cmds, out, err, None, timeout)
-			pytest.fail("pop3d still running after %ss:\n%r" %
-			    (timeout, t))
-		t = Transcript(cmds, out, err, p.returncode,
-		    time.monotonic() - t0)
-		sanitizer_check(t.stderr)
-		return t
-
-	def login_cmds(self, user=USER, password=PASSWORD):
-		return ["USER " + user, "PASS " + password]
-
-	def session(self, *extra, as_root=False, **kw):
-		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
+	def errfile(self):
+		return tempfile.NamedTemporaryFile(prefix="pop3d-err.",
 		    dir=self.base)
-		s = Session(self.argv(*extra, **kw), self.popen_kw(as_root), errf)
-		self.cleanup += [s.kill, lambda: sanitizer_check(s.stderr()),
-		    errf.close]
+
+	def _rss_file(self):
+		"""A new file name for GNU time, in a directory pop3d's user
+		can write."""
+		d = self.base / "rss"
+		if not d.exists():
+			d.mkdir()
+			self._own(d)
+		self._runs = getattr(self, "_runs", 0) + 1
+		return d / ("rss.%d" % self._runs)
+
+	def run(self, cmds, *extra, eol=b"\r\n", raw=None, timeout=30,
+	    sink=None, read=True, rss=False, wrapper=(), parse=True, **kw):
+		"""Writes all of cmds at once, closes the input, reads everything:
+		a Transcript (an Outcome with parse=False: the replies are not
+		read yet).  raw: octets to send instead of cmds (cmds are then
+		only used to parse the replies); sink, read: see Session.script();
+		rss: measure pop3d's peak RSS (.rss, KB); wrapper: a command
+		before pop3d's argv.  kw: start_args()'s."""
+		argv, pkw = self.start_args(extra, kw)
+		o = run_script(list(wrapper) + argv, pkw, self.errfile(), cmds,
+		    raw, eol, timeout, sink, read,
+		    self._rss_file() if rss else None)
+		return o.transcript() if parse else o
+
+	login_cmds = staticmethod(login)
+
+	def start(self, argv, kw, timeout=10):
+		"""A Session of argv and Popen keywords kw, ended and checked
+		at the end of the test."""
+		s = Session(argv, kw, self.errfile(), timeout)
+		self.watch(s)
 		return s
 
-	def inetd(self, *extra, as_root=False, **kw):
-		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
-		    dir=self.base)
-		d = Inetd(self.argv(*extra, **kw), self.popen_kw(as_root), errf)
-		self.cleanup += [d.kill, lambda: sanitizer_check(d.stderr()),
-		    errf.close]
+	def session(self, *extra, **kw):
+		return self.start(*self.start_args(extra, kw))
+
+	def inetd(self, *extra, **kw):
+		argv, pkw = self.start_args(extra, kw)
+		d = Inetd(argv, pkw, self.errfile())
+		self.watch(d)
 		return d
+
+	def watch(self, s):
+		"""At the end of the test, s (a Session or Inetd) is ended and
+		checked (pop3d_check())."""
+		self.cleanup += [s.kill, s.check]
+
+	def finish(self):
+		"""The end of the test: every watched pop3d ended and checked,
+		the directory removed; the first failure raised."""
+		errors = []
+		for f in self.cleanup:
+			try:
+				f()
+			except BaseException as e:	# pytest.fail() too
+				errors.append(e)
+		shutil.rmtree(self.base, ignore_errors=True)
+		if errors:
+			raise errors[0]
 
 
 @pytest.fixture
@@ -808,12 +1009,4 @@ def pop3(pop3d_bin):
 	os.chmod(base, 0o755)
 	env = Pop3Env(pop3d_bin, base)
 	yield env
-	errors = []
-	for f in env.cleanup:
-		try:
-			f()
-		except BaseException as e:	# pytest.fail() too
-			errors.append(e)
-	shutil.rmtree(base, ignore_errors=True)
-	if errors:
-		raise errors[0]
+	env.finish()

@@ -9,10 +9,10 @@
                         (maildrop.c, update.c) in that process;
                         POP3D_LOCK_WAIT=S shortens its lock wait
   Run                   one interactive pop3d with its own binary,
-                        environment and wrapper; closes everything it
-                        opened, fails on a sanitizer report
-  message(), msgid(), digest()
-                        mail with unique Message-IDs
+                        environment and wrapper: a conftest Session
+                        (checked for sanitizer reports) made handy
+  msgid(), digest()      mail with unique Message-IDs (messages.py's
+                        message(), which is also importable from here)
   census(), describe()  a mailbox as a multiset of (From_ line, message)
   leftovers(), journals()
                         spool files that are not the mailbox
@@ -25,13 +25,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import (NOBODY, PASSWORD, REPO, ROOT, USER, Session,
-    is_multi, need, parse_mbox, sanitizer_check, shared_copy)
+from conftest import (NOBODY, REPO, ROOT, USER, is_multi, login, need,
+    parse_mbox, shared_copy)
+from messages import message  # noqa: F401 (for the test files)
 
 HERE = Path(__file__).resolve().parent
 JOURNAL = "." + USER + ".pop3d-journal"
@@ -68,23 +68,24 @@ def fault_binary():
 
 class Run:
 	"""One interactive pop3d on pop3's spool: binary (default the one under
-	test), extra environment, extra options, a wrapper command (strace).
-	Use as a context manager; .log is the transcript, .rc the exit status
-	(-9: killed), .stderr the -d log."""
+	test), extra environment, extra options, a wrapper command (strace);
+	a conftest Session (pop3.start()) with the conveniences of these
+	tests.  Use as a context manager; .log is the transcript, .rc the
+	exit status (-9: killed), .stderr the -d log."""
 
 	def __init__(self, pop3, *extra, binary=None, env=None, timeout=10,
 	    wrapper=()):
 		argv = pop3.argv(*extra)
 		if binary is not None:
 			argv[0] = binary
-		argv = list(wrapper) + argv
 		kw = pop3.popen_kw()
-		if env:
-			kw["env"] = dict(kw["env"], **env)
-		self.errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
-		    dir=pop3.base)
-		self.s = Session(argv, kw, self.errf)
-		self.s.timeout = timeout
+		kw["env"] = dict(kw["env"], **(env or {}))
+		if wrapper:
+			# LeakSanitizer cannot work under ptrace (strace): its
+			# fatal error, no report, would exit with SAN_EXIT.
+			kw["env"]["ASAN_OPTIONS"] = ":".join(filter(None, [
+			    kw["env"].get("ASAN_OPTIONS"), "detect_leaks=0"]))
+		self.s = pop3.start(list(wrapper) + argv, kw, timeout)
 		self.rc = None
 		self.stderr = ""
 		self.closed = False
@@ -117,42 +118,25 @@ class Run:
 		if g is None:
 			return None
 		assert g.ok, self.log
-		r = self.cmd("USER " + USER)
-		if r is None:
-			return None
-		assert r.ok, self.log
-		return self.cmd("PASS " + PASSWORD)
+		*first, last = login()
+		for c in first:
+			r = self.cmd(c)
+			if r is None:
+				return None
+			assert r.ok, self.log
+		return self.cmd(last)
 
 	def close(self, timeout=10):
-		"""Closes stdin, waits for the exit, reads the log."""
-		if self.closed:
-			return self.rc
-		self.closed = True
-		p = self.s.proc
-		self.s.close_stdin()
-		try:
-			self.rc = p.wait(timeout)
-		except subprocess.TimeoutExpired:
-			p.kill()
-			self.rc = p.wait()
-		p.stdout.close()
-		self.stderr = self.s.stderr()
-		self.errf.close()
-		sanitizer_check(self.stderr)
+		"""Closes stdin, waits for the exit, reads the log, checks
+		(Session.close())."""
+		if not self.closed:
+			self.closed = True
+			self.rc = self.s.close(timeout)
+			self.stderr = self.s.stderr()
 		return self.rc
 
 
 # ------------------------------------------------------------ mail
-
-def message(i, tag="m", body=None, extra_hdr=b""):
-	"""A message (no From_ line) with Message-ID <TAG.I@safety.test>."""
-	if body is None:
-		body = b"Body of %s %d.\n.a line with a leading dot\n" % (
-		    tag.encode(), i)
-	return (b"From: sender%d@example.org\nTo: alice@example.org\n"
-	    b"Subject: %s %d\nMessage-ID: <%s.%d@safety.test>\n%s\n" % (
-	    i, tag.encode(), i, tag.encode(), i, extra_hdr)) + body
-
 
 def msgid(msg):
 	for ln in msg.split(b"\n"):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import (LIMITS, NOBODY, PASSWORD, ROOT, USER, make_hash,
-    mbox)
+from conftest import (LIMITS, NOBODY, PASSWORD, ROOT, USER, login,
+    make_hash, mbox)
 
 FAIL = "-ERR [AUTH] authentication failed"
 MSG = b"Subject: hi\n\nhello\n"
@@ -20,18 +20,17 @@ def uid():
 	return NOBODY if ROOT else os.getuid()
 
 
-def login(pop3, user=USER, password=PASSWORD, extra=()):
-	return pop3.run(["USER " + user, "PASS " + password, "STAT", "QUIT"],
-	    *extra)
+def try_login(pop3, user=USER, password=PASSWORD, extra=()):
+	return pop3.run(login(user, password) + ["STAT", "QUIT"], *extra)
 
 
 @pytest.mark.parametrize("scheme", ["sha512", "yescrypt", "bcrypt"])
 def test_hash_schemes(pop3, scheme):
 	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD, scheme))])
 	pop3.write_mbox([MSG])
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 1 "), t
-	t = login(pop3, password=PASSWORD + "x")
+	t = try_login(pop3, password=PASSWORD + "x")
 	assert t.replies[1].text == FAIL, t
 
 
@@ -54,7 +53,7 @@ def test_comments_blank_and_malformed_lines_are_skipped(pop3):
 	    "%s:%s" % (USER, h),			# 14: good
 	]
 	pop3.write_passwd(lines)
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].ok, t
 	for n in range(4, 14):
 		assert "line %d: malformed" % n in t.stderr, (n, t.stderr)
@@ -89,11 +88,11 @@ def test_malformed_line_is_not_used_for_login(pop3, kind):
 	pop3.write_mbox([MSG])
 	pop3.write_mbox([MSG, MSG], user="bob")
 	pop3.write_mbox([MSG, MSG, MSG], user="carol")
-	t = login(pop3, "bob", "bob pw")
+	t = try_login(pop3, "bob", "bob pw")
 	assert t.replies[1].text == FAIL and t.replies[2].err, t
 	assert "login: user" not in t.stderr, t
 	for user, n in ((USER, 1), ("carol", 3)):
-		t = login(pop3, user)
+		t = try_login(pop3, user)
 		assert t.replies[1].ok, t
 		assert t.replies[2].text.startswith("+OK %d " % n), t
 
@@ -104,7 +103,7 @@ def test_too_long_line_and_nul_are_malformed_and_bounded(pop3):
 	nul = "carol\0:%s" % h
 	limit = "d:" + "y" * (LIMITS["AUTH_LINE_MAX"] - 1)	# one too long
 	pop3.write_passwd([huge, nul, limit, "%s:%s" % (USER, h)])
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].ok, t
 	for n in (1, 2, 3):
 		assert "line %d: too long or contains NUL" % n in t.stderr, t
@@ -114,7 +113,7 @@ def test_line_length_limit_is_exact(pop3):
 	n = LIMITS["AUTH_LINE_MAX"]
 	pop3.write_passwd(["#" + "x" * (n - 1), "#" + "x" * n,
 	    "%s:%s" % (USER, make_hash(PASSWORD))])
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].ok, t
 	assert "line 1:" not in t.stderr, t.stderr
 	assert "line 2: too long" in t.stderr, t.stderr
@@ -123,8 +122,8 @@ def test_line_length_limit_is_exact(pop3):
 def test_first_entry_of_a_user_wins(pop3):
 	pop3.write_passwd(["%s:%s" % (USER, make_hash("first")),
 	    "%s:%s" % (USER, make_hash("second"))])
-	assert login(pop3, password="first").replies[1].ok
-	assert login(pop3, password="second").replies[1].text == FAIL
+	assert try_login(pop3, password="first").replies[1].ok
+	assert try_login(pop3, password="second").replies[1].text == FAIL
 
 
 def test_mailbox_field(pop3):
@@ -138,7 +137,7 @@ def test_mailbox_field(pop3):
 	pop3.write_mbox([MSG])
 	pop3.write_passwd(["%s:%s:%d:%d:%s" % (USER, make_hash(PASSWORD), uid(),
 	    uid(), other)])
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[2].text.startswith("+OK 3 "), t
 
 
@@ -146,21 +145,21 @@ def test_uid_field_must_be_the_invoking_user(pop3):
 	pop3.write_mbox([MSG])
 	pop3.write_passwd(["%s:%s:%d:%d" % (USER, make_hash(PASSWORD),
 	    uid() - 1, uid())])
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].text == FAIL, t
 	assert "gives another uid" in t.stderr, t.stderr
 	assert "login: user" not in t.stderr
 
 
 def test_missing_password_file(pop3):
-	t = pop3.run(["USER " + USER, "PASS " + PASSWORD, "QUIT"],
+	t = pop3.run(login() + ["QUIT"],
 	    auth="passwd:%s" % (pop3.base / "nonexistent"))
 	assert t.replies[1].text == FAIL, t
 	assert "password file unusable" in t.stderr, t.stderr
 
 
 def test_password_file_that_is_a_directory(pop3):
-	t = pop3.run(["USER " + USER, "PASS " + PASSWORD, "QUIT"],
+	t = pop3.run(login() + ["QUIT"],
 	    auth="passwd:%s" % pop3.base)
 	assert t.replies[1].text == FAIL, t
 	assert "not a regular file" in t.stderr, t.stderr
@@ -224,8 +223,8 @@ def test_names_that_are_paths_never_reach_the_spool(pop3):
 def test_log_has_the_summary_and_never_the_password(pop3):
 	pop3.write_mbox([MSG, MSG])
 	secret = "S3cret-typed-as-user"
-	t = pop3.run(["USER " + secret, "PASS x", "USER " + USER,
-	    "PASS " + PASSWORD, "RETR 1", "DELE 2", "QUIT"])
+	t = pop3.run(["USER " + secret, "PASS x", *login(), "RETR 1",
+	    "DELE 2", "QUIT"])
 	assert t.replies[3].ok, t
 	assert "login: user %s uid %d mech USER" % (USER, uid()) in t.stderr
 	assert "UNKNOWN USER" in t.stderr
@@ -237,7 +236,7 @@ def test_log_has_the_summary_and_never_the_password(pop3):
 def test_password_file_others_can_write_is_refused(pop3, mode):
 	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD))])
 	os.chmod(pop3.passwd, mode)
-	t = login(pop3)
+	t = try_login(pop3)
 	assert t.replies[1].text == FAIL, t
 	assert "must not be writable by group or others" in t.stderr, t.stderr
 
@@ -245,4 +244,4 @@ def test_password_file_others_can_write_is_refused(pop3, mode):
 def test_password_file_others_can_read_is_accepted_when_not_root(pop3):
 	pop3.write_passwd(["%s:%s" % (USER, make_hash(PASSWORD))])
 	os.chmod(pop3.passwd, 0o644)
-	assert login(pop3).replies[1].ok
+	assert try_login(pop3).replies[1].ok

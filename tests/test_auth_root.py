@@ -35,8 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Inetd, Session,
-    Transcript, make_hash, mbox, need, sanitizer_check)
+from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, Pop3Env, login,
+    make_hash, mbox, need, pop3d_check)
+from messages import M1
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -66,8 +67,7 @@ GROUPS = [("root", 0, ""), ("mail", MAIL_GID, ""), ("staff", 50, "alice"),
     ("pop3d", PRE_UID, "")] + [(n, g, "") for n, u, g, p in USERS
     if g >= 1000 and n not in ("pop3d", "nobody")] + [("nogroup", 65534, "")]
 
-MSGS = [b"From: bob@example.org\nSubject: one\n\nFirst.\n",
-    b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
+MSGS = [M1, b"From: carol@example.org\nSubject: two\n\nSecond.\n"]
 
 PAM_MODULE = r"""
 #include <security/pam_ext.h>
@@ -280,17 +280,8 @@ def tools(tmp_path_factory):
 	shutil.rmtree(d, ignore_errors=True)
 
 
-def sanitizer_checked(stderr, rc):
-	"""Fails on a sanitizer report in a pop3d's stderr (with -d every
-	process of the session writes there) or on the sanitizer's exit
-	status (without -d reports go to /dev/null; the monitor exits with
-	its child's status)."""
-	if isinstance(stderr, bytes):
-		stderr = stderr.decode("utf-8", "replace")
-	sanitizer_check(stderr)
-	if rc == SAN_EXIT:
-		pytest.fail("pop3d exited %d, the sanitizer's status:\n%s" %
-		    (rc, stderr[-3000:]), pytrace=False)
+# The check of every pop3d run here, by its old name.
+sanitizer_checked = pop3d_check
 
 
 def proc_status(pid):
@@ -339,13 +330,15 @@ def one_child(pid, timeout=5):
 	raise AssertionError("pid %d has children %r" % (pid, children(pid)))
 
 
-class RootEnv:
-	"""A spool, a fake user database and PAM stack, and pop3d as root."""
+class RootEnv(Pop3Env):
+	"""A spool, a fake user database and PAM stack, and pop3d as root:
+	Pop3Env's runner with root's argv(), environment and user (kw())."""
 
 	def __init__(self, binary, base, tools):
 		self.bin = binary
 		self.base = base
 		self.tools = tools
+		self.cleanup = []
 		self.spool = base / "spool"
 		self.spool.mkdir()
 		os.chown(self.spool, 0, MAIL_GID)
@@ -378,7 +371,6 @@ class RootEnv:
 		self.passwd = base / "passwd"		# for --auth=passwd:FILE
 		self.write_passwd(["alice:" + make_hash(PW)])
 		self.write_mbox("alice", 2001, 2001, mbox(MSGS))
-		self.cleanup = []
 
 	def write_service(self, name, account_extra=""):
 		m = self.tools / "pam_pop3test.so"
@@ -444,36 +436,10 @@ class RootEnv:
 			kw.update(user=user, group=user, extra_groups=[])
 		return kw
 
-	def session(self, *extra, env=None, user=None, **kw):
-		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
-		    dir=self.base)
-		s = Session(self.argv(*extra, **kw), self.kw(env, user), errf)
-		self.watch(s)
-		return s
-
-	def watch(self, s):
-		"""At the end of the test, s (a Session or Inetd) is ended and
-		checked (sanitizer_checked) for sanitizer reports."""
-		self.cleanup += [s.kill, lambda: sanitizer_checked(s.stderr(),
-		    s.proc.returncode if s.proc else None)]
-
-	def run(self, cmds, *extra, env=None, user=None, timeout=30, **kw):
-		data = b"".join(c.encode("latin-1") + b"\r\n" for c in cmds)
-		t0 = time.monotonic()
-		p = subprocess.Popen(self.argv(*extra, **kw), stdin=subprocess.PIPE,
-		    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-		    **self.kw(env, user))
-		try:
-			out, err = p.communicate(data, timeout=timeout)
-		except subprocess.TimeoutExpired:
-			p.kill()
-			out, err = p.communicate()
-			pytest.fail("pop3d still running:\n%r" % Transcript(cmds, out,
-			    err, None, timeout))
-		t = Transcript(cmds, out, err, p.returncode,
-		    time.monotonic() - t0)
-		sanitizer_checked(t.stderr, t.rc)
-		return t
+	def start_args(self, extra, kw):
+		"""kw: argv()'s keywords, and env and user (kw()'s)."""
+		pkw = self.kw(kw.pop("env", None), kw.pop("user", None))
+		return self.argv(*extra, **kw), pkw
 
 	def pam_events(self):
 		return [ln.split() for ln in self.pamlog.read_text().splitlines()]
@@ -485,15 +451,7 @@ def root(pop3d_bin, tools):
 	os.chmod(base, 0o755)
 	env = RootEnv(pop3d_bin, base, tools)
 	yield env
-	errors = []
-	for f in env.cleanup:
-		try:
-			f()
-		except BaseException as e:	# pytest.fail() too
-			errors.append(e)
-	shutil.rmtree(base, ignore_errors=True)
-	if errors:
-		raise errors[0]
+	env.finish()
 
 
 def plain(authz, user, pw):
@@ -504,7 +462,7 @@ def plain(authz, user, pw):
 # ---------------------------------------------------------------- PAM
 
 def test_pam_login_user_pass(root):
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "RETR 1", "QUIT"])
+	t = root.run(login("alice", PW) + ["STAT", "RETR 1", "QUIT"])
 	assert t.rc == 0, t
 	assert [r.ok for r in t.replies] == [True] * 5, t
 	assert t.replies[2].text.startswith("+OK 2 "), t
@@ -514,7 +472,7 @@ def test_pam_login_user_pass(root):
 
 
 def test_pam_session_opened_and_closed_by_root_monitor(root):
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.rc == 0, t
 	ev = root.pam_events()
 	names = [e[0] for e in ev]
@@ -604,7 +562,7 @@ def test_three_failures_disconnect(root):
 	cmds = []
 	for i in range(3):
 		cmds += ["USER alice", "PASS bad%d" % i]
-	t = root.run(cmds + ["USER alice", "PASS " + PW])
+	t = root.run(cmds + login("alice", PW))
 	assert [r.text for r in t.replies[1:6:2]] == [
 	    "-ERR [AUTH] authentication failed"] * 3, t
 	assert len(t.replies) == 6, t
@@ -626,7 +584,7 @@ def test_account_refused_by_pam_acct_mgmt(root, user, why):
 
 def test_account_denied_by_pam_stack(root):
 	root.write_service("pop3", "account requisite pam_deny.so\n")
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.replies[1].err, t
 	assert "account refused" in t.stderr, t.stderr
 
@@ -700,9 +658,9 @@ def test_pam_service_option(root):
 	# pam_matrix's account check wants the service named in its passdb.
 	root.passdb.write_text(root.passdb.read_text().replace(":pop3\n",
 	    ":popmail\n"))
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"], "-P", "popmail")
+	t = root.run(login("alice", PW) + ["QUIT"], "-P", "popmail")
 	assert t.replies[1].ok, t
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"])
+	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.replies[1].err, t
 
 
@@ -835,9 +793,7 @@ def test_no_mail_group_when_the_spool_does_not_need_it(root):
 	os.chown(root.spool, 0, 0)
 	os.chmod(root.spool, 0o755)
 	s = root.session("--lock", "fcntl")
-	assert s.greeting().ok
-	assert s.cmd("USER alice").ok
-	assert s.cmd("PASS " + PW).ok, s.stderr()
+	s.login("alice", PW)
 	st = proc_status(one_child(s.proc.pid))
 	assert st["Groups"] == "", st
 	assert s.cmd("QUIT").ok
@@ -850,9 +806,7 @@ def test_fcntl_only_on_a_debian_spool_can_still_update(root):
 	first message (a move that needs the journal) works."""
 	before = root.mailbox().read_bytes()
 	s = root.session("--lock", "fcntl")
-	assert s.greeting().ok
-	assert s.cmd("USER alice").ok
-	assert s.cmd("PASS " + PW).ok, s.stderr()
+	s.login("alice", PW)
 	st = proc_status(one_child(s.proc.pid))
 	assert st["Groups"].split() == [str(MAIL_GID)], st
 	n = int(s.cmd("STAT").text.split()[1])
@@ -990,7 +944,7 @@ def test_hostile_record_is_rejected(root, mode, why):
 
 
 def test_pipelined_commands_reach_the_user_process(root):
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "LIST", "UIDL",
+	t = root.run(login("alice", PW) + ["STAT", "LIST", "UIDL",
 	    "NOOP", "QUIT"])
 	assert [r.ok for r in t.replies] == [True] * 7, t
 	assert t.rc == 0
@@ -1013,7 +967,7 @@ def test_passwd_file_as_root(root):
 	    "low:%s:500:500" % make_hash("low pw"),
 	])
 	a = "passwd:%s" % root.passwd
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], auth=a)
+	t = root.run(login("alice", PW) + ["STAT", "QUIT"], auth=a)
 	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 2 "), t
 	assert "login: user alice uid 2001" in t.stderr
 	t = root.run(["USER bob", "PASS bob pw", "STAT", "QUIT"], auth=a)
@@ -1028,7 +982,7 @@ def test_passwd_file_as_root(root):
 	(0o640, 0), (0o604, 0), (0o620, 0), (0o600, 2001)])
 def test_unsafe_passwd_file_refused_as_root(root, mode, owner):
 	root.write_passwd(["alice:" + make_hash(PW)], mode=mode, owner=owner)
-	t = root.run(["USER alice", "PASS " + PW, "QUIT"],
+	t = root.run(login("alice", PW) + ["QUIT"],
 	    auth="passwd:%s" % root.passwd)
 	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
 	assert "must be owned by root" in t.stderr, t.stderr
@@ -1053,9 +1007,7 @@ def test_passwd_hashes_never_reach_the_monitor(root):
 # ---------------------------------------------------------------- logging
 
 def test_login_line_has_the_client_address(root):
-	errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.", dir=root.base)
-	d = Inetd(root.argv(), root.kw(), errf)
-	root.watch(d)
+	d = root.inetd()
 	with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
 		f = c.makefile("rwb")
 		assert f.readline().startswith(b"+OK")
@@ -1080,8 +1032,8 @@ def test_client_address_from_the_environment(root):
 
 def test_password_typed_as_user_name_is_not_logged(root):
 	secret = "Tr0ub4dor&3"
-	t = root.run(["USER " + secret, "PASS alice", "USER alice",
-	    "PASS " + PW, "QUIT"])
+	t = root.run(["USER " + secret, "PASS alice", *login("alice", PW),
+	    "QUIT"])
 	assert t.replies[3].ok, t
 	assert secret not in t.stderr and PW not in t.stderr, t.stderr
 	assert "UNKNOWN USER" in t.stderr
@@ -1099,12 +1051,10 @@ def test_syslog_lines(root, tmp_path):
 	script = ("mount -t tmpfs -o mode=755 none /dev && "
 	    "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec \"$@\"" %
 	    sock_path)
-	argv = ["unshare", "-m", "sh", "-c", script, "sh"] + root.argv(
-	    debug=False)
-	cmds = ["USER nosuch", "PASS " + PW + "!", "USER alice", "PASS " + PW,
+	cmds = ["USER nosuch", "PASS " + PW + "!", *login("alice", PW),
 	    "STAT", "RETR 1", "DELE 2", "QUIT"]
-	p = subprocess.run(argv, input=b"".join(c.encode() + b"\r\n"
-	    for c in cmds), capture_output=True, timeout=30, **root.kw())
+	t = root.run(cmds, debug=False, wrapper=["unshare", "-m", "sh", "-c",
+	    script, "sh"])
 	got = []
 	while True:
 		try:
@@ -1112,8 +1062,7 @@ def test_syslog_lines(root, tmp_path):
 		except socket.timeout:
 			break
 	srv.close()
-	sanitizer_checked(p.stderr, p.returncode)
-	assert p.returncode == 0, (p, got)
+	assert t.rc == 0, (t, got)
 	log = "\n".join(got)
 	assert got and all(int(g[1:g.index(">")]) // 8 == 2 for g in got), \
 	    got				# LOG_MAIL
@@ -1129,7 +1078,7 @@ def test_syslog_lines(root, tmp_path):
 def test_non_root_pam_serves_only_the_invoking_user(root):
 	"""Started as alice (not root): one process, PAM checks alice's own
 	password; another user's correct password is refused."""
-	t = root.run(["USER alice", "PASS " + PW, "STAT", "QUIT"], "-l",
+	t = root.run(login("alice", PW) + ["STAT", "QUIT"], "-l",
 	    "fcntl", user=2001)		# not in the mail group: no dotlocks
 	assert t.replies[1].ok, t
 	assert t.rc == 0, t

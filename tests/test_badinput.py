@@ -14,30 +14,19 @@ under ASan) and far below what holding one of the large inputs would take.
 import hashlib
 import os
 import random
-import select
-import subprocess
-import tempfile
-import threading
 import time
 
 import pytest
 
+import refmbox
 from conftest import (FROM_LINE, LIMITS, NOBODY, PASSWORD, ROOT, USER,
-    Transcript, expected_retr, expected_top, mbox, need)
+    Transcript, expected_retr, expected_top, login, mbox, stored_retr)
+from messages import M1, M2, M3, THREE
 
-TIME = "/usr/bin/time"
 MB = 1024 * 1024
 EX = {v for k, v in LIMITS.items() if k.startswith("POP3_EX_")}
 OK, CLOSED = LIMITS["POP3_EX_OK"], LIMITS["POP3_EX_CLOSED"]
 
-M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n"
-M2 = b"Subject: two\n\nline 1\nline 2\n"
-M3 = b"Subject: three\n\n.\n..two dots\ndone.\n"
-THREE = [M1, M2, M3]
-
-
-def login():
-	return ["USER " + USER, "PASS " + PASSWORD]
 
 
 def _asan(path):
@@ -60,14 +49,15 @@ def bound(pop3):
 
 
 class Result:
-	def __init__(self, cmds, out, err, rc, rss, elapsed):
-		self.cmds = cmds
-		self.out = out
-		self.rawerr = err
-		self.err = err.decode("utf-8", "replace")
-		self.rc = rc
-		self.rss = rss			# KB, None if pop3d was never run
-		self.elapsed = elapsed
+	"""A run_script() Outcome whose replies are parsed when asked (.t):
+	.out, .err (text), .rc, .rss (KB), .elapsed."""
+
+	def __init__(self, o):
+		self.o = o
+		self.cmds, self.out, self.rc = o.cmds, o.out, o.rc
+		self.err = o.err.decode("utf-8", "replace")
+		self.rss = o.rss
+		self.elapsed = o.elapsed
 		self._t = None
 
 	@property
@@ -75,8 +65,7 @@ class Result:
 		"""The replies as a Transcript (a ProtocolError if they are
 		malformed)."""
 		if self._t is None:
-			self._t = Transcript(self.cmds, self.out, self.rawerr,
-			    self.rc, self.elapsed)
+			self._t = self.o.transcript()
 		return self._t
 
 	def __repr__(self):
@@ -89,93 +78,13 @@ class Result:
 		    self.elapsed, t)
 
 
-_runs = [0]
-
-
 def run(pop3, cmds, *extra, raw=None, sink=None, read=True, timeout=60,
     **kw):
-	"""pop3d on pipes under GNU time: writes raw (or the command lines)
-	from a thread and closes its input; reads its output (to sink(chunk)
-	if given, else keeps it) unless read is False; waits.  A Result."""
-	need(os.access(TIME, os.X_OK), "GNU time (package time)")
-	d = pop3.base / "rss"
-	if not d.exists():
-		d.mkdir()
-		if ROOT:
-			os.chown(d, NOBODY, NOBODY)
-	_runs[0] += 1
-	rssf = d / ("rss.%d" % _runs[0])
-	if raw is None:
-		raw = b"".join((c if isinstance(c, bytes) else
-		    c.encode("latin-1")) + b"\r\n" for c in cmds)
-	cmds = [c.decode("latin-1") if isinstance(c, bytes) else c
-	    for c in cmds]
-	argv = [TIME, "-q", "-f", "%M", "-o", str(rssf)] + pop3.argv(*extra,
-	    **kw)
-	errf = tempfile.TemporaryFile()
-	pkw = pop3.popen_kw()
-	# ASan keeps freed memory in a quarantine (256 MB by default), which
-	# would count as pop3d's: a small one keeps the measure meaningful.
-	pkw["env"] = dict(pkw["env"])
-	pkw["env"]["ASAN_OPTIONS"] = ":".join(filter(None, [
-	    pkw["env"].get("ASAN_OPTIONS"), "quarantine_size_mb=16"]))
-	t0 = time.monotonic()
-	p = subprocess.Popen(argv, stdin=subprocess.PIPE,
-	    stdout=subprocess.PIPE, stderr=errf, **pkw)
-
-	def writer():
-		try:
-			for i in range(0, len(raw), MB):
-				p.stdin.write(raw[i:i + MB])
-			p.stdin.close()
-		except (BrokenPipeError, OSError):
-			pass
-	th = threading.Thread(target=writer, daemon=True)
-	th.start()
-	out = bytearray()
-	fd = p.stdout.fileno()
-	try:
-		import fcntl
-		fcntl.fcntl(fd, 1031, MB)	# F_SETPIPE_SZ: fewer reads
-	except OSError:
-		pass
-	deadline = t0 + timeout
-	try:
-		while read:
-			left = deadline - time.monotonic()
-			if left <= 0:
-				raise TimeoutError
-			r, _, _ = select.select([fd], [], [], left)
-			if not r:
-				continue
-			chunk = os.read(fd, MB)
-			if not chunk:
-				break
-			if sink is not None:
-				sink(chunk)
-			else:
-				out += chunk
-		p.wait(max(0.1, deadline - time.monotonic()))
-	except (TimeoutError, subprocess.TimeoutExpired):
-		p.kill()
-		p.wait()
-		errf.seek(0)
-		pytest.fail("pop3d still running after %s s; log:\n%s" % (timeout,
-		    errf.read().decode("utf-8", "replace")[-3000:]))
-	elapsed = time.monotonic() - t0
-	if not read:
-		out = bytearray(p.stdout.read())
-	p.stdout.close()
-	th.join(10)
-	errf.seek(0)
-	err = errf.read()
-	errf.close()
-	rss = None
-	if rssf.exists():
-		words = rssf.read_text().split()
-		if words and words[-1].isdigit():
-			rss = int(words[-1])
-	return Result(cmds, bytes(out), err, p.returncode, rss, elapsed)
+	"""pop3.run() under GNU time (rss): writes raw (or the command lines)
+	and closes the input, reads the output (to sink(chunk) if given)
+	unless read is False, waits.  A Result."""
+	return Result(pop3.run(cmds, *extra, raw=raw, sink=sink, read=read,
+	    timeout=timeout, rss=True, parse=False, **kw))
 
 
 def check(res, bound, rc, messages=0):
@@ -270,8 +179,8 @@ def test_cr_without_lf(pop3, bound):
 	"""A CR is not a line end: "NOOP\\rNOOP" is one unknown command;
 	"DELE 1\\r\\r\\n" keeps a CR in its argument and deletes nothing."""
 	data = pop3.write_mbox(THREE)
-	raw = (b"USER " + USER.encode() + b"\r\nPASS " + PASSWORD.encode() +
-	    b"\r\nNOOP\rNOOP\r\nDELE 1\r\r\n\r\r\r\nSTAT\r\nDELE 2\r")
+	raw = b"".join(c.encode() + b"\r\n" for c in login()) + \
+	    b"NOOP\rNOOP\r\nDELE 1\r\r\n\r\r\r\nSTAT\r\nDELE 2\r"
 	cmds = login() + ["NOOP\rNOOP", "DELE 1\r", "\r\r", "STAT", "DELE 2\r"]
 	res = run(pop3, cmds, raw=raw)
 	check(res, bound, CLOSED)		# EOF without QUIT
@@ -758,28 +667,35 @@ def _expand(data):
 @pytest.mark.parametrize("path", _fuzz_mailboxes(),
     ids=lambda p: os.path.basename(p))
 def test_fuzz_mailboxes(pop3, bound, path):
-	"""The fuzz_mbox seeds and findings, served by the real binary: every
-	message's LIST size is what RETR sends; or -ERR [SYS/PERM] for what
-	is not an mbox."""
+	"""The fuzz_mbox seeds and findings (filler escapes expanded first),
+	served by the real binary and checked against tests/refmbox.py: the
+	message count, the total, each LIST size and each RETR are refmbox's
+	and each TOP 0 starts its RETR; -ERR [SYS/PERM] for what refmbox
+	finds is not an mbox."""
 	with open(path, "rb") as f:
 		data = pop3.write_mbox(_expand(f.read()))
-	res = run(pop3, login() + ["STAT", "QUIT"])
-	if res.t[1].err:
+	ref = refmbox.visible(data)
+	if ref is None:
+		res = run(pop3, login() + ["STAT", "QUIT"])
 		check(res, bound, LIMITS["POP3_EX_CONFIG"])
 		assert res.t[1].text.startswith("-ERR [SYS/PERM]"), res
 		return
-	check(res, bound, OK)
-	n = int(res.t[2].text.split()[1])
-	cmds = login() + ["LIST"] + ["RETR %d" % (i + 1) for i in range(n)] + \
+	n = len(ref)
+	want = [refmbox.size(m) for _, m in ref]
+	cmds = login() + ["STAT", "LIST"] + \
+	    ["RETR %d" % (i + 1) for i in range(n)] + \
 	    ["TOP %d 0" % (i + 1) for i in range(n)] + ["UIDL", "QUIT"]
 	res = run(pop3, cmds)
 	check(res, bound, OK)
 	t = res.t
 	assert len(t) == len(cmds) and all(r.ok for r in t.replies), res
-	sizes = [int(ln.split()[1]) for ln in t[2].lines]
-	for i in range(n):
-		assert sizes[i] == len(t[3 + i].data), i
-		assert t[3 + i].data.startswith(t[3 + n + i].data), i
+	assert t[2].text.split()[1:3] == [str(n), str(sum(want))], res
+	sizes = [int(ln.split()[1]) for ln in t[3].lines]
+	assert sizes == want, res
+	for i, (_, m) in enumerate(ref):
+		assert t[4 + i].data == stored_retr(m), i
+		assert sizes[i] == len(t[4 + i].data), i
+		assert t[4 + i].data.startswith(t[4 + n + i].data), i
 	assert pop3.read_mbox() == data
 
 

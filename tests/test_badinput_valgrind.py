@@ -12,11 +12,12 @@ import subprocess
 
 import pytest
 
-from conftest import LIMITS, NOBODY, PASSWORD, ROOT, USER, mbox, need
+from conftest import (LIMITS, NOBODY, PASSWORD, ROOT, USER, login, mbox,
+    need)
+from messages import M1
 
 pytestmark = pytest.mark.plain_pass
 
-M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n"
 M2 = b"Subject: two\n\nline 1\nline 2\n.dot\n"
 M3 = b"Subject: three\n\n" + b"x" * 200000 + b"\nno final newline"
 
@@ -58,7 +59,7 @@ def clean(p, text, rc):
 
 def test_full_session_under_valgrind(pop3):
 	data = pop3.write_mbox([M1, M2, M3])
-	cmds = ["CAPA", "USER " + USER, "PASS " + PASSWORD, "STAT", "LIST",
+	cmds = ["CAPA", *login(), "STAT", "LIST",
 	    "LIST 2", "UIDL", "UIDL 3", "RETR 1", "RETR 3", "TOP 2 1", "TOP 3 0",
 	    "DELE 1", "RSET", "DELE 2", "NOOP", "CAPA", "QUIT"]
 	p, text = valgrind(pop3, cmds)

@@ -27,7 +27,8 @@ import pytest
 import syncorder
 from conftest import LIMITS, ROOT, USER, mbox, need, parse_mbox
 from mailsafety import (DOTLOCK, JOURNAL, Run, census, describe,
-    fault_binary, journals, leftovers, message)
+    fault_binary, journals, leftovers)
+from messages import message, numbered
 
 # Steps of one update stay far below this; a run past it is a bug.
 MAX_STEPS = 200
@@ -56,14 +57,14 @@ def gaps():
 	less than their length) and within the mailbox (shifted by more than
 	1 MiB), and writes progress records before three of the moves: kills
 	fall before, between and after them."""
-	msgs = [message(i) for i in range(1, 25)]
+	msgs = numbered(24)
 	for i in (2, 7, 15):
 		msgs[i - 1] = message(i, body=BIG_BODY)
 	return msgs
 
 
 def six(big=False):
-	msgs = [message(i) for i in range(1, 7)]
+	msgs = numbered(6)
 	msgs[2] = message(3, body=ODD_BODY)
 	if big:
 		msgs[1] = message(2, body=BIG_BODY)

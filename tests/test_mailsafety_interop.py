@@ -11,10 +11,9 @@ import pytest
 
 from conftest import FROM_LINE, LIMITS, USER, expected_retr, mbox
 from mailsafety import (DOTLOCK, Run, as_nobody, census, describe,
-    dotlock_append, fault_binary, mda_env, message, mua_rewrite,
-    procmail_deliver, procmail_rc)
-
-FOUR = [message(i) for i in range(1, 5)]
+    dotlock_append, fault_binary, mda_env, mua_rewrite, procmail_deliver,
+    procmail_rc)
+from messages import FOUR, message, numbered
 
 
 def delivered(m):
@@ -30,7 +29,7 @@ def deliver_during_session(pop3, deliver):
 	DELE 1, DELE 3, QUIT: the update removes exactly those two and keeps
 	the new mail byte-identical after the kept messages."""
 	pop3.write_mbox(FOUR)
-	new = [message(i, tag="new") for i in range(1, 4)]
+	new = numbered(3, tag="new")
 	with Run(pop3) as r:
 		assert r.login().ok, r.log
 		assert r.cmd("STAT").text.startswith("+OK 4 "), r.log
@@ -143,7 +142,7 @@ def test_rewritten_mailbox_grown_by_more_mail(pop3):
 	"""The MUA deletes message 2 and new mail arrives, so the file is no
 	shorter than at login: RETR of the moved messages still never sends
 	wrong octets; QUIT after DELE: -ERR [SYS/TEMP], nothing deleted."""
-	more = [message(i, tag="more") for i in range(1, 4)]
+	more = numbered(3, tag="more")
 	grown = mbox([FOUR[0], FOUR[2], FOUR[3]] + more)
 	assert len(grown) >= len(mbox(FOUR))
 	for n in (2, 3, 4):
@@ -187,7 +186,7 @@ def test_same_headers_other_body_under_the_session(pop3):
 	a = hdr + b"first body, which is a little longer than the other\n"
 	b = hdr + b"second body\n"
 	c = message(3)
-	more = [message(i, tag="more") for i in range(1, 3)]
+	more = numbered(2, tag="more")
 	after = mbox([b, c] + more)
 	r, reps = rewrite_during_session(pop3, mbox([a, b, c]), after,
 	    ["RETR 1"])

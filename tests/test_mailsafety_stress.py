@@ -9,8 +9,8 @@ import pytest
 
 from conftest import (FROM_LINE, PASSWORD, USER, expected_retr, mbox,
     parse_mbox)
-from mailsafety import (Run, digest, message, msgid, procmail_deliver,
-    procmail_rc)
+from mailsafety import Run, digest, msgid, procmail_deliver, procmail_rc
+from messages import message, numbered
 
 WRITERS = 3
 PER_WRITER = 200
@@ -211,7 +211,7 @@ def test_procmail_writers_and_overlapping_sessions(pop3):
 def test_two_sessions_at_the_same_moment(pop3, round_):
 	"""Two pop3d get PASS at the same moment: exactly one +OK, the other
 	-ERR [IN-USE] at once; the winner's update then works."""
-	pop3.write_mbox([message(i) for i in range(1, 4)])
+	pop3.write_mbox(numbered(3))
 	a, b = Run(pop3), Run(pop3)
 	try:
 		for r in (a, b):

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import refmbox
-from conftest import USER, PASSWORD, expected_retr, mbox, need
+from conftest import expected_retr, login, mbox, need
 
 M1 = b"From: Bank <alerts@bank.example>\nSubject: statement\n\nready\n"
 M2 = b"Subject: urgent\n\nconfirm your PIN at https://evil.example/\n"
@@ -82,9 +82,6 @@ NOT_FROM_LINES = [
 	(b"From:bob@example.org " + DATE, "no space after From"),
 ]
 
-
-def login():
-	return ["USER " + USER, "PASS " + PASSWORD]
 
 
 def ok(t):

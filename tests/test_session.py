@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (LIMITS, NOBODY, PASSWORD, REPO, ROOT, USER, Pop3Env,
-    expected_retr, expected_top, make_hash, mbox, sanitizer_check)
+    expected_retr, expected_top, login, make_hash, mbox, sanitizer_check)
 
 M1 = b"From: bob@example.org\nTo: alice@example.org\nSubject: one\n\nFirst.\n"
 M2 = (b"From: carol@example.org\nSubject: two\n\nline 1\nline 2\nline 3\n"
@@ -52,9 +52,6 @@ CRLF_CORPUS = [M1, M3,
 	b"Subject: empty body\n\n",
 	b"Subject: last\n\nno newline at the end"]
 
-
-def login():
-	return ["USER " + USER, "PASS " + PASSWORD]
 
 
 def ok(t, i=None):
@@ -186,7 +183,7 @@ def test_commands_in_the_wrong_state(pop3):
 	data = pop3.write_mbox(THREE)
 	early = ["STAT", "LIST", "LIST 1", "RETR 1", "DELE 1", "NOOP", "RSET",
 	    "TOP 1 0", "UIDL", "UIDL 1", "PASS " + PASSWORD]
-	late = ["USER " + USER, "PASS " + PASSWORD]
+	late = login()
 	t = pop3.run(early + login() + late + ["STAT", "QUIT"])
 	n = len(early)
 	for i in range(n):

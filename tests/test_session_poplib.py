@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import (LIMITS, PASSWORD, USER, expected_retr, expected_top,
-    mbox)
+    login, mbox)
 
 M1 = b"From: bob@example.org\nSubject: one\n\nFirst.\n.\n..dots\n"
 M2 = b"From: carol@example.org\nSubject: two\n\n" + b"".join(
@@ -138,7 +138,7 @@ def raw_session(pop3, payload, *extra, shut=True):
 
 def test_pipelining_over_a_socket(pop3):
 	pop3.write_mbox(MSGS)
-	cmds = ["USER " + USER, "PASS " + PASSWORD, "STAT", "RETR 3", "LIST",
+	cmds = login() + ["STAT", "RETR 3", "LIST",
 	    "RETR 1", "DELE 2", "UIDL", "QUIT"]
 	payload = b"".join(c.encode() + b"\r\n" for c in cmds)
 	d, out = raw_session(pop3, payload)
