@@ -106,6 +106,12 @@ hardening: pop3d
 	@nm -D pop3d | grep -q '_chk@' || { echo 'pop3d has no fortified calls' >&2; exit 1; }
 	@echo 'hardening: PIE, BIND_NOW, RELRO, NX stack, stack protector, FORTIFY: ok'
 
+# The call graph between the server's files, from nm on the objects; fails
+# on a circle other than the known back-edges of tests/layers.allow.
+.PHONY: layers
+layers: $(OBJS)
+	@sh tests/layers.sh tests/layers.allow $(OBJS)
+
 # The one test command (README, .ci/run): packages, a -Werror build from
 # scratch (-B: objects of a plain build are not reused), the hardening
 # assertions, the unit tests, then pytest against pop3d and again against
@@ -119,6 +125,7 @@ check: SHELL = /bin/bash
 check: deps
 	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
 	@$(MAKE) --no-print-directory hardening
+	@$(MAKE) --no-print-directory layers
 	@mkdir -p build/log; rc=0; set -o pipefail; \
 	$(MAKE) --no-print-directory unit 2>&1 | tee build/log/unit.log || rc=1; \
 	echo "== pytest, POP3D_BIN=pop3d"; \
