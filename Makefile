@@ -29,7 +29,7 @@ LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c conn.c auth.c maildrop.c mbox.c update.c
+SRCS	= pop3d.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c
 HDRS	= pop3d.h maildrop.h mdint.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
@@ -53,7 +53,7 @@ build/san/%.o: %.c $(HDRS)
 build/san/pop3d: $(SRCS:%.c=build/san/%.o)
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-# The fault-injection build (issue 4; maildrop.c, update.c): POP3D_FAULT=
+# The fault-injection build (issue 4; io.c): POP3D_FAULT=
 # kill:N, enospc:N or eio:N hits the N-th write/fsync/ftruncate/rename/
 # unlink/link.
 build/fault/%.o: %.c $(HDRS)

@@ -1,6 +1,7 @@
 /*
- * mdint.h: internal to maildrop.c, mbox.c and update.c, the three files
- * of the maildrop: what they share.  pop3d.c uses maildrop.h only.
+ * mdint.h: internal to maildrop.c, lock.c, mbox.c, journal.c and io.c,
+ * the files of the maildrop: what they share.  pop3d.c uses maildrop.h
+ * only.
  */
 #ifndef MDINT_H
 #define MDINT_H
@@ -48,11 +49,15 @@ struct md_ix {
 	int		 bad;		/* a record differs from ref */
 };
 
-/* One block for reading and copying (update.c). */
+/* One block for reading and copying (journal.c). */
 extern unsigned char	md_blk[MD_BLOCK];
 
-/* maildrop.c: the wrapped calls (fault injection), reads, the spool
- * locks, verification. */
+/* io.c: the wrapped calls (fault injection), reads, the clock. */
+ssize_t		md_write(int, const void *, size_t);
+int		md_link(const char *, const char *);
+uint64_t	md_ms(void);
+void		md_sleep_ms(unsigned int);
+int		md_dirname(const char *, char *, size_t);
 ssize_t		md_cfr(int, uint64_t *, int, uint64_t *, size_t);
 int		md_fdatasync(int);
 int		md_ftruncate(int, uint64_t);
@@ -62,9 +67,12 @@ int		md_pwrite(int, const void *, size_t, uint64_t);
 ssize_t		md_pread(int, void *, size_t, uint64_t);
 int		md_preadx(int, void *, size_t, uint64_t);
 int		md_fsyncdir(const struct maildrop *);
+/* lock.c: the spool locks. */
 void		md_dot_refresh(void);
+void		md_dot_release(const char *);
 enum md_res	md_spool_lock(const struct maildrop *);
 void		md_spool_unlock(const struct maildrop *);
+/* maildrop.c: verification. */
 enum md_res	md_check(struct maildrop *, uint64_t *);
 
 /* mbox.c: the index, twins, the digest of a message. */
@@ -78,7 +86,8 @@ enum md_res	md_twins(struct maildrop *);
 int		md_msghash(const struct maildrop *, const struct md_msg *,
 		    unsigned char *);
 
-/* update.c: repair of an interrupted update. */
+/* journal.c: the journaled update, repair of an interrupted one. */
+enum md_res	md_compact(struct maildrop *, uint32_t, uint64_t);
 enum md_res	md_repair(struct maildrop *, int *);
 
 #endif /* MDINT_H */

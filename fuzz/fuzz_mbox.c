@@ -1,6 +1,7 @@
 /*
  * fuzz_mbox.c: libFuzzer target for the mbox indexer, the streamer, the
- * UIDLs and the update of the maildrop (maildrop.c, mbox.c, update.c).
+ * UIDLs and the update of the maildrop (maildrop.c, mbox.c, journal.c,
+ * lock.c, io.c).
  *
  * Input: the mailbox file as it is (seeds are plain mbox files), except
  * that "\001P" followed by two octets a and b is replaced by a*4096 + b
@@ -44,7 +45,9 @@
 #endif
 #include "../maildrop.c"
 #include "../mbox.c"
-#include "../update.c"
+#include "../journal.c"
+#include "../lock.c"
+#include "../io.c"
 
 #include "common.h"
 

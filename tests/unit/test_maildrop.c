@@ -1,5 +1,5 @@
 /*
- * test_maildrop.c: cmocka tests of maildrop.c, mbox.c and update.c: the
+ * test_maildrop.c: cmocka tests of the maildrop's files: the
  * indexer on crafted mboxes, sizes against streamed bytes, TOP,
  * dot-stuffing, UIDLs, twins, the pseudo-message, the update, the journal
  * repair (with POP3D_FAULT kills and errors in forked children), and the
@@ -29,9 +29,9 @@
 #include "maildrop.h"
 #include "mdint.h"
 
-void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
+void	md_fault_reset(void);	/* io.c, unit and fault builds */
 void	md_test_split(uint64_t, uint64_t);	/* mbox.c, unit builds */
-void	md_test_dotrefresh(uint64_t);		/* maildrop.c, unit builds */
+void	md_test_dotrefresh(uint64_t);		/* lock.c, unit builds */
 
 #define FROM1	"From alice@example.org Thu Nov 26 12:00:00 2026\n"
 #define FROM2	"From bob@example.org Fri Nov 27 08:01:02 2026\n"

@@ -1,7 +1,7 @@
 /*
- * update.c: the UPDATE of the maildrop (maildrop.c): the journal format,
- * compaction in place, progress records, repair of an interrupted update,
- * and md_update().  Runs only as the user.
+ * journal.c: the UPDATE of the maildrop (maildrop.c): the journal format,
+ * compaction in place, progress records, repair of an interrupted update.
+ * Runs only as the user.
  *
  * Update.  Journaled and in place (the inode stays: an MDA that opened the
  * mailbox before we locked it must not append to a file that is gone).
@@ -1050,7 +1050,7 @@ md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
  * fdatasync(2) for files: the octets and the size, not the times.  The
  * mailbox keeps its inode, owner and mode.
  */
-static enum md_res
+enum md_res
 md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 {
 	char		 jpath[MD_PATH];
@@ -1118,33 +1118,4 @@ md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 	pop_log(LOG_ERR, "update of %s left to the next session's repair",
 	    md->path);
 	return MD_TEMP;
-}
-
-enum md_res
-md_update(struct maildrop *md)
-{
-	enum md_res	r;
-	uint64_t	size;
-	uint32_t	k;
-
-	for (k = 0; k < md->n && !md->msg[k].deleted; k++)
-		;
-	if (k == md->n || md->fd == -1)
-		return MD_OK;
-	if ((fcntl(md->fd, F_GETFL) & O_ACCMODE) == O_RDONLY) {
-		pop_log(LOG_ERR, "%s is not writable: nothing deleted",
-		    md->path);
-		return MD_TEMP;
-	}
-	if (md->changed) {
-		pop_log(LOG_ERR, "%s changed under the session: nothing "
-		    "deleted", md->path);
-		return MD_CHANGED;
-	}
-	if ((r = md_spool_lock(md)) != MD_OK)
-		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_check(md, &size)) == MD_OK)
-		r = md_compact(md, k, size);
-	md_spool_unlock(md);
-	return r;
 }
