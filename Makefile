@@ -30,7 +30,7 @@ LIBS	= -lcrypt -lpam $(NETTLE)
 WERROR	=
 
 SRCS	= pop3d.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c
-HDRS	= pop3d.h maildrop.h mdint.h
+HDRS	= pop3d.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
@@ -204,7 +204,7 @@ FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
 	   -D_exit=fz_exit -I.
 FUZZLD	 = -Wl,--wrap=read,--wrap=write,--wrap=vsyslog,--wrap=crypt_rn
 FUZZERS	 = proto plain passwd mbox mbox_sse2 mbox_scalar
-FUZZDEPS = fuzz/common.c fuzz/common.h $(SRCS) $(HDRS)
+FUZZDEPS = fuzz/common.c fuzz/common.h fuzz/mdstub.c $(SRCS) $(HDRS)
 FUZZ_TIME ?= 60
 FUZZ_CHECK_TIME ?= 15
 FUZZ_JOBS ?= 2

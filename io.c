@@ -1,7 +1,9 @@
 /*
- * io.c: the bottom of the maildrop: the wrappers of the calls that write
- * (fault injection), full reads and writes, fsync of the spool directory,
- * the millisecond clock.
+ * io.c: the bottom layer of the maildrop, on libc only (io.h): the
+ * wrappers of the calls that write (fault injection), full reads and
+ * writes, fsync of the spool directory, the millisecond clock, which
+ * conn.c uses too.  lock.c and journal.c make every write-like call of
+ * the maildrop through these wrappers.
  */
 
 #include <sys/stat.h>
@@ -9,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "maildrop.h"
-#include "mdint.h"
+#include "io.h"
 
 /*
  * Fault injection (issue 4).  Every write, pwrite, fsync, ftruncate,
@@ -28,76 +30,73 @@
  * builds call the system directly and never read the environment.
  */
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
-static int	md_fault_init;
-static int	md_fault_kind;		/* 0, -1 kill, or an errno */
-static long	md_fault_at, md_fault_count;
+static int	io_fault_init;
+static int	io_fault_kind;		/* 0, -1 kill, or an errno */
+static long	io_fault_at, io_fault_count;
 
-void	md_fault_reset(void);
-
-/* Unit tests: read POP3D_FAULT again and count from 1. */
 void
-md_fault_reset(void)
+io_fault_reset(void)
 {
-	md_fault_init = 0;
-	md_fault_count = 0;
+	io_fault_init = 0;
+	io_fault_count = 0;
 }
 
 static int
-md_fault(void)
+io_fault(void)
 {
 	const char	*s, *num;
 	char		*end;
 
-	if (!md_fault_init) {
-		md_fault_init = 1;
-		md_fault_kind = 0;
+	if (!io_fault_init) {
+		io_fault_init = 1;
+		io_fault_kind = 0;
 		if ((s = getenv("POP3D_FAULT")) != NULL &&
 		    (num = strchr(s, ':')) != NULL) {
 			if (strncmp(s, "kill:", 5) == 0)
-				md_fault_kind = -1;
+				io_fault_kind = -1;
 			else if (strncmp(s, "enospc:", 7) == 0)
-				md_fault_kind = ENOSPC;
+				io_fault_kind = ENOSPC;
 			else if (strncmp(s, "eio:", 4) == 0)
-				md_fault_kind = EIO;
+				io_fault_kind = EIO;
 			errno = 0;
-			md_fault_at = strtol(num + 1, &end, 10);
-			if (errno != 0 || *end != '\0' || md_fault_at < 1)
-				md_fault_kind = 0;
+			io_fault_at = strtol(num + 1, &end, 10);
+			if (errno != 0 || *end != '\0' || io_fault_at < 1)
+				io_fault_kind = 0;
 		}
 	}
-	if (++md_fault_count != md_fault_at || md_fault_kind == 0)
+	if (++io_fault_count != io_fault_at || io_fault_kind == 0)
 		return 0;
-	if (md_fault_kind == -1)
+	if (io_fault_kind == -1)
 		(void)raise(SIGKILL);
-	errno = md_fault_kind;
+	errno = io_fault_kind;
 	return -1;
 }
-#define MD_FAULT()	md_fault()
+#define IO_FAULT()	io_fault()
 #else
-#define MD_FAULT()	0
+#define IO_FAULT()	0
 #endif
 
 ssize_t
-md_write(int fd, const void *p, size_t n)
+io_write(int fd, const void *p, size_t n)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return write(fd, p, n);
 }
 
 static ssize_t
-md_pwrite1(int fd, const void *p, size_t n, off_t off)
+io_pwrite1(int fd, const void *p, size_t n, off_t off)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return pwrite(fd, p, n, off);
 }
 
 /* For the spool directory. */
 static int
-md_fsync(int fd)
+io_fsync(int fd)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return fsync(fd);
 }
@@ -105,53 +104,53 @@ md_fsync(int fd)
 /* For files: their octets and what it takes to read them back (size,
  * blocks), not their times, which an update never needs. */
 int
-md_fdatasync(int fd)
+io_fdatasync(int fd)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return fdatasync(fd);
 }
 
 int
-md_ftruncate(int fd, uint64_t len)
+io_ftruncate(int fd, uint64_t len)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return ftruncate(fd, (off_t)len);
 }
 
 int
-md_rename(const char *from, const char *to)
+io_rename(const char *from, const char *to)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return rename(from, to);
 }
 
 int
-md_unlink(const char *path)
+io_unlink(const char *path)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return unlink(path);
 }
 
 int
-md_link(const char *from, const char *to)
+io_link(const char *from, const char *to)
 {
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	return link(from, to);
 }
 
 /* copy_file_range(2), one of the wrapped writes. */
 ssize_t
-md_cfr(int src, uint64_t *off, int dst, uint64_t *doff, size_t n)
+io_copy_range(int src, uint64_t *off, int dst, uint64_t *doff, size_t n)
 {
 	off_t	o = (off_t)*off, d = (off_t)*doff;
 	ssize_t	r;
 
-	if (MD_FAULT())
+	if (IO_FAULT())
 		return -1;
 	r = copy_file_range(src, &o, dst, &d, n, 0);
 	if (r > 0) {
@@ -163,13 +162,13 @@ md_cfr(int src, uint64_t *off, int dst, uint64_t *doff, size_t n)
 
 /* Writes all n octets at off; 0 or -1 with errno. */
 int
-md_pwrite(int fd, const void *buf, size_t n, uint64_t off)
+io_pwrite(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const char	*p = buf;
 	ssize_t		 r;
 
 	while (n > 0) {
-		if ((r = md_pwrite1(fd, p, n, (off_t)off)) == -1) {
+		if ((r = io_pwrite1(fd, p, n, (off_t)off)) == -1) {
 			if (errno == EINTR)
 				continue;
 			return -1;
@@ -187,7 +186,7 @@ md_pwrite(int fd, const void *buf, size_t n, uint64_t off)
 
 /* Reads up to n octets at off; fewer only at end of file.  -1 on error. */
 ssize_t
-md_pread(int fd, void *buf, size_t n, uint64_t off)
+io_pread(int fd, void *buf, size_t n, uint64_t off)
 {
 	char	*p = buf;
 	size_t	 got = 0;
@@ -209,11 +208,11 @@ md_pread(int fd, void *buf, size_t n, uint64_t off)
 
 /* Reads exactly n octets at off: 0, or -1 (errno EIO at a short read). */
 int
-md_preadx(int fd, void *buf, size_t n, uint64_t off)
+io_pread_exact(int fd, void *buf, size_t n, uint64_t off)
 {
 	ssize_t	r;
 
-	if ((r = md_pread(fd, buf, n, off)) == -1)
+	if ((r = io_pread(fd, buf, n, off)) == -1)
 		return -1;
 	if ((size_t)r != n) {
 		errno = EIO;
@@ -223,7 +222,7 @@ md_preadx(int fd, void *buf, size_t n, uint64_t off)
 }
 
 uint64_t
-md_ms(void)
+io_ms(void)
 {
 	struct timespec	ts;
 
@@ -233,7 +232,7 @@ md_ms(void)
 }
 
 void
-md_sleep_ms(unsigned int ms)
+io_sleep_ms(unsigned int ms)
 {
 	struct timespec	ts;
 
@@ -245,7 +244,7 @@ md_sleep_ms(unsigned int ms)
 
 /* The directory part of path ("." if none) into buf; -1 if too long. */
 int
-md_dirname(const char *path, char *buf, size_t size)
+io_dirname(const char *path, char *buf, size_t size)
 {
 	const char	*slash = strrchr(path, '/');
 	size_t		 len;
@@ -262,18 +261,18 @@ md_dirname(const char *path, char *buf, size_t size)
 
 /* fsync(2) the spool directory after a file was created or removed. */
 int
-md_fsyncdir(const struct maildrop *md)
+io_fsyncdir(const char *path)
 {
-	char	dir[MD_PATH];
+	char	dir[PATH_MAX];
 	int	fd, r, e;
 
-	if (md_dirname(md->path, dir, sizeof(dir)) == -1) {
+	if (io_dirname(path, dir, sizeof(dir)) == -1) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
 	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return -1;
-	r = md_fsync(fd);
+	r = io_fsync(fd);
 	e = errno;
 	if (close(fd) == -1 && r == 0)
 		return -1;

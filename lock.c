@@ -1,5 +1,8 @@
 /*
- * lock.c: the spool locks of the maildrop.
+ * lock.c: the locks of the maildrop (lock.h): the session lock, the spool
+ * locks by the methods the caller gives (--lock), staleness of a dotlock,
+ * and the keep-alive of ours.  Calls io.c for every write-like call and
+ * the clock; knows nothing of the mbox format.
  *
  * Locks.  The session lock is flock(2) on the mailbox, held for the whole
  * session: a second session gets MD_INUSE at once, and MDAs, which use
@@ -13,6 +16,7 @@
  * dead process is removed; ours is refreshed every MD_DOTLOCK_REFRESH.
  */
 
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -26,8 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "maildrop.h"
-#include "mdint.h"
+#include "io.h"
+#include "lock.h"
 
 /*
  * Dotlock retry back-off, doubled from MIN up to MAX (milliseconds).  MDAs
@@ -35,24 +39,25 @@
  * next delivery in first: with three procmail writers a 1 s cap made QUIT
  * wait 1.6 s.  The random part keeps two waiting sessions out of step.
  */
-#define MD_BACKOFF_MIN	20
-#define MD_BACKOFF_MAX	200
+#define LOCK_BACKOFF_MIN	20
+#define LOCK_BACKOFF_MAX	200
 
-/* Our dotlock, if we hold one: md_close() removes it on every path. */
+/* Our dotlock, if we hold one: lock_dot_release() removes it on every
+ * path (md_close()). */
 static struct {
 	int		 held;
-	char		 path[sizeof(((struct maildrop *)0)->lockpath)];
+	char		 path[MD_PATH];
 	dev_t		 dev;
 	ino_t		 ino;
-	uint64_t	 touched;	/* md_ms() at creation or last refresh */
-} md_dot;
+	uint64_t	 touched;	/* io_ms() at creation or last refresh */
+} lock_dot;
 
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
 
 /* Test builds: POP3D_LOCK_WAIT=SECONDS (1..MD_LOCK_WAIT) shortens the
  * lock wait, so that tests of a held lock need not take 30 s. */
 static int
-md_lock_wait(void)
+lock_wait(void)
 {
 	const char	*s = getenv("POP3D_LOCK_WAIT");
 	char		*end;
@@ -66,67 +71,77 @@ md_lock_wait(void)
 		return MD_LOCK_WAIT;
 	return (int)v;
 }
-#define MD_LOCKWAIT()	md_lock_wait()
+#define LOCK_WAIT_NOW()	lock_wait()
 #else
-#define MD_LOCKWAIT()	MD_LOCK_WAIT
+#define LOCK_WAIT_NOW()	MD_LOCK_WAIT
 #endif
+
+/* The session lock: flock(2) of the whole mailbox, never waiting. */
+enum md_res
+lock_session(int fd, const char *path)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK)
+			return MD_INUSE;
+		pop_log(LOG_ERR, "flock %s: %s", path, strerror(errno));
+		return MD_TEMP;
+	}
+	return MD_OK;
+}
 
 /*
  * Spool locks.
  */
 
 /* How often our dotlock is refreshed, in ms: unit tests shorten it. */
-static uint64_t	md_dot_every = MD_DOTLOCK_REFRESH * 1000ULL;
+static uint64_t	lock_refresh_every = MD_DOTLOCK_REFRESH * 1000ULL;
 
 #ifdef POP3D_UNIT
-void	md_test_dotrefresh(uint64_t);
-
-/* Refresh every ms milliseconds (0: at every chance). */
 void
-md_test_dotrefresh(uint64_t ms)
+lock_test_refresh(uint64_t ms)
 {
-	md_dot_every = ms;
+	lock_refresh_every = ms;
 }
 #endif
 
 /* Refreshes our dotlock's mtime so that nobody takes it for stale. */
 void
-md_dot_refresh(void)
+lock_alive(void)
 {
 	struct stat	st;
 	uint64_t	now;
 
-	if (!md_dot.held)
+	if (!lock_dot.held)
 		return;
-	now = md_ms();
-	if (now - md_dot.touched < md_dot_every)
+	now = io_ms();
+	if (now - lock_dot.touched < lock_refresh_every)
 		return;
-	md_dot.touched = now;
-	if (lstat(md_dot.path, &st) == -1 || st.st_dev != md_dot.dev ||
-	    st.st_ino != md_dot.ino) {
+	lock_dot.touched = now;
+	if (lstat(lock_dot.path, &st) == -1 || st.st_dev != lock_dot.dev ||
+	    st.st_ino != lock_dot.ino) {
 		pop_log(LOG_ERR, "dotlock %s was removed by another program",
-		    md_dot.path);
+		    lock_dot.path);
 		return;
 	}
-	if (utimensat(AT_FDCWD, md_dot.path, NULL, AT_SYMLINK_NOFOLLOW) == -1)
-		pop_log(LOG_ERR, "cannot refresh dotlock %s: %s", md_dot.path,
+	if (utimensat(AT_FDCWD, lock_dot.path, NULL, AT_SYMLINK_NOFOLLOW) == -1)
+		pop_log(LOG_ERR, "cannot refresh dotlock %s: %s", lock_dot.path,
 		    strerror(errno));
 }
 
 /* Removes our dotlock, unless somebody else's has replaced it. */
 void
-md_dot_release(const char *path)
+lock_dot_release(const char *path)
 {
 	struct stat	st;
 
-	if (!md_dot.held || strcmp(path, md_dot.path) != 0)
+	if (!lock_dot.held || strcmp(path, lock_dot.path) != 0)
 		return;
-	md_dot.held = 0;
-	if (lstat(md_dot.path, &st) == -1 || st.st_dev != md_dot.dev ||
-	    st.st_ino != md_dot.ino)
+	lock_dot.held = 0;
+	if (lstat(lock_dot.path, &st) == -1 || st.st_dev != lock_dot.dev ||
+	    st.st_ino != lock_dot.ino)
 		return;
-	if (md_unlink(md_dot.path) == -1)
-		pop_log(LOG_ERR, "cannot remove dotlock %s: %s", md_dot.path,
+	if (io_unlink(lock_dot.path) == -1)
+		pop_log(LOG_ERR, "cannot remove dotlock %s: %s", lock_dot.path,
 		    strerror(errno));
 }
 
@@ -139,7 +154,7 @@ enum { DOT_GOT, DOT_BUSY, DOT_TEMP, DOT_PERM };
  * a regular file (never followed, never removed).
  */
 static int
-md_dot_stale(const struct maildrop *md)
+lock_dot_stale(const char *lockpath)
 {
 	struct stat	 st, st2;
 	char		 buf[32];
@@ -149,14 +164,14 @@ md_dot_stale(const struct maildrop *md)
 	ssize_t		 r;
 	int		 fd, dead = 0;
 
-	if (lstat(md->lockpath, &st) == -1)
+	if (lstat(lockpath, &st) == -1)
 		return errno == ENOENT ? DOT_GOT : DOT_BUSY;
 	if (!S_ISREG(st.st_mode)) {
 		pop_log(LOG_ERR, "dotlock %s is not a regular file: refused",
-		    md->lockpath);
+		    lockpath);
 		return DOT_PERM;
 	}
-	fd = open(md->lockpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	fd = open(lockpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
 	    O_CLOEXEC);
 	if (fd != -1) {
 		r = read(fd, buf, sizeof(buf) - 1);
@@ -175,18 +190,18 @@ md_dot_stale(const struct maildrop *md)
 		return DOT_BUSY;
 	why = dead ? "its process is gone" : "too old";
 	/* Still the same file?  Then it is ours to remove. */
-	if (lstat(md->lockpath, &st2) == -1)
+	if (lstat(lockpath, &st2) == -1)
 		return DOT_GOT;
 	if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino ||
 	    st2.st_mtime != st.st_mtime)
 		return DOT_BUSY;
-	if (md_unlink(md->lockpath) == -1 && errno != ENOENT) {
+	if (io_unlink(lockpath) == -1 && errno != ENOENT) {
 		pop_log(LOG_ERR, "cannot remove stale dotlock %s: %s",
-		    md->lockpath, strerror(errno));
+		    lockpath, strerror(errno));
 		return DOT_TEMP;
 	}
 	pop_log(LOG_NOTICE, "removed stale dotlock %s (%s: age %lld s, "
-	    "pid %ld)", md->lockpath, why, (long long)(now - st.st_mtime),
+	    "pid %ld)", lockpath, why, (long long)(now - st.st_mtime),
 	    pid);
 	return DOT_GOT;
 }
@@ -197,7 +212,7 @@ md_dot_stale(const struct maildrop *md)
  * of the unique file, not link()'s return value.
  */
 static int
-md_dot_try(const struct maildrop *md)
+lock_dot_try(const char *lockpath)
 {
 	static unsigned int	 seq;
 	char			 dir[MD_PATH], tmp[MD_PATH + 128], host[65];
@@ -207,7 +222,7 @@ md_dot_try(const struct maildrop *md)
 	size_t			 i;
 	int			 fd, r, lerr, got, plen;
 
-	if (md_dirname(md->lockpath, dir, sizeof(dir)) == -1)
+	if (io_dirname(lockpath, dir, sizeof(dir)) == -1)
 		return DOT_PERM;
 	if (gethostname(host, sizeof(host)) == -1)
 		(void)snprintf(host, sizeof(host), "localhost");
@@ -235,32 +250,32 @@ md_dot_try(const struct maildrop *md)
 		return DOT_TEMP;
 	}
 	plen = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (md_write(fd, pid, (size_t)plen) != plen) {
+	if (io_write(fd, pid, (size_t)plen) != plen) {
 		pop_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
 		(void)close(fd);
-		(void)md_unlink(tmp);
+		(void)io_unlink(tmp);
 		return DOT_TEMP;
 	}
 	if (close(fd) == -1) {
 		pop_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
-		(void)md_unlink(tmp);
+		(void)io_unlink(tmp);
 		return DOT_TEMP;
 	}
-	r = md_link(tmp, md->lockpath);
+	r = io_link(tmp, lockpath);
 	lerr = errno;
 	got = lstat(tmp, &st) == 0 && st.st_nlink == 2;
-	if (md_unlink(tmp) == -1)
+	if (io_unlink(tmp) == -1)
 		pop_log(LOG_ERR, "cannot remove %s: %s", tmp, strerror(errno));
 	if (got) {
-		md_dot.held = 1;
-		memcpy(md_dot.path, md->lockpath, sizeof(md_dot.path));
-		md_dot.dev = st.st_dev;
-		md_dot.ino = st.st_ino;
-		md_dot.touched = md_ms();
+		lock_dot.held = 1;
+		memcpy(lock_dot.path, lockpath, sizeof(lock_dot.path));
+		lock_dot.dev = st.st_dev;
+		lock_dot.ino = st.st_ino;
+		lock_dot.touched = io_ms();
 		return DOT_GOT;
 	}
 	if (r == -1 && lerr != EEXIST) {
-		pop_log(LOG_ERR, "cannot create dotlock %s: %s", md->lockpath,
+		pop_log(LOG_ERR, "cannot create dotlock %s: %s", lockpath,
 		    strerror(lerr));
 		return DOT_TEMP;
 	}
@@ -269,7 +284,7 @@ md_dot_try(const struct maildrop *md)
 
 /* fcntl lock of the whole mailbox: 0, 1 if busy, -1 on error. */
 static int
-md_fcntl(const struct maildrop *md, short type)
+lock_fcntl(int fd, short type)
 {
 	struct flock	fl;
 
@@ -277,9 +292,9 @@ md_fcntl(const struct maildrop *md, short type)
 	fl.l_type = type;
 	fl.l_whence = SEEK_SET;
 	if (type == F_WRLCK &&
-	    (fcntl(md->fd, F_GETFL) & O_ACCMODE) == O_RDONLY)
+	    (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY)
 		fl.l_type = F_RDLCK;
-	if (fcntl(md->fd, F_SETLK, &fl) == -1) {
+	if (fcntl(fd, F_SETLK, &fl) == -1) {
 		if (errno == EAGAIN || errno == EACCES)
 			return 1;
 		return -1;
@@ -288,12 +303,13 @@ md_fcntl(const struct maildrop *md, short type)
 }
 
 void
-md_spool_unlock(const struct maildrop *md)
+lock_spool_release(int fd, const char *path, const char *lockpath,
+    int methods)
 {
-	md_dot_release(md->lockpath);
-	if ((opt.locks & POP3_LOCK_FCNTL) && md->fd != -1 &&
-	    md_fcntl(md, F_UNLCK) == -1)
-		pop_log(LOG_ERR, "cannot unlock %s: %s", md->path,
+	lock_dot_release(lockpath);
+	if ((methods & POP3_LOCK_FCNTL) && fd != -1 &&
+	    lock_fcntl(fd, F_UNLCK) == -1)
+		pop_log(LOG_ERR, "cannot unlock %s: %s", path,
 		    strerror(errno));
 }
 
@@ -304,35 +320,35 @@ md_spool_unlock(const struct maildrop *md)
  * try again with a growing back-off for up to MD_LOCK_WAIT seconds.
  */
 enum md_res
-md_spool_lock(const struct maildrop *md)
+lock_spool(int fd, const char *path, const char *lockpath, int methods)
 {
 	uint64_t	deadline;
-	unsigned int	delay = MD_BACKOFF_MIN;
+	unsigned int	delay = LOCK_BACKOFF_MIN;
 	uint32_t	jit = (uint32_t)getpid() | 1;
-	int		r, busy, wait = MD_LOCKWAIT();
+	int		r, busy, wait = LOCK_WAIT_NOW();
 
-	deadline = md_ms() + (uint64_t)wait * 1000;
+	deadline = io_ms() + (uint64_t)wait * 1000;
 	for (;;) {
 		busy = 0;
-		if (opt.locks & POP3_LOCK_FCNTL) {
-			if ((r = md_fcntl(md, F_WRLCK)) == -1) {
+		if (methods & POP3_LOCK_FCNTL) {
+			if ((r = lock_fcntl(fd, F_WRLCK)) == -1) {
 				pop_log(LOG_ERR, "cannot lock %s: %s",
-				    md->path, strerror(errno));
+				    path, strerror(errno));
 				return MD_TEMP;
 			}
 			busy = r;
 		}
-		if (!busy && (opt.locks & POP3_LOCK_DOTLOCK)) {
-			r = md_dot_try(md);
+		if (!busy && (methods & POP3_LOCK_DOTLOCK)) {
+			r = lock_dot_try(lockpath);
 			if (r == DOT_BUSY)
-				r = md_dot_stale(md);
-			if (r == DOT_GOT && !md_dot.held)
-				r = md_dot_try(md);
+				r = lock_dot_stale(lockpath);
+			if (r == DOT_GOT && !lock_dot.held)
+				r = lock_dot_try(lockpath);
 			if (r != DOT_GOT) {
-				if ((opt.locks & POP3_LOCK_FCNTL) &&
-				    md_fcntl(md, F_UNLCK) == -1)
+				if ((methods & POP3_LOCK_FCNTL) &&
+				    lock_fcntl(fd, F_UNLCK) == -1)
 					pop_log(LOG_ERR, "cannot unlock %s: "
-					    "%s", md->path, strerror(errno));
+					    "%s", path, strerror(errno));
 				if (r == DOT_TEMP)
 					return MD_TEMP;
 				if (r == DOT_PERM)
@@ -342,16 +358,16 @@ md_spool_lock(const struct maildrop *md)
 		}
 		if (!busy)
 			return MD_OK;
-		if (md_ms() >= deadline) {
+		if (io_ms() >= deadline) {
 			pop_log(LOG_NOTICE, "%s stays locked by another "
-			    "program; gave up after %d s", md->path, wait);
+			    "program; gave up after %d s", path, wait);
 			return MD_TEMP;
 		}
 		/* xorshift seeded by the pid: jitter, not secrecy */
 		jit ^= jit << 13;
 		jit ^= jit >> 17;
 		jit ^= jit << 5;
-		md_sleep_ms(delay / 2 + jit % (delay / 2 + 1));
-		delay = delay * 2 > MD_BACKOFF_MAX ? MD_BACKOFF_MAX : delay * 2;
+		io_sleep_ms(delay / 2 + jit % (delay / 2 + 1));
+		delay = delay * 2 > LOCK_BACKOFF_MAX ? LOCK_BACKOFF_MAX : delay * 2;
 	}
 }

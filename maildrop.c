@@ -1,24 +1,22 @@
 /*
- * maildrop.c: the mbox spool of one user: safe open, session and spool
- * locks, verification, streaming, and the wrappers of the calls that
- * write (fault injection).  Runs only as that user.  The mbox format and
- * the index are in mbox.c, the journaled update in update.c; what the
- * three files share is in mdint.h.  The on-disk rules are described next
- * to the code that implements them, and in the README "Design" section.
- *
- * Locks.  The session lock is flock(2) on the mailbox, held for the whole
- * session: a second session gets MD_INUSE at once, and MDAs, which use
- * fcntl(2) and dotlocks, ignore it (they are independent of flock on
- * Linux local file systems; on NFS Linux emulates flock with fcntl locks,
- * so there the session lock would keep deliveries out: use a local spool).
- * The spool locks (Debian Policy 11.6: fcntl, then USER.lock made with the
- * NFS-safe link(2) technique) are held only while indexing and updating,
- * never across the client's think time, and never one while waiting for
- * the other.  A dotlock older than MD_DOTLOCK_STALE seconds or naming a
- * dead process is removed; ours is refreshed every MD_DOTLOCK_REFRESH.
+ * maildrop.c: the mbox spool of one user (maildrop.h): safe open,
+ * verification, streaming (RETR, TOP), UIDLs, the marks of DELE and the
+ * update.  Runs only as that user.  The only file that calls the four
+ * below it, none of which calls another but io.c:
+ *   lock.c     the session lock and the spool locks (fcntl, dotlock),
+ *              by the methods of opt.locks, which this file passes;
+ *   mbox.c     the mbox format: From_ lines, the index and its check,
+ *              digests, twins, UIDLs; given a keep-alive (lock_alive);
+ *   journal.c  the journaled update and its repair, given the open
+ *              mailbox, the extents to keep and the keep-alive; the
+ *              spool locks are taken here around it;
+ *   io.c       the wrappers of every write-like call (fault injection),
+ *              full reads and writes, the clock.
+ * struct maildrop (mdint.h) is opaque outside this file.  The on-disk
+ * rules are described next to the code that implements them, and in the
+ * README "Design" section.
  */
 
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -33,7 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
+#include "journal.h"
+#include "lock.h"
 #include "maildrop.h"
+#include "mbox.h"
 #include "mdint.h"
 
 /* md_stream output buffer: put() gets chunks this large. */
@@ -47,6 +49,37 @@
 static unsigned char	md_sbuf[32 + MD_BLOCK + 64];
 static char		md_obuf[MD_OUT + 128];
 
+/* mbox_msghash() reads through md_sbuf, before the stream uses it. */
+_Static_assert(sizeof(md_sbuf) >= MD_FROM_MAX + MD_HASH_MAX,
+    "md_sbuf holds a From_ line and a header");
+
+/* The spool locks of md, by the methods of --lock. */
+static enum md_res
+md_lock(const struct maildrop *md)
+{
+	return lock_spool(md->fd, md->path, md->lockpath, opt.locks);
+}
+
+static void
+md_unlock(const struct maildrop *md)
+{
+	lock_spool_release(md->fd, md->path, md->lockpath, opt.locks);
+}
+
+static enum md_res	md_revalidate(struct maildrop *, uint64_t *);
+
+/* The mailbox as the journal sees it. */
+static void
+md_box(const struct maildrop *md, struct jnl_box *box)
+{
+	box->fd = md->fd;
+	box->path = md->path;
+	box->dev = md->dev;
+	box->ino = md->ino;
+	box->uid = md->user->uid;
+	box->alive = lock_alive;
+}
+
 /*
  * Open, verify, stream, close.
  */
@@ -57,7 +90,7 @@ static char		md_obuf[MD_OUT + 128];
  * from a coarse clock (a tick of milliseconds; a second on some file
  * systems), and a write in the same tick as the recorded ctime may leave
  * all three as they were: a ctime less than a second before now is
- * recorded as one that no stat equals, so the next md_check() verifies.
+ * recorded as one that no stat equals, so the next md_revalidate() verifies.
  */
 static void
 md_vstat(struct maildrop *md, const struct stat *st)
@@ -88,7 +121,8 @@ md_vsame(const struct maildrop *md, const struct stat *st)
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *user)
 {
-	struct md_ix	ix;
+	struct mbox_ix	ix;
+	struct jnl_box	box;
 	struct stat	st;
 	enum md_res	r;
 	int		done, e;
@@ -140,24 +174,17 @@ md_open(struct maildrop *md, const struct pop_user *user)
 		r = MD_PERM;
 		goto fail;
 	}
-	if (flock(md->fd, LOCK_EX | LOCK_NB) == -1) {
-		if (errno == EWOULDBLOCK) {
-			r = MD_INUSE;
-			goto fail;
-		}
-		pop_log(LOG_ERR, "flock %s: %s", md->path, strerror(errno));
-		r = MD_TEMP;
+	if ((r = lock_session(md->fd, md->path)) != MD_OK ||
+	    (r = md_lock(md)) != MD_OK)
 		goto fail;
-	}
-	if ((r = md_spool_lock(md)) != MD_OK)
-		goto fail;
-	if ((r = md_repair(md, &done)) != MD_OK) {
-		md_spool_unlock(md);
+	md_box(md, &box);
+	if ((r = jnl_repair(&box, &done)) != MD_OK) {
+		md_unlock(md);
 		goto fail;
 	}
 	if (fstat(md->fd, &st) == -1) {
 		pop_log(LOG_ERR, "fstat %s: %s", md->path, strerror(errno));
-		md_spool_unlock(md);
+		md_unlock(md);
 		r = MD_TEMP;
 		goto fail;
 	}
@@ -165,16 +192,16 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	md->ino = st.st_ino;
 	md->indexed = (uint64_t)st.st_size;
 	md_vstat(md, &st);
-	r = md_index(md->fd, md->indexed, 1, &ix);
-	md_spool_unlock(md);
+	r = mbox_index(md->fd, md->indexed, lock_alive, &ix);
+	md_unlock(md);
 	if (r != MD_OK) {
 		pop_log(LOG_ERR, "cannot index %s", md->path);
 		goto fail;
 	}
-	md_ix_hide(&ix, md->indexed, &md->hidden_end);
+	mbox_hide(&ix, md->indexed, &md->hidden_end);
 	md->msg = ix.msg;
 	md->n = ix.n;
-	if ((r = md_twins(md)) != MD_OK)
+	if ((r = mbox_twins(md->msg, md->n)) != MD_OK)
 		goto fail;
 	return MD_OK;
 fail:
@@ -185,7 +212,7 @@ fail:
 /*
  * Is the file still what we indexed?  Without the spool locks when size,
  * ctime and mtime are those of the last verification (nothing was
- * written); else md_check() under them, once per change: appended mail
+ * written); else md_revalidate() under them, once per change: appended mail
  * passes, a rewrite marks the maildrop changed for good (RETR, TOP and the
  * update refuse from then on).
  */
@@ -204,10 +231,10 @@ md_current(struct maildrop *md)
 	}
 	if (md_vsame(md, &st))
 		return MD_OK;
-	if ((r = md_spool_lock(md)) != MD_OK)
+	if ((r = md_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
-	r = md_check(md, &size);
-	md_spool_unlock(md);
+	r = md_revalidate(md, &size);
+	md_unlock(md);
 	return r;
 }
 
@@ -310,7 +337,7 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 	m = &md->msg[i];
 	if ((r = md_current(md)) != MD_OK)
 		return r;
-	if (md_msghash(md, m, dg) == -1) {
+	if (mbox_msghash(md->fd, md->indexed, m, md_sbuf, dg) == -1) {
 		pop_log(LOG_ERR, "read %s: %s", md->path, strerror(errno));
 		return MD_TEMP;
 	}
@@ -325,7 +352,7 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 	o.err = 0;
 	for (off = m->data; off < m->end && !o.err; off += n) {
 		n = m->end - off > MD_BLOCK ? MD_BLOCK : (size_t)(m->end - off);
-		if (md_preadx(md->fd, d, n, off) == -1) {
+		if (io_pread_exact(md->fd, d, n, off) == -1) {
 			pop_log(LOG_ERR, "read %s: %s", md->path,
 			    strerror(errno));
 			return MD_TEMP;
@@ -336,7 +363,7 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 		q = d + n;
 #ifdef MD_AVX2
 		/* RETR: the bulk in vectors, the rest of the block below. */
-		if (lines < 0 && md_avx2()) {
+		if (lines < 0 && mbox_avx2()) {
 			while (q - p >= 32 && !o.err) {
 				c = (MD_OUT - o.len) / 2;
 				if (c > (size_t)(q - p))
@@ -411,7 +438,8 @@ md_verify(struct maildrop *md, const struct stat *st)
 		    "shrank): nothing deleted", md->path);
 		return MD_CHANGED;
 	}
-	if ((r = md_ixcheck(md->fd, md->indexed, md)) == MD_OK ||
+	if ((r = mbox_check(md->fd, md->indexed, md->msg, md->n,
+	    md->hidden_end != 0, lock_alive)) == MD_OK ||
 	    r == MD_TEMP)
 		return r;
 	pop_log(LOG_ERR, "%s changed under the session (%s): nothing deleted",
@@ -428,8 +456,8 @@ md_verify(struct maildrop *md, const struct stat *st)
  * without reading the file.  Otherwise md_verify(), and the new state is
  * recorded.  MD_CHANGED marks the maildrop changed for good.
  */
-enum md_res
-md_check(struct maildrop *md, uint64_t *size)
+static enum md_res
+md_revalidate(struct maildrop *md, uint64_t *size)
 {
 	struct stat	st, ls;
 	enum md_res	r;
@@ -461,7 +489,7 @@ md_check(struct maildrop *md, uint64_t *size)
 void
 md_close(struct maildrop *md)
 {
-	md_dot_release(md->lockpath);
+	lock_dot_release(md->lockpath);
 	if (md->fd != -1) {
 		(void)close(md->fd);
 		md->fd = -1;
@@ -469,6 +497,60 @@ md_close(struct maildrop *md)
 	free(md->msg);
 	md->msg = NULL;
 	md->n = 0;
+}
+
+/* Adds len octets at s to the *x extents of ext (merged with the last
+ * one when adjacent). */
+static void
+md_addext(struct jnl_ext *ext, uint64_t *x, uint64_t s, uint64_t len)
+{
+	struct jnl_ext	*e;
+
+	if (*x > 0) {
+		e = &ext[*x - 1];
+		if (e->s + e->len == s) {
+			e->len += len;
+			return;
+		}
+	}
+	e = &ext[(*x)++];
+	e->s = s;
+	e->len = len;
+}
+
+/*
+ * Under the spool locks, after md_revalidate(): the update of a file of
+ * size octets from message k (the first deleted) on.  The extents to
+ * keep: each kept record after it (from its From_ line to the next,
+ * separators included), then the mail appended since md_open(); the
+ * journal moves them (journal.c, jnl_compact()).
+ */
+static enum md_res
+md_compact(struct maildrop *md, uint32_t k, uint64_t size)
+{
+	struct jnl_box	 box;
+	struct jnl_ext	*ext;
+	enum md_res	 r;
+	uint64_t	 x = 0, s, e, d = md->msg[k].from;
+
+	if ((ext = reallocarray(NULL, (size_t)(md->n - k) + 1,
+	    sizeof(*ext))) == NULL) {
+		pop_log(LOG_ERR, "update: %s", strerror(errno));
+		return MD_TEMP;
+	}
+	for (; k < md->n; k++) {
+		if (md->msg[k].deleted)
+			continue;
+		s = md->msg[k].from;
+		e = k + 1 < md->n ? md->msg[k + 1].from : md->indexed;
+		md_addext(ext, &x, s, e - s);
+	}
+	if (size > md->indexed)
+		md_addext(ext, &x, md->indexed, size - md->indexed);
+	md_box(md, &box);
+	r = jnl_compact(&box, d, size, ext, x);
+	free(ext);
+	return r;
 }
 
 enum md_res
@@ -492,10 +574,70 @@ md_update(struct maildrop *md)
 		    "deleted", md->path);
 		return MD_CHANGED;
 	}
-	if ((r = md_spool_lock(md)) != MD_OK)
+	if ((r = md_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_check(md, &size)) == MD_OK)
+	if ((r = md_revalidate(md, &size)) == MD_OK)
 		r = md_compact(md, k, size);
-	md_spool_unlock(md);
+	md_unlock(md);
 	return r;
+}
+
+void
+md_uidl(const struct maildrop *md, uint32_t i, char *buf, size_t size)
+{
+	if (i >= md->n) {
+		if (size > 0)
+			buf[0] = '\0';
+		return;
+	}
+	mbox_uidl(&md->msg[i], buf, size);
+}
+
+struct maildrop *
+md_new(void)
+{
+	struct maildrop	*md;
+
+	if ((md = calloc(1, sizeof(*md))) != NULL)
+		md->fd = -1;
+	return md;
+}
+
+void
+md_free(struct maildrop *md)
+{
+	if (md == NULL)
+		return;
+	md_close(md);
+	free(md);
+}
+
+uint32_t
+md_count(const struct maildrop *md)
+{
+	return md->n;
+}
+
+uint64_t
+md_size(const struct maildrop *md, uint32_t i)
+{
+	return md->msg[i].size;
+}
+
+void
+md_dele(struct maildrop *md, uint32_t i)
+{
+	md->msg[i].deleted = 1;
+}
+
+void
+md_undele(struct maildrop *md, uint32_t i)
+{
+	md->msg[i].deleted = 0;
+}
+
+int
+md_is_deleted(const struct maildrop *md, uint32_t i)
+{
+	return md->msg[i].deleted;
 }

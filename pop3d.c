@@ -704,11 +704,11 @@ pop_msgnum(struct pop_sess *s, const char *arg, uint32_t *ip)
 		}
 		n = 0;			/* past 2^64: no such message */
 	}
-	if (n == 0 || n > s->md->n) {
+	if (n == 0 || n > md_count(s->md)) {
 		(void)pop_reply(s->c, "-ERR no such message");
 		return -1;
 	}
-	if (s->md->msg[n - 1].deleted) {
+	if (md_is_deleted(s->md, (uint32_t)(n - 1))) {
 		(void)pop_reply(s->c, "-ERR message %llu is deleted",
 		    (unsigned long long)n);
 		return -1;
@@ -736,14 +736,14 @@ cmd_list(struct pop_sess *s, char *argv[])
 		if (pop_msgnum(s, argv[0], &i) == -1)
 			return RES_ERR;
 		(void)pop_reply(s->c, "+OK %lu %llu", (unsigned long)i + 1,
-		    (unsigned long long)s->md->msg[i].size);
+		    (unsigned long long)md_size(s->md, i));
 		return RES_DONE;
 	}
 	(void)pop_reply(s->c, "+OK %lu messages (%llu octets)",
 	    (unsigned long)s->live, (unsigned long long)s->live_octets);
-	for (i = 0; i < s->md->n && !s->c->eof; i++)
-		if (!s->md->msg[i].deleted) {
-			d = pop_utoa(num + sizeof(num), s->md->msg[i].size);
+	for (i = 0; i < md_count(s->md) && !s->c->eof; i++)
+		if (!md_is_deleted(s->md, i)) {
+			d = pop_utoa(num + sizeof(num), md_size(s->md, i));
 			pop_item(s->c, i + 1, d, (size_t)(num + sizeof(num) -
 			    d));
 		}
@@ -765,8 +765,8 @@ cmd_uidl(struct pop_sess *s, char *argv[])
 		return RES_DONE;
 	}
 	(void)pop_reply(s->c, "+OK unique-id listing follows");
-	for (i = 0; i < s->md->n && !s->c->eof; i++)
-		if (!s->md->msg[i].deleted) {
+	for (i = 0; i < md_count(s->md) && !s->c->eof; i++)
+		if (!md_is_deleted(s->md, i)) {
 			md_uidl(s->md, i, uid, sizeof(uid));
 			pop_item(s->c, i + 1, uid, strlen(uid));
 		}
@@ -852,10 +852,10 @@ cmd_retr(struct pop_sess *s, char *argv[])
 	if (pop_msgnum(s, argv[0], &i) == -1)
 		return RES_ERR;
 	(void)snprintf(ok, sizeof(ok), "+OK %llu octets",
-	    (unsigned long long)s->md->msg[i].size);
+	    (unsigned long long)md_size(s->md, i));
 	if ((res = pop_send_msg(s, i, -1, ok)) == RES_DONE) {
 		s->nretr++;
-		s->retr_octets += s->md->msg[i].size;
+		s->retr_octets += md_size(s->md, i);
 	}
 	return res;
 }
@@ -882,10 +882,10 @@ cmd_dele(struct pop_sess *s, char *argv[])
 
 	if (pop_msgnum(s, argv[0], &i) == -1)
 		return RES_ERR;
-	s->md->msg[i].deleted = 1;
+	md_dele(s->md, i);
 	s->dele[s->ndele++] = i;
 	s->live--;
-	s->live_octets -= s->md->msg[i].size;
+	s->live_octets -= md_size(s->md, i);
 	(void)pop_reply(s->c, "+OK message %lu deleted", (unsigned long)i + 1);
 	return RES_DONE;
 }
@@ -907,9 +907,9 @@ cmd_rset(struct pop_sess *s, char *argv[])
 	/* Only what was deleted: a client repeating RSET costs nothing. */
 	while (s->ndele > 0) {
 		i = s->dele[--s->ndele];
-		s->md->msg[i].deleted = 0;
+		md_undele(s->md, i);
 		s->live++;
-		s->live_octets += s->md->msg[i].size;
+		s->live_octets += md_size(s->md, i);
 	}
 	(void)pop_reply(s->c, "+OK maildrop has %lu messages (%llu octets)",
 	    (unsigned long)s->live, (unsigned long long)s->live_octets);
@@ -925,7 +925,7 @@ cmd_quit_trans(struct pop_sess *s, char *argv[])
 	s->end = "quit";
 	if (s->ndele == 0) {
 		(void)pop_reply(s->c, "+OK %s signing off (%lu messages left)",
-		    POP3D_NAME, (unsigned long)s->md->n);
+		    POP3D_NAME, (unsigned long)md_count(s->md));
 		return RES_QUIT;
 	}
 	/* UPDATE */
@@ -947,20 +947,23 @@ cmd_quit_trans(struct pop_sess *s, char *argv[])
 int
 pop_transaction(struct pop_conn *c, const struct pop_user *user)
 {
-	struct maildrop	 md;
+	struct maildrop	*md;
 	struct pop_sess	 s;
 	enum md_res	 r;
 	enum pop_res	 res;
 	uint32_t	 i, n;
 
 	memset(&s, 0, sizeof(s));
-	memset(&md, 0, sizeof(md));
-	md.fd = -1;
 	s.c = c;
 	s.user = user;
 	s.status = POP3_EX_CLOSED;
 
-	if ((r = md_open(&md, user)) != MD_OK) {
+	if ((md = md_new()) == NULL)
+		r = MD_TEMP;
+	else
+		r = md_open(md, user);
+	if (r != MD_OK) {
+		md_free(md);
 		switch (r) {
 		case MD_INUSE:
 			(void)pop_reply(c, "-ERR [IN-USE] maildrop is in use "
@@ -986,20 +989,20 @@ pop_transaction(struct pop_conn *c, const struct pop_user *user)
 		    s.end);
 		return s.status;
 	}
-	s.md = &md;
-	if (md.n > 0 &&
-	    (s.dele = reallocarray(NULL, md.n, sizeof(*s.dele))) == NULL) {
-		md_close(&md);
+	s.md = md;
+	if (md_count(md) > 0 && (s.dele = reallocarray(NULL, md_count(md),
+	    sizeof(*s.dele))) == NULL) {
+		md_free(md);
 		(void)pop_reply(c, "-ERR [SYS/TEMP] out of memory");
 		(void)pop_flush(c);
 		pop_log(LOG_ERR, "user %s: out of memory", user->name);
 		return POP3_EX_TEMPFAIL;
 	}
-	for (i = 0; i < md.n; i++) {
-		md.msg[i].deleted = 0;
-		s.live_octets += md.msg[i].size;
+	for (i = 0; i < md_count(md); i++) {
+		md_undele(md, i);
+		s.live_octets += md_size(md, i);
 	}
-	s.live = md.n;
+	s.live = md_count(md);
 	(void)pop_reply(c, "+OK maildrop has %lu messages (%llu octets)",
 	    (unsigned long)s.live, (unsigned long long)s.live_octets);
 
@@ -1010,8 +1013,8 @@ pop_transaction(struct pop_conn *c, const struct pop_user *user)
 	/* Only a successful UPDATE deleted anything (s.ndele is then). */
 	if (res != RES_QUIT)
 		s.ndele = 0;
-	n = md.n;
-	md_close(&md);
+	n = md_count(md);
+	md_free(md);
 	(void)pop_flush(c);
 	pop_log(LOG_INFO, "user %s: session end: %s; retrieved %lu "
 	    "(%llu octets), deleted %lu, left %lu", user->name, s.end,

@@ -59,8 +59,13 @@
 #define AUTH_LINE_MAX		(POP3_USER_MAX + AUTH_HASH_MAX + 4096 + 32)
 
 /*
- * Mailbox limits (maildrop.c).
+ * Mailbox limits (maildrop.c, lock.c, mbox.c, journal.c).
  */
+/* A mailbox path with its NUL (PATH_MAX), and room for the paths made
+ * from it (USER.lock, the journal, its temporary name, a journal kept
+ * aside, a unique file for the dotlock). */
+#define MD_PATH_MAX		4096
+#define MD_PATH			(MD_PATH_MAX + 64)
 /* Messages per mailbox; a larger one is refused with -ERR [SYS/PERM].
  * At 56 bytes a record this bounds the index at about 110 MB. */
 #define MD_MAX_MESSAGES		2000000
@@ -70,10 +75,17 @@
  * Policy 11.6); we do the same, and refresh ours every minute. */
 #define MD_DOTLOCK_STALE	300
 #define MD_DOTLOCK_REFRESH	60
-/* Read block for streaming and the update's copies: large enough for
+/* Read block for streaming, indexing and the update's copies: large enough for
  * full-speed reads, small enough to stay in the L2 cache and to keep the
  * memory of a session flat (issue 6: 4 MiB whatever the message size). */
 #define MD_BLOCK		(256 * 1024)
+/* Hostile input.  A From_ line is an address (RFC 5321: 256 octets) and a
+ * date; longer lines are never message boundaries, and bound the
+ * parser's look-ahead. */
+#define MD_FROM_MAX		4096
+/* Header octets that go into a UIDL: enough for any real header, and a
+ * bound on the work a hostile header-only message costs. */
+#define MD_HASH_MAX		(64 * 1024)
 
 /*
  * Exit statuses (sysexits.h values; pop3d.8 EXIT STATUS lists each).

@@ -12,8 +12,11 @@
  */
 #include "../pop3d.c"
 #include "../conn.c"
+#include "../io.c"
+#include "../mdint.h"
 
 #include "common.h"
+#include "mdstub.c"
 
 int
 auth_main(void)
