@@ -933,7 +933,7 @@ jnl_repair(const struct jnl_box *box, int *done)
 			ext.s = js.h.f;
 			ext.len = appended;
 			jnl_plan(&js2, JNL_SHIFT_NOW());
-			if (unlink(tpath) == -1 && errno != ENOENT) {
+			if (io_unlink(tpath) == -1 && errno != ENOENT) {
 				pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
 				    strerror(errno));
 				r = MD_TEMP;
