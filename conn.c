@@ -19,19 +19,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "pop3d.h"
 
 /*
- * Time: CLOCK_MONOTONIC, so a clock step cannot end or stretch a session.
+ * Time: CLOCK_MONOTONIC (io_ms(), the maildrop's clock too), so a clock
+ * step cannot end or stretch a session.
  */
 static int64_t
 pop_now_ms(void)
 {
-	struct timespec	 ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		fatal("clock_gettime");
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)io_ms();
 }
 
 /* The deadline of one wait: the idle timeout, within the session limit. */
