@@ -818,18 +818,154 @@ jnl_apply(const struct jnl_box *box, struct jnl_state *js, int redo,
  * Anything else: the mailbox stays untouched, the journal is kept aside,
  * MD_PERM.  *done is set when an update was completed.
  */
+/*
+ * Opens the journal jpath and reads it into js (js->fd stays open for the
+ * caller to close, -1 if there is none): *act is set when it is a valid
+ * journal of this mailbox (*st), to be acted on.  Otherwise the result is
+ * final: no journal (MD_OK), one never applied (removed: MD_OK), one for
+ * another file (kept aside: MD_OK), an older pop3d's or a damaged one
+ * (kept aside: MD_PERM), or an error.
+ */
+static enum md_res
+jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
+    struct stat *st, int *act)
+{
+	unsigned char	 hdr[JNL_HDR];
+	struct stat	 jst;
+	ssize_t		 got;
+	int		 v;
+
+	*act = 0;
+	js->fd = open(jpath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (js->fd == -1) {
+		if (errno == ENOENT)
+			return MD_OK;
+		pop_log(LOG_ERR, "cannot open journal %s: %s", jpath,
+		    strerror(errno));
+		return errno == ELOOP ? MD_PERM : MD_TEMP;
+	}
+	if (fstat(js->fd, &jst) == -1 || fstat(box->fd, st) == -1) {
+		pop_log(LOG_ERR, "fstat: %s", strerror(errno));
+		return MD_TEMP;
+	}
+	if (!S_ISREG(jst.st_mode) || jst.st_uid != box->uid ||
+	    jst.st_nlink != 1) {
+		pop_log(LOG_ERR, "journal %s is not a regular file of the "
+		    "user with one link: refused", jpath);
+		return MD_PERM;
+	}
+	if ((got = io_pread(js->fd, hdr, sizeof(hdr), 0)) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
+		return MD_TEMP;
+	}
+	if ((v = jnl_decode(hdr, (size_t)got, &js->h)) == 1) {
+		pop_log(LOG_ERR, "journal %s is an older pop3d's: complete "
+		    "the update with that version", jpath);
+		jnl_aside(jpath);
+		return MD_PERM;
+	}
+	if (v == -1) {
+		/* Never applied: the mailbox is as it was. */
+		if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
+			pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
+			    strerror(errno));
+			return MD_TEMP;
+		}
+		pop_log(LOG_NOTICE, "removed the journal of an update of %s "
+		    "that never started", box->path);
+		return MD_OK;
+	}
+	if (js->h.dev != (uint64_t)st->st_dev ||
+	    js->h.ino != (uint64_t)st->st_ino) {
+		pop_log(LOG_ERR, "journal %s is for another file than %s: "
+		    "not applied", jpath, box->path);
+		jnl_aside(jpath);
+		return MD_OK;
+	}
+	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) == -1 ||
+	    jnl_slots(js) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
+		return MD_TEMP;
+	}
+	if (v == 1 || (js->h.j > 0 &&
+	    (uint64_t)jst.st_size < jnl_data(js->h.x) + js->h.j)) {
+		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
+		    jpath, box->path);
+		jnl_aside(jpath);
+		return MD_PERM;
+	}
+	*act = 1;
+	return MD_OK;
+}
+
+/*
+ * Before the truncate, with mail appended since at [F, size): that mail
+ * is moved to D+N by a journal of its own (one extent, F' = size, D' =
+ * D+N: [D+N, F) is cut away, the new mail follows it), written to tpath
+ * and renamed over jpath, whose moves are done by then; then applied.
+ */
+static enum md_res
+jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
+    uint64_t size, const char *jpath, const char *tpath)
+{
+	struct jnl_state js2;
+	struct jnl_ext	 ext;
+	enum md_res	 r;
+
+	memset(&js2, 0, sizeof(js2));
+	js2.h = js->h;
+	js2.h.d = js->h.d + js->h.n;
+	js2.h.f = size;
+	js2.h.x = 1;
+	js2.ext = &ext;
+	ext.s = js->h.f;
+	ext.len = size - js->h.f;
+	jnl_plan(&js2, JNL_SHIFT_NOW());
+	if (io_unlink(tpath) == -1 && errno != ENOENT) {
+		pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	if (jnl_write(box, tpath, &js2) == -1)
+		return MD_TEMP;
+	if (io_rename(tpath, jpath) == -1 || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "cannot rename %s: %s", tpath,
+		    strerror(errno));
+		(void)close(js2.fd);
+		return MD_TEMP;
+	}
+	r = jnl_apply(box, &js2, 0, jpath);
+	(void)close(js2.fd);
+	return r;
+}
+
+/*
+ * Repair (called under the spool locks, before indexing, and after a
+ * failed apply).  A journal without a valid header was never applied:
+ * the mailbox is intact, the journal goes.  A journal for another file
+ * (dev/ino) is renamed aside, never applied (jnl_load()).  Otherwise the
+ * mailbox is in one of two states:
+ *   before the truncate: size >= F and [D+N, F) still hashes to the cut
+ *     part (no move ever writes there).  The moves are done again from
+ *     the last progress record.  Mail appended since is [F, cur): it is
+ *     then moved to D+N by a journal of its own (jnl_rejournal()).  Then
+ *     the truncate.
+ *   after the truncate: the last progress record says all moves are done
+ *     and the file is at least D+N long (appended mail is [D+N, cur)).
+ *     Only the fsync and the removal of the journal may be missing.
+ * Anything else: the mailbox stays untouched, the journal is kept aside,
+ * MD_PERM.  *done is set when an update was completed.
+ */
 enum md_res
 jnl_repair(const struct jnl_box *box, int *done)
 {
 	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
-	unsigned char	 hdr[JNL_HDR], dg[32];
-	struct jnl_state js, js2;
-	struct jnl_ext	 ext;
-	struct stat	 jst, st;
+	unsigned char	 dg[32];
+	struct jnl_state js;
+	struct stat	 st;
 	enum md_res	 r;
 	uint64_t	 appended, redone;
-	ssize_t		 got;
-	int		 v;
+	int		 act;
 
 	*done = 0;
 	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
@@ -839,72 +975,8 @@ jnl_repair(const struct jnl_box *box, int *done)
 		return MD_PERM;
 	}
 	memset(&js, 0, sizeof(js));
-	js.fd = open(jpath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (js.fd == -1) {
-		if (errno == ENOENT)
-			return MD_OK;
-		pop_log(LOG_ERR, "cannot open journal %s: %s", jpath,
-		    strerror(errno));
-		return errno == ELOOP ? MD_PERM : MD_TEMP;
-	}
-	if (fstat(js.fd, &jst) == -1 || fstat(box->fd, &st) == -1) {
-		pop_log(LOG_ERR, "fstat: %s", strerror(errno));
-		r = MD_TEMP;
+	if ((r = jnl_load(box, jpath, &js, &st, &act)) != MD_OK || !act)
 		goto out;
-	}
-	if (!S_ISREG(jst.st_mode) || jst.st_uid != box->uid ||
-	    jst.st_nlink != 1) {
-		pop_log(LOG_ERR, "journal %s is not a regular file of the "
-		    "user with one link: refused", jpath);
-		r = MD_PERM;
-		goto out;
-	}
-	if ((got = io_pread(js.fd, hdr, sizeof(hdr), 0)) == -1) {
-		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
-		r = MD_TEMP;
-		goto out;
-	}
-	if ((v = jnl_decode(hdr, (size_t)got, &js.h)) == 1) {
-		pop_log(LOG_ERR, "journal %s is an older pop3d's: complete "
-		    "the update with that version", jpath);
-		jnl_aside(jpath);
-		r = MD_PERM;
-		goto out;
-	}
-	if (v == -1) {
-		/* Never applied: the mailbox is as it was. */
-		if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
-			pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
-			    strerror(errno));
-			r = MD_TEMP;
-			goto out;
-		}
-		pop_log(LOG_NOTICE, "removed the journal of an update of %s "
-		    "that never started", box->path);
-		r = MD_OK;
-		goto out;
-	}
-	if (js.h.dev != (uint64_t)st.st_dev || js.h.ino != (uint64_t)st.st_ino) {
-		pop_log(LOG_ERR, "journal %s is for another file than %s: "
-		    "not applied", jpath, box->path);
-		jnl_aside(jpath);
-		r = MD_OK;
-		goto out;
-	}
-	if ((v = jnl_rtab(js.fd, &js.h, &js.ext)) == -1 ||
-	    jnl_slots(&js) == -1) {
-		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
-		r = MD_TEMP;
-		goto out;
-	}
-	if (v == 1 || (js.h.j > 0 &&
-	    (uint64_t)jst.st_size < jnl_data(js.h.x) + js.h.j)) {
-		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
-		    jpath, box->path);
-		jnl_aside(jpath);
-		r = MD_PERM;
-		goto out;
-	}
 	redone = js.h.x - js.p;
 	appended = (uint64_t)st.st_size > js.h.f ?
 	    (uint64_t)st.st_size - js.h.f : 0;
@@ -920,40 +992,10 @@ jnl_repair(const struct jnl_box *box, int *done)
 			pop_log(LOG_ERR, "update of %s: %s", box->path,
 			    strerror(errno));
 			r = MD_TEMP;
-			goto out;
-		}
-		if (appended > 0) {
-			/* [D+N, F) is cut away, the new mail follows it. */
-			memset(&js2, 0, sizeof(js2));
-			js2.h = js.h;
-			js2.h.d = js.h.d + js.h.n;
-			js2.h.f = (uint64_t)st.st_size;
-			js2.h.x = 1;
-			js2.ext = &ext;
-			ext.s = js.h.f;
-			ext.len = appended;
-			jnl_plan(&js2, JNL_SHIFT_NOW());
-			if (io_unlink(tpath) == -1 && errno != ENOENT) {
-				pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
-				    strerror(errno));
-				r = MD_TEMP;
-				goto out;
-			}
-			if (jnl_write(box, tpath, &js2) == -1) {
-				r = MD_TEMP;
-				goto out;
-			}
-			if (io_rename(tpath, jpath) == -1 ||
-			    io_fsyncdir(box->path) == -1) {
-				pop_log(LOG_ERR, "cannot rename %s: %s", tpath,
-				    strerror(errno));
-				(void)close(js2.fd);
-				r = MD_TEMP;
-				goto out;
-			}
-			r = jnl_apply(box, &js2, 0, jpath);
-			(void)close(js2.fd);
-		} else
+		} else if (appended > 0)
+			r = jnl_rejournal(box, &js, (uint64_t)st.st_size,
+			    jpath, tpath);
+		else
 			r = jnl_apply(box, &js, 1, jpath);
 		if (r != MD_OK)
 			goto out;
@@ -978,7 +1020,6 @@ jnl_repair(const struct jnl_box *box, int *done)
 		    "(already truncated to %llu octets)", box->path,
 		    (unsigned long long)(js.h.d + js.h.n));
 		*done = 1;
-		r = MD_OK;
 		goto out;
 	}
 	pop_log(LOG_ERR, "%s fits neither state of its update journal "
@@ -991,7 +1032,7 @@ jnl_repair(const struct jnl_box *box, int *done)
 	r = MD_PERM;
 out:
 	free(js.ext);
-	if (close(js.fd) == -1 && r == MD_OK && !*done)
+	if (js.fd != -1 && close(js.fd) == -1 && r == MD_OK && !*done)
 		r = MD_TEMP;
 	return r;
 }

@@ -118,31 +118,18 @@ md_vsame(const struct maildrop *md, const struct stat *st)
 	    st->st_mtim.tv_nsec == md->vmtime.tv_nsec;
 }
 
-enum md_res
-md_open(struct maildrop *md, const struct pop_user *user)
+/*
+ * Opens md->path safely: O_NOFOLLOW (read-only if the user may not write
+ * it), a regular file of the user with one link.  MD_OK with md->fd -1
+ * if there is no mailbox.
+ */
+static enum md_res
+md_openfile(struct maildrop *md)
 {
-	struct mbox_ix	ix;
-	struct jnl_box	box;
 	struct stat	st;
 	enum md_res	r;
-	int		done, e;
+	int		e;
 
-	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
-	 * and more come from mmap(2) and go back to the kernel when freed
-	 * (glibc would raise that threshold after the first free and keep
-	 * them), and the index thread shares the main arena. */
-	(void)mallopt(M_MMAP_THRESHOLD, MD_MMAP_MIN);
-	(void)mallopt(M_ARENA_MAX, 1);
-	memset(md, 0, sizeof(*md));
-	md->fd = -1;
-	md->user = user;
-	if (snprintf(md->path, sizeof(md->path), "%s", user->mailbox) >=
-	    (int)sizeof(md->path) ||
-	    snprintf(md->lockpath, sizeof(md->lockpath), "%s.lock",
-	    user->mailbox) >= (int)sizeof(md->lockpath)) {
-		pop_log(LOG_ERR, "mailbox path too long");
-		return MD_PERM;
-	}
 	md->fd = open(md->path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (md->fd == -1 && errno == EACCES)
 		md->fd = open(md->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
@@ -165,15 +152,49 @@ md_open(struct maildrop *md, const struct pop_user *user)
 		r = MD_TEMP;
 		goto fail;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_uid != user->uid ||
+	if (!S_ISREG(st.st_mode) || st.st_uid != md->user->uid ||
 	    st.st_nlink != 1) {
 		pop_log(LOG_ERR, "mailbox %s refused: %s", md->path,
 		    !S_ISREG(st.st_mode) ? "not a regular file" :
-		    st.st_uid != user->uid ? "not owned by the user" :
+		    st.st_uid != md->user->uid ? "not owned by the user" :
 		    "it has more than one link");
 		r = MD_PERM;
 		goto fail;
 	}
+	return MD_OK;
+fail:
+	(void)close(md->fd);
+	md->fd = -1;
+	return r;
+}
+
+enum md_res
+md_open(struct maildrop *md, const struct pop_user *user)
+{
+	struct mbox_ix	ix;
+	struct jnl_box	box;
+	struct stat	st;
+	enum md_res	r;
+	int		done;
+
+	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
+	 * and more come from mmap(2) and go back to the kernel when freed
+	 * (glibc would raise that threshold after the first free and keep
+	 * them), and the index thread shares the main arena. */
+	(void)mallopt(M_MMAP_THRESHOLD, MD_MMAP_MIN);
+	(void)mallopt(M_ARENA_MAX, 1);
+	memset(md, 0, sizeof(*md));
+	md->fd = -1;
+	md->user = user;
+	if (snprintf(md->path, sizeof(md->path), "%s", user->mailbox) >=
+	    (int)sizeof(md->path) ||
+	    snprintf(md->lockpath, sizeof(md->lockpath), "%s.lock",
+	    user->mailbox) >= (int)sizeof(md->lockpath)) {
+		pop_log(LOG_ERR, "mailbox path too long");
+		return MD_PERM;
+	}
+	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
+		return r;
 	if ((r = lock_session(md->fd, md->path)) != MD_OK ||
 	    (r = md_lock(md)) != MD_OK)
 		goto fail;
@@ -238,11 +259,18 @@ md_current(struct maildrop *md)
 	return r;
 }
 
+/* The output of md_stream(), and where its conversion stands. */
 struct md_out {
 	int	(*put)(void *, const char *, size_t);
 	void	 *arg;
-	size_t	  len;
-	int	  err;
+	size_t	  len;		/* octets in md_obuf */
+	int	  err;		/* put() failed */
+	long	  lines;	/* TOP's body lines, or < 0: RETR */
+	long	  body;		/* body lines sent */
+	size_t	  llen;		/* octets of the line so far */
+	int	  bol;		/* at the start of a line */
+	int	  cr;		/* the last octet was a CR */
+	int	  hdr;		/* in the header */
 };
 
 static void
@@ -314,23 +342,91 @@ md_conv_avx2(const unsigned char *p, size_t n, char *out)
 }
 #endif
 
+#ifdef MD_AVX2
+/* RETR: the bulk of [p, q) in vectors; returns where the rest starts. */
+static const unsigned char *
+md_conv_bulk(struct md_out *o, const unsigned char *p, const unsigned char *q)
+{
+	const unsigned char	*d = p;
+	size_t			 c;
+
+	while (q - p >= 32 && !o->err) {
+		c = (MD_OUT - o->len) / 2;
+		if (c > (size_t)(q - p))
+			c = (size_t)(q - p);
+		c &= ~(size_t)31;
+		if (c == 0) {
+			md_flush(o);
+			continue;
+		}
+		o->len += md_conv_avx2(p, c, md_obuf + o->len);
+		p += c;
+	}
+	if (p > d) {
+		o->bol = p[-1] == '\n';
+		o->cr = p[-1] == '\r';
+	}
+	return p;
+}
+#endif
+
+/*
+ * Converts [p, q) line by line: CRLF for a bare LF, "." before a line
+ * that starts with one.  Returns 1 when TOP has sent all it sends.
+ */
+static int
+md_conv_lines(struct md_out *o, const unsigned char *p,
+    const unsigned char *q)
+{
+	const unsigned char	*nl, *seg;
+
+	while (p < q) {
+		if (o->bol && *p == '.')
+			md_emit(o, ".", 1);
+		seg = p;
+		nl = memchr(p, '\n', (size_t)(q - p));
+		p = nl != NULL ? nl : q;
+		if (p > seg) {
+			md_emit(o, seg, (size_t)(p - seg));
+			o->cr = p[-1] == '\r';
+			o->llen += (size_t)(p - seg);
+			o->bol = 0;
+		}
+		if (nl == NULL)
+			break;
+		md_emit(o, o->cr ? "\n" : "\r\n", o->cr ? 1 : 2);
+		p++;
+		/* TOP: the header, its empty line, lines more. */
+		if (o->lines >= 0) {
+			if (!o->hdr) {
+				if (++o->body >= o->lines)
+					return 1;
+			} else if (o->llen == 0 || (o->llen == 1 && o->cr)) {
+				o->hdr = 0;
+				if (o->lines == 0)
+					return 1;
+			}
+		}
+		o->bol = 1;
+		o->cr = 0;
+		o->llen = 0;
+	}
+	return 0;
+}
+
 enum md_res
 md_stream(struct maildrop *md, uint32_t i, long lines,
     int (*put)(void *, const char *, size_t), void *arg)
 {
 	const struct md_msg	*m;
-	const unsigned char	*p, *q, *nl, *seg;
+	const unsigned char	*p;
 	struct md_out		 o;
 	enum md_res		 r;
 	unsigned char		 dg[16];
 	unsigned char		*d = md_sbuf + 32;
 	uint64_t		 off;
-	size_t			 n, llen = 0;
-	long			 body = 0;
-	int			 bol = 1, cr = 0, hdr = 1, prev = '\n';
-#ifdef MD_AVX2
-	size_t			 c;
-#endif
+	size_t			 n;
+	int			 prev = '\n', top = 0;
 
 	if (i >= md->n || md->fd == -1)
 		return MD_TEMP;
@@ -346,11 +442,12 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 		    "%u changed", md->path, i + 1);
 		return MD_CHANGED;
 	}
+	memset(&o, 0, sizeof(o));
 	o.put = put;
 	o.arg = arg;
-	o.len = 0;
-	o.err = 0;
-	for (off = m->data; off < m->end && !o.err; off += n) {
+	o.lines = lines;
+	o.bol = o.hdr = 1;
+	for (off = m->data; off < m->end && !o.err && !top; off += n) {
 		n = m->end - off > MD_BLOCK ? MD_BLOCK : (size_t)(m->end - off);
 		if (io_pread_exact(md->fd, d, n, off) == -1) {
 			pop_log(LOG_ERR, "read %s: %s", md->path,
@@ -360,63 +457,14 @@ md_stream(struct maildrop *md, uint32_t i, long lines,
 		d[-1] = (unsigned char)prev;
 		prev = d[n - 1];
 		p = d;
-		q = d + n;
 #ifdef MD_AVX2
-		/* RETR: the bulk in vectors, the rest of the block below. */
-		if (lines < 0 && mbox_avx2()) {
-			while (q - p >= 32 && !o.err) {
-				c = (MD_OUT - o.len) / 2;
-				if (c > (size_t)(q - p))
-					c = (size_t)(q - p);
-				c &= ~(size_t)31;
-				if (c == 0) {
-					md_flush(&o);
-					continue;
-				}
-				o.len += md_conv_avx2(p, c, md_obuf + o.len);
-				p += c;
-			}
-			if (p > d) {
-				bol = p[-1] == '\n';
-				cr = p[-1] == '\r';
-			}
-		}
+		if (lines < 0 && mbox_avx2())
+			p = md_conv_bulk(&o, p, d + n);
 #endif
-		while (p < q) {
-			if (bol && *p == '.')
-				md_emit(&o, ".", 1);
-			seg = p;
-			nl = memchr(p, '\n', (size_t)(q - p));
-			p = nl != NULL ? nl : q;
-			if (p > seg) {
-				md_emit(&o, seg, (size_t)(p - seg));
-				cr = p[-1] == '\r';
-				llen += (size_t)(p - seg);
-				bol = 0;
-			}
-			if (nl == NULL)
-				break;
-			md_emit(&o, cr ? "\n" : "\r\n", cr ? 1 : 2);
-			p++;
-			/* TOP: the header, its empty line, lines more. */
-			if (lines >= 0) {
-				if (!hdr) {
-					if (++body >= lines)
-						goto done;
-				} else if (llen == 0 || (llen == 1 && cr)) {
-					hdr = 0;
-					if (lines == 0)
-						goto done;
-				}
-			}
-			bol = 1;
-			cr = 0;
-			llen = 0;
-		}
+		top = md_conv_lines(&o, p, d + n);
 	}
-	if (!bol)
-		md_emit(&o, cr ? "\n" : "\r\n", cr ? 1 : 2);
-done:
+	if (!o.bol && !top)
+		md_emit(&o, o.cr ? "\n" : "\r\n", o.cr ? 1 : 2);
 	md_flush(&o);
 	if (o.err)
 		return MD_TEMP;

@@ -729,35 +729,92 @@ mbox_ix_scan(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
 }
 
 /*
+ * The first message, at offset 0 of the file: buf[fi, valid) holds the
+ * first octets.  MD_PERM if the file does not start with a From_ line.
+ */
+static enum md_res
+mbox_ix_first(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid)
+{
+	const unsigned char	*lf;
+	size_t			 fi = (size_t)-base;	/* offset 0 */
+
+	if (valid - fi < 5 || memcmp(buf + fi, "From ", 5) != 0 ||
+	    (lf = memchr(buf + fi, '\n', valid - fi < MD_FROM_MAX ?
+	    valid - fi : MD_FROM_MAX)) == NULL) {
+		pop_log(LOG_ERR, "not an mbox: the file does not start with "
+		    "a From_ line");
+		return MD_PERM;
+	}
+	return mbox_ix_add(ix, 0, (uint64_t)(base + (lf - buf) + 1),
+	    lf[-1] != '\r');
+}
+
+/*
+ * The end of the last message at lim (buf holds [base, lim)): a final
+ * empty line is a separator too.
+ */
+static void
+mbox_ix_last(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid)
+{
+	const struct md_msg	*m = &ix->msg[ix->n - 1];
+	uint64_t		 end, sub = 0, lim = ix->lim;
+	int			 last;
+
+	end = lim;
+#define MD_AT(o)	buf[(size_t)((int64_t)(o) - base)]
+	if (lim - 1 >= m->data && MD_AT(lim - 1) == '\n') {
+		if (lim - 2 >= m->data - 1 && MD_AT(lim - 2) == '\n') {
+			end = lim - 1;
+			sub = 1;
+		} else if (lim - 3 >= m->data - 1 && MD_AT(lim - 2) == '\r' &&
+		    MD_AT(lim - 3) == '\n')
+			end = lim - 2;
+	}
+	last = end > m->data ? MD_AT(end - 1) : '\n';
+#undef MD_AT
+	mbox_ix_close(ix, end, ix->cum - sub - ix->cumdata, last);
+	if (ix->hash_due)
+		(void)mbox_ix_hash(ix, buf, base, valid, 1);
+}
+
+/* The index buffer, *cap octets.  A small mailbox gets a buffer its size
+ * (history, octets, 64 for the last vector): no mmap(2) of the whole
+ * block per session. */
+static unsigned char *
+mbox_ix_buf(const struct mbox_ix *ix, size_t *cap)
+{
+	*cap = MD_IX_CAP;
+	if (ix->lim - ix->start < MD_IX_CAP - 2 * 64 - MD_IX_HIST)
+		*cap = ((size_t)(ix->lim - ix->start) + 2 * 64 + MD_IX_HIST +
+		    63) & ~(size_t)63;
+	return aligned_alloc(64, *cap);
+}
+
+/*
  * Indexes [ix->start, ix->lim) of ix->fd in one pass of large reads:
  * message boundaries, sizes and digests.  The buffer holds the octets
  * [base, base + valid); buf[i] is the scan point, 64-aligned, and the
- * MD_IX_HIST octets before it stay (the empty-line test needs 3).  The pending message's From_ line and
- * header stay in the buffer until its digest is done.  The first half of
- * two stops at the first message at or after ix->stop (the first one the
- * second half finds: the rule looks at a few octets around it only).
+ * MD_IX_HIST octets before it stay (the empty-line test needs 3).  The
+ * pending message's From_ line and header stay in the buffer until its
+ * digest is done.  The first half of two stops at the first message at
+ * or after ix->stop (the first one the second half finds: the rule looks
+ * at a few octets around it only).
  */
 static void *
 mbox_ix_run(void *arg)
 {
 	struct mbox_ix	*ix = arg;
 	unsigned char	*buf;
-	const unsigned char *lf;
-	struct md_msg	*m;
 	enum md_res	 r = MD_OK;
 	int64_t		 base;
 	size_t		 valid, i = MD_IX_HIST, keep, stop, fi, want, cap;
-	uint64_t	 end, sub, off, lim = ix->lim;
+	uint64_t	 off, lim = ix->lim;
 	ssize_t		 got;
-	int		 eof, first, last;
+	int		 eof, first;
 
-	/* A small mailbox gets a buffer its size (history, octets, 64 for
-	 * the last vector): no mmap(2) of the whole block per session. */
-	cap = MD_IX_CAP;
-	if (lim - ix->start < MD_IX_CAP - 2 * 64 - MD_IX_HIST)
-		cap = ((size_t)(lim - ix->start) + 2 * 64 + MD_IX_HIST + 63) &
-		    ~(size_t)63;
-	if ((buf = aligned_alloc(64, cap)) == NULL) {
+	if ((buf = mbox_ix_buf(ix, &cap)) == NULL) {
 		pop_log(LOG_ERR, "index: %s", strerror(errno));
 		ix->r = MD_TEMP;
 		return NULL;
@@ -788,17 +845,7 @@ mbox_ix_run(void *arg)
 			ix->alive();
 		if (first) {
 			first = 0;
-			fi = (size_t)-base;	/* offset 0 */
-			if (valid - fi < 5 || memcmp(buf + fi, "From ", 5) != 0 ||
-			    (lf = memchr(buf + fi, '\n', valid - fi < MD_FROM_MAX ?
-			    valid - fi : MD_FROM_MAX)) == NULL) {
-				pop_log(LOG_ERR, "not an mbox: the file does "
-				    "not start with a From_ line");
-				r = MD_PERM;
-				goto out;
-			}
-			if ((r = mbox_ix_add(ix, 0, (uint64_t)(base + (lf - buf) +
-			    1), lf[-1] != '\r')) != MD_OK)
+			if ((r = mbox_ix_first(ix, buf, base, valid)) != MD_OK)
 				goto out;
 		}
 		if (ix->hash_due)
@@ -826,26 +873,9 @@ mbox_ix_run(void *arg)
 		valid -= keep;
 		i -= keep;
 	}
-	if (ix->n == 0)
-		goto out;	/* a second half without a message */
-	/* The last message: a final empty line is a separator too. */
-	m = &ix->msg[ix->n - 1];
-	end = lim;
-	sub = 0;
-#define MD_AT(o)	buf[(size_t)((int64_t)(o) - base)]
-	if (lim - 1 >= m->data && MD_AT(lim - 1) == '\n') {
-		if (lim - 2 >= m->data - 1 && MD_AT(lim - 2) == '\n') {
-			end = lim - 1;
-			sub = 1;
-		} else if (lim - 3 >= m->data - 1 && MD_AT(lim - 2) == '\r' &&
-		    MD_AT(lim - 3) == '\n')
-			end = lim - 2;
-	}
-	last = end > m->data ? MD_AT(end - 1) : '\n';
-#undef MD_AT
-	mbox_ix_close(ix, end, ix->cum - sub - ix->cumdata, last);
-	if (ix->hash_due)
-		(void)mbox_ix_hash(ix, buf, base, valid, 1);
+	/* A second half without a message has no last one. */
+	if (ix->n > 0)
+		mbox_ix_last(ix, buf, base, valid);
 out:
 	free(buf);
 	ix->r = r;
