@@ -1,8 +1,10 @@
 /*
- * mbox.c: the mbox format of the maildrop (maildrop.c): From_ lines, the
- * header digest (the input of a UIDL), the index (SIMD scans, two threads
- * for a large mailbox), twins, the hidden pseudo-message and the UIDL.
- * Runs only as the user.
+ * mbox.c: the mbox format of the maildrop (mbox.h): From_ lines, the
+ * header digest (the input of a UIDL), the index and its check against
+ * a file (SIMD scans, two threads for a large mailbox), twins, the hidden
+ * pseudo-message and the UIDL.  Reads a file descriptor it is given
+ * through io.c; knows nothing of locks or of struct maildrop (long scans
+ * call the keep-alive maildrop.c gives).  Runs only as the user.
  *
  * Message boundaries.  A message starts at the "From " line at offset 0
  * (the file must start with one: anything else is "not an mbox"), and at

@@ -1,7 +1,8 @@
 /*
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
  * contracts between pop3d.c (protocol), conn.c (the client connection),
- * auth.c (root side, authentication) and maildrop.c (the mbox spool).
+ * auth.c (root side, authentication) and maildrop.c (the mbox spool, with
+ * lock.c, mbox.c, journal.c and io.c below it: maildrop.h).
  *
  * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
  * the README.
