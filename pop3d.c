@@ -1,8 +1,9 @@
 /*
  * pop3d.c: the POP3 protocol (RFC 1939, RFC 2449, RFC 3206, RFC 5034 SASL
- * PLAIN): main() and its options, logging, the command tables and the
- * state machine; conn.c holds the client connection (the bounded line
- * reader, the buffered reply writer, deadlines).  It makes
+ * PLAIN): main() and its command line, the command tables and the state
+ * machine; conn.c holds the client connection (the bounded line reader,
+ * the buffered reply writer, deadlines), log.c the options, logging and
+ * the fatal errors.  It makes
  * no privileged call of its own: auth.c runs the session (auth_main) and
  * calls pop_authorize() before login and pop_transaction() after it.
  *
@@ -49,19 +50,6 @@ int	main(int, char *[]);
 #endif
 
 #define nitems(a)	(sizeof(a) / sizeof((a)[0]))
-
-struct pop_opts opt = {
-	.spool = "/var/mail",
-	.backend = POP3_AUTH_PAM,
-	.passwd_file = NULL,
-	.pam_service = "pop3",
-	.prelogin_user = "pop3d",
-	.min_uid = 1000,
-	.timeout = POP3_TIMEOUT,
-	.fail_delay_ms = POP3_FAIL_DELAY_MS,
-	.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK,
-	.debug = 0,
-};
 
 /*
  * What a handler tells the loop.  RES_OK: the loop replies "+OK".  RES_DONE:
@@ -143,68 +131,6 @@ static const struct pop_cmd trans_cmds[] = {
 	{ "CAPA", A_NONE, cmd_capa },
 	{ "QUIT", A_NONE, cmd_quit_trans },
 };
-
-static void	pop_vlog(int, const char *, va_list)
-		    __attribute__((format(printf, 2, 0)));
-
-/*
- * Logging.
- */
-static void
-pop_vlog(int prio, const char *fmt, va_list ap)
-{
-	char	 buf[1024];
-
-	if (opt.debug) {
-		(void)vsnprintf(buf, sizeof(buf), fmt, ap);
-		(void)fprintf(stderr, "%s[%ld]: %s\n", POP3D_NAME,
-		    (long)getpid(), buf);
-	} else
-		vsyslog(prio, fmt, ap);
-}
-
-void
-pop_log(int prio, const char *fmt, ...)
-{
-	va_list	 ap;
-
-	va_start(ap, fmt);
-	pop_vlog(prio, fmt, ap);
-	va_end(ap);
-}
-
-void
-fatal(const char *fmt, ...)
-{
-	char	 buf[512];
-	va_list	 ap;
-	int	 saved = errno;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	pop_log(LOG_ERR, "fatal: %s: %s", buf, strerror(saved));
-	_exit(POP3_EX_OSERR);
-}
-
-void
-fatalx(const char *fmt, ...)
-{
-	char	 buf[512];
-	va_list	 ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	pop_log(LOG_ERR, "fatal: %s", buf);
-	_exit(POP3_EX_SOFTWARE);
-}
-
-void
-pop_wipe(void *p, size_t len)
-{
-	explicit_bzero(p, len);
-}
 
 /*
  * Parsing.

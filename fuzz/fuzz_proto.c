@@ -20,6 +20,7 @@
 #include "../pop3d.c"
 #include "../conn.c"
 #include "../io.c"
+#include "../log.c"
 #include "../mdint.h"
 
 #include <sys/mman.h>
