@@ -29,7 +29,7 @@ LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c
+SRCS	= pop3d.c proto.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c
 HDRS	= pop3d.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))

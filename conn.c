@@ -1,8 +1,8 @@
 /*
- * conn.c: the client connection of pop3d.c's state machine: deadlines on
+ * conn.c: the client connection of proto.c's state machine: deadlines on
  * CLOCK_MONOTONIC, the buffered reply writer and the bounded line reader.
  * The input buffer never grows: a line is at most POP3_CMD_MAX octets,
- * longer ones are discarded (pop3d.c's first comment has the rules).
+ * longer ones are discarded (proto.c's first comment has the rules).
  */
 
 #include <sys/types.h>
@@ -333,7 +333,7 @@ pop_getline(struct pop_conn *c, char *line, size_t *lenp)
 
 	/*
 	 * Too long: discarded through the next LF, then answered, so that
-	 * the reply is the last line queued when pop3d.c counts the bad
+	 * the reply is the last line queued when proto.c counts the bad
 	 * command (pop_unreply); at end of file it is answered all the same.
 	 */
 	for (;;) {

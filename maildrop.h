@@ -1,7 +1,7 @@
 /*
  * maildrop.h: the mbox spool of one user (maildrop.c, the only file that
  * calls lock.c, mbox.c, journal.c and io.c).  Runs only as that user.
- * Contracts for pop3d.c; see the README "Design" section for the on-disk
+ * Contracts for proto.c; see the README "Design" section for the on-disk
  * rules (message boundaries, sizes, UIDL, locking, update journal).
  */
 #ifndef MAILDROP_H
@@ -9,7 +9,7 @@
 
 #include "pop3d.h"
 
-/* Results: pop3d.c maps them to RFC 3206 response codes. */
+/* Results: proto.c maps them to RFC 3206 response codes. */
 enum md_res {
 	MD_OK = 0,
 	MD_INUSE,	/* another session holds the mailbox: [IN-USE] */

@@ -1,6 +1,6 @@
 /*
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
- * contracts between pop3d.c (protocol), conn.c (the client connection),
+ * contracts between proto.c (protocol), conn.c (the client connection),
  * auth.c (root side, authentication) and maildrop.c (the mbox spool, with
  * lock.c, mbox.c, journal.c and io.c below it: maildrop.h).
  *
@@ -122,7 +122,7 @@ struct pop_opts {
 extern struct pop_opts opt;
 
 /*
- * Logging (pop3d.c): syslog LOG_MAIL with ident "pop3d", or stderr with -d.
+ * Logging (log.c): syslog LOG_MAIL with ident "pop3d", or stderr with -d.
  * Never pass client data as the format.
  */
 void	pop_log(int, const char *, ...)
@@ -187,6 +187,8 @@ int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
  * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).
  */
 int	pop_transaction(struct pop_conn *, const struct pop_user *);
+/* proto.c: a strict decimal number (main()'s options use it too). */
+int	pop_number(const char *, uint64_t, uint64_t *);
 /*
  * conn.c: the client connection.
  */

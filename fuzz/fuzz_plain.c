@@ -11,6 +11,7 @@
  * NUL; and every response that decoder finds valid is accepted.
  */
 #include "../pop3d.c"
+#include "../proto.c"
 #include "../conn.c"
 #include "../io.c"
 #include "../log.c"

@@ -18,6 +18,7 @@
  * reaches us is well-formed; the exit status is one pop3d.8 lists.
  */
 #include "../pop3d.c"
+#include "../proto.c"
 #include "../conn.c"
 #include "../io.c"
 #include "../log.c"

@@ -1,5 +1,5 @@
 /*
- * test_proto.c: cmocka tests of pop3d.c, the protocol: the line reader fed
+ * test_proto.c: cmocka tests of proto.c, the protocol: the line reader fed
  * byte by byte and in one chunk, over-long lines, NUL and CR, the argument
  * rules, wrong-state and unknown commands, the bad-command limit, message
  * numbers, USER/PASS and AUTH PLAIN, failed logins, and a TRANSACTION over a
