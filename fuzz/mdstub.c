@@ -16,18 +16,19 @@ md_new(void)
 	return md;
 }
 
-void
-md_free(struct maildrop *md)
-{
-	if (md != NULL)
-		md_close(md);
-	free(md);
-}
-
 uint32_t
 md_count(const struct maildrop *md)
 {
 	return md->n;
+}
+
+/* md_new() never fails here: the protocol frees what it got. */
+void
+md_free(struct maildrop *md)
+{
+	FZ_CHECK(md != NULL, "md_free(NULL)");
+	md_close(md);
+	free(md);
 }
 
 uint64_t
