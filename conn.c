@@ -1,8 +1,8 @@
 /*
- * conn.c: the client connection of pop3d.c's state machine: deadlines on
+ * conn.c: the client connection of proto.c's state machine: deadlines on
  * CLOCK_MONOTONIC, the buffered reply writer and the bounded line reader.
  * The input buffer never grows: a line is at most POP3_CMD_MAX octets,
- * longer ones are discarded (pop3d.c's first comment has the rules).
+ * longer ones are discarded (proto.c's first comment has the rules).
  */
 
 #include <sys/types.h>
@@ -19,19 +19,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "pop3d.h"
 
 /*
- * Time: CLOCK_MONOTONIC, so a clock step cannot end or stretch a session.
+ * Time: CLOCK_MONOTONIC (io_ms(), the maildrop's clock too), so a clock
+ * step cannot end or stretch a session.
  */
 static int64_t
 pop_now_ms(void)
 {
-	struct timespec	 ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		fatal("clock_gettime");
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)io_ms();
 }
 
 /* The deadline of one wait: the idle timeout, within the session limit. */
@@ -335,7 +333,7 @@ pop_getline(struct pop_conn *c, char *line, size_t *lenp)
 
 	/*
 	 * Too long: discarded through the next LF, then answered, so that
-	 * the reply is the last line queued when pop3d.c counts the bad
+	 * the reply is the last line queued when proto.c counts the bad
 	 * command (pop_unreply); at end of file it is answered all the same.
 	 */
 	for (;;) {

@@ -1,14 +1,15 @@
 /*
- * maildrop.h: the mbox spool of one user (maildrop.c).  Runs only as that
- * user.  Contracts for pop3d.c; see the README "Design" section for the
- * on-disk rules (message boundaries, sizes, UIDL, locking, update journal).
+ * maildrop.h: the mbox spool of one user (maildrop.c, the only file that
+ * calls lock.c, mbox.c, journal.c and io.c).  Runs only as that user.
+ * Contracts for proto.c; see the README "Design" section for the on-disk
+ * rules (message boundaries, sizes, UIDL, locking, update journal).
  */
 #ifndef MAILDROP_H
 #define MAILDROP_H
 
 #include "pop3d.h"
 
-/* Results: pop3d.c maps them to RFC 3206 response codes. */
+/* Results: proto.c maps them to RFC 3206 response codes. */
 enum md_res {
 	MD_OK = 0,
 	MD_INUSE,	/* another session holds the mailbox: [IN-USE] */
@@ -17,43 +18,28 @@ enum md_res {
 	MD_CHANGED	/* the mailbox was rewritten under us: [SYS/TEMP] */
 };
 
-/* One message of the index: a small fixed record (at most 64 bytes). */
-struct md_msg {
-	uint64_t	from;		/* offset of its From_ line */
-	uint64_t	data;		/* first octet after the From_ line */
-	uint64_t	end;		/* end of its octets (separator excluded) */
-	uint64_t	size;		/* octets RETR sends, before stuffing */
-	unsigned char	hash[16];	/* digest of From_ line + stable headers */
-	uint32_t	twin;		/* 0, or n for the n-th identical twin */
-	uint8_t		deleted;
-};
+/* The maildrop of a session: opaque outside maildrop.c. */
+struct maildrop;
 
-struct maildrop {
-	int		 fd;		/* the mbox, or -1 when it does not exist */
-	char		 path[4096];
-	char		 lockpath[4096 + 8];
-	dev_t		 dev;
-	ino_t		 ino;
-	uint64_t	 indexed;	/* octets covered by the index */
-	struct md_msg	*msg;		/* visible messages, 1..n are msg[0..n-1] */
-	uint32_t	 n;
-	uint64_t	 hidden_end;	/* end of a hidden pseudo-message, or 0 */
-	uint64_t	 vsize;		/* size, ctime and mtime when the index */
-	struct timespec	 vctime;	/* was last verified: a change to any */
-	struct timespec	 vmtime;	/* of them means verify again */
-	int		 changed;	/* rewritten under us: serve and delete
-					   nothing more */
-	const struct pop_user *user;
-};
+/* A closed maildrop (NULL: out of memory); md_free() closes and frees. */
+struct maildrop	*md_new(void);
+void		 md_free(struct maildrop *);
 
 /*
  * Opens user->mailbox safely (O_NOFOLLOW, regular file, owner, one link),
  * takes the session lock (a second session gets MD_INUSE at once), takes
  * the spool locks (fcntl, then dotlock; never waiting for one while holding
  * the other), repairs a half-done update, indexes, releases the spool
- * locks.  A missing mailbox is an empty one (md->fd = -1, n = 0).
+ * locks by the methods of opt.locks.  A missing mailbox is an empty one.
  */
 enum md_res	md_open(struct maildrop *, const struct pop_user *);
+/* Messages 0..md_count() - 1: their sizes (octets RETR sends, before
+ * stuffing), and the marks of DELE (undone by RSET, acted on by UPDATE). */
+uint32_t	md_count(const struct maildrop *);
+uint64_t	md_size(const struct maildrop *, uint32_t);
+void		md_dele(struct maildrop *, uint32_t);
+void		md_undele(struct maildrop *, uint32_t);
+int		md_is_deleted(const struct maildrop *, uint32_t);
 /*
  * Streams message i (0-based) through put(): LF becomes CRLF, the last line
  * ends in CRLF, a line starting with "." gets one more ".".  lines < 0: the

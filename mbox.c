@@ -1,13 +1,15 @@
 /*
- * mbox.c: the mbox format of the maildrop (maildrop.c): From_ lines, the
- * header digest (the input of a UIDL), the index (SIMD scans, two threads
- * for a large mailbox), twins, the hidden pseudo-message and md_uidl().
- * Runs only as the user.
+ * mbox.c: the mbox format of the maildrop (mbox.h): From_ lines, the
+ * header digest (the input of a UIDL), the index and its check against
+ * a file (SIMD scans, two threads for a large mailbox), twins, the hidden
+ * pseudo-message and the UIDL.  Reads a file descriptor it is given
+ * through io.c; knows nothing of locks or of struct maildrop (long scans
+ * call the keep-alive maildrop.c gives).  Runs only as the user.
  *
  * Message boundaries.  A message starts at the "From " line at offset 0
  * (the file must start with one: anything else is "not an mbox"), and at
  * every later line that follows an empty line ("\n\n" or "\n\r\n") and
- * parses as a real From_ line (md_fromline()): "From ", a sender, blanks
+ * parses as a real From_ line (mbox_fromline()): "From ", a sender, blanks
  * and an asctime(3) date at the END of the line: weekday, month, day,
  * hh:mm[:ss], the year, at most two time zone tokens before or after the
  * year (PST, MET DST, -0500), optionally "remote from HOST"; at most
@@ -52,15 +54,9 @@
 #include <emmintrin.h>
 #endif
 
-#include "maildrop.h"
-#include "mdint.h"
+#include "io.h"
+#include "mbox.h"
 
-/* A From_ line is an address (RFC 5321: 256 octets) and a date; longer
- * lines are never message boundaries, and bound the parser's look-ahead. */
-#define MD_FROM_MAX	4096
-/* Header octets that go into a UIDL: enough for any real header, and a
- * bound on the work a hostile header-only message costs. */
-#define MD_HASH_MAX	(64 * 1024)
 /* Mailboxes this large are indexed by two threads, a half each (a thread
  * costs about 50 us; 2 cores index twice as fast: issue 6). */
 #define MD_IX_SPLIT	(8 * 1024 * 1024)
@@ -68,7 +64,7 @@
  * scan point the buffer keeps MD_IX_HIST octets (aligned scans). */
 #define MD_IX_LOOK	(MD_FROM_MAX + 8)
 #define MD_IX_HIST	64
-#define MD_IX_CAP	((MD_IX_BLOCK + MD_HASH_MAX + 2 * MD_IX_LOOK + 256) & ~63)
+#define MD_IX_CAP	((MD_BLOCK + MD_HASH_MAX + 2 * MD_IX_LOOK + 256) & ~63)
 /* Initial index size in records; it doubles from there. */
 #define MD_IX_INIT	256
 /* Records moved at a time when the two halves are joined (256 KiB). */
@@ -76,10 +72,10 @@
 /* Records held at a time while checking a file against its index. */
 #define MD_IX_CHECK	1024
 
-static const char *const md_wday[] = {
+static const char *const mbox_wday[] = {
 	"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"
 };
-static const char *const md_mon[] = {
+static const char *const mbox_mon[] = {
 	"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
 };
@@ -89,7 +85,7 @@ static const char *const md_mon[] = {
 static const struct {
 	const char	*name;
 	size_t		 len;
-} md_skip[] = {
+} mbox_skip[] = {
 	{ "Status", 6 },	{ "X-Status", 8 },	{ "X-UID", 5 },
 	{ "X-Keywords", 10 },	{ "X-IMAP", 6 },	{ "X-IMAPbase", 10 },
 	{ "X-UIDL", 6 },	{ "Content-Length", 14 }, { "Lines", 5 },
@@ -97,21 +93,19 @@ static const struct {
 
 #define MD_PSEUDO_SUBJECT "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
 
-/* Where md_index() splits: unit tests move it to test the join. */
-static uint64_t	md_split_min = MD_IX_SPLIT, md_split_at;
-static int	md_split_force;
+/* Where mbox_index() splits: unit tests move it to test the join. */
+static uint64_t	mbox_split_min = MD_IX_SPLIT, mbox_split_at;
+static int	mbox_split_force;
 
 #ifdef POP3D_UNIT
-void	md_test_split(uint64_t, uint64_t);
-
 /* Split mailboxes of min octets or more at offset at (0: the middle);
  * min 0: back to normal. */
 void
-md_test_split(uint64_t min, uint64_t at)
+mbox_test_split(uint64_t min, uint64_t at)
 {
-	md_split_min = min > 0 ? min : MD_IX_SPLIT;
-	md_split_at = at;
-	md_split_force = min > 0;
+	mbox_split_min = min > 0 ? min : MD_IX_SPLIT;
+	mbox_split_at = at;
+	mbox_split_force = min > 0;
 }
 #endif
 
@@ -125,7 +119,7 @@ md_test_split(uint64_t min, uint64_t at)
 /* The token before p, after any blanks: its start (*qp: its end), or
  * NULL if there is none at or after lo. */
 static const unsigned char *
-md_prevtok(const unsigned char *lo, const unsigned char *p,
+mbox_prevtok(const unsigned char *lo, const unsigned char *p,
     const unsigned char **qp)
 {
 	while (p > lo && (p[-1] == ' ' || p[-1] == '\t'))
@@ -138,7 +132,7 @@ md_prevtok(const unsigned char *lo, const unsigned char *p,
 
 /* Is [t, q) one of the n three-letter words of list? */
 static int
-md_isword(const unsigned char *t, const unsigned char *q,
+mbox_isword(const unsigned char *t, const unsigned char *q,
     const char *const *list, size_t n)
 {
 	size_t	i;
@@ -154,7 +148,7 @@ md_isword(const unsigned char *t, const unsigned char *q,
 /* Up to max digits at *pp, at least min, not followed by a digit: the
  * value, or -1. */
 static int
-md_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
+mbox_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
 {
 	const unsigned char	*p = *pp;
 	int			 v = 0, n = 0;
@@ -171,32 +165,32 @@ md_digits(const unsigned char **pp, const unsigned char *q, int min, int max)
 
 /* Is [t, q) all of a number of min to max digits, at least least? */
 static int
-md_isnum(const unsigned char *t, const unsigned char *q, int min, int max,
+mbox_isnum(const unsigned char *t, const unsigned char *q, int min, int max,
     int least)
 {
-	return md_digits(&t, q, min, max) >= least && t == q;
+	return mbox_digits(&t, q, min, max) >= least && t == q;
 }
 
 /* Is [t, q) a time: hh:mm or hh:mm:ss (h: 1 or 2 digits)? */
 static int
-md_istime(const unsigned char *t, const unsigned char *q)
+mbox_istime(const unsigned char *t, const unsigned char *q)
 {
-	if (md_digits(&t, q, 1, 2) < 0 || t == q || *t++ != ':' ||
-	    md_digits(&t, q, 2, 2) < 0)
+	if (mbox_digits(&t, q, 1, 2) < 0 || t == q || *t++ != ':' ||
+	    mbox_digits(&t, q, 2, 2) < 0)
 		return 0;
-	if (t < q && (*t++ != ':' || md_digits(&t, q, 2, 2) < 0))
+	if (t < q && (*t++ != ':' || mbox_digits(&t, q, 2, 2) < 0))
 		return 0;
 	return t == q;
 }
 
 /* Is [t, q) a time zone: +hhmm, -hhmm, or 1 to 6 letters (PST, MET)? */
 static int
-md_iszone(const unsigned char *t, const unsigned char *q)
+mbox_iszone(const unsigned char *t, const unsigned char *q)
 {
 	const unsigned char	*p;
 
 	if (*t == '+' || *t == '-')
-		return md_isnum(t + 1, q, 4, 4, 0);
+		return mbox_isnum(t + 1, q, 4, 4, 0);
 	if (q - t > 6)
 		return 0;
 	for (p = t; p < q; p++)
@@ -214,7 +208,7 @@ md_iszone(const unsigned char *t, const unsigned char *q)
  * n (and MD_FROM_MAX) octets.
  */
 static size_t
-md_fromline(const unsigned char *s, size_t n)
+mbox_fromline(const unsigned char *s, size_t n)
 {
 	const unsigned char	*lo, *e, *q, *t, *r;
 	int			 tz = 0;
@@ -227,43 +221,43 @@ md_fromline(const unsigned char *s, size_t n)
 	lo = s + 5;
 	t = e > lo && e[-1] == '\r' ? e - 1 : e;
 	/* "remote from HOST" (UUCP). */
-	if ((r = md_prevtok(lo, t, &q)) != NULL &&
-	    (r = md_prevtok(lo, r, &q)) != NULL && q - r == 4 &&
+	if ((r = mbox_prevtok(lo, t, &q)) != NULL &&
+	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 4 &&
 	    memcmp(r, "from", 4) == 0 &&
-	    (r = md_prevtok(lo, r, &q)) != NULL && q - r == 6 &&
+	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 6 &&
 	    memcmp(r, "remote", 6) == 0)
 		t = r;
 	/* The year, maybe with a zone after it (c-client: -0500). */
-	if ((t = md_prevtok(lo, t, &q)) == NULL)
+	if ((t = mbox_prevtok(lo, t, &q)) == NULL)
 		return 0;
-	if (md_iszone(t, q)) {
+	if (mbox_iszone(t, q)) {
 		tz++;
-		if ((t = md_prevtok(lo, t, &q)) == NULL)
+		if ((t = mbox_prevtok(lo, t, &q)) == NULL)
 			return 0;
 	}
-	if (!md_isnum(t, q, 4, 4, 0))
+	if (!mbox_isnum(t, q, 4, 4, 0))
 		return 0;
 	/* Zones before the year, then the time. */
 	for (;;) {
-		if ((t = md_prevtok(lo, t, &q)) == NULL)
+		if ((t = mbox_prevtok(lo, t, &q)) == NULL)
 			return 0;
-		if (md_istime(t, q))
+		if (mbox_istime(t, q))
 			break;
-		if (++tz > 2 || !md_iszone(t, q))
+		if (++tz > 2 || !mbox_iszone(t, q))
 			return 0;
 	}
-	if ((t = md_prevtok(lo, t, &q)) == NULL || !md_isnum(t, q, 1, 2, 1) ||
-	    (t = md_prevtok(lo, t, &q)) == NULL ||
-	    !md_isword(t, q, md_mon, 12) ||
-	    (t = md_prevtok(lo, t, &q)) == NULL ||
-	    !md_isword(t, q, md_wday, 7))
+	if ((t = mbox_prevtok(lo, t, &q)) == NULL || !mbox_isnum(t, q, 1, 2, 1) ||
+	    (t = mbox_prevtok(lo, t, &q)) == NULL ||
+	    !mbox_isword(t, q, mbox_mon, 12) ||
+	    (t = mbox_prevtok(lo, t, &q)) == NULL ||
+	    !mbox_isword(t, q, mbox_wday, 7))
 		return 0;
 	return (size_t)(e - s) + 1;
 }
 
 /* The length of the field name of header line s (n octets), 0 if none. */
 static size_t
-md_fieldname(const unsigned char *s, size_t n)
+mbox_fieldname(const unsigned char *s, size_t n)
 {
 	const unsigned char	*c;
 	size_t			 l;
@@ -277,15 +271,15 @@ md_fieldname(const unsigned char *s, size_t n)
 }
 
 static int
-md_fieldis(const unsigned char *s, size_t n, const char *name, size_t len)
+mbox_fieldis(const unsigned char *s, size_t n, const char *name, size_t len)
 {
-	return md_fieldname(s, n) == len &&
+	return mbox_fieldname(s, n) == len &&
 	    strncasecmp((const char *)s, name, len) == 0;
 }
 
 /* Is the header line s (n octets) a field left out of the digest? */
 static int
-md_skipfield(const unsigned char *s, size_t n)
+mbox_skipfield(const unsigned char *s, size_t n)
 {
 	size_t	i, l;
 
@@ -296,10 +290,10 @@ md_skipfield(const unsigned char *s, size_t n)
 	default:
 		return 0;
 	}
-	l = md_fieldname(s, n);
-	for (i = 0; i < sizeof(md_skip) / sizeof(md_skip[0]); i++)
-		if (l == md_skip[i].len &&
-		    strncasecmp((const char *)s, md_skip[i].name, l) == 0)
+	l = mbox_fieldname(s, n);
+	for (i = 0; i < sizeof(mbox_skip) / sizeof(mbox_skip[0]); i++)
+		if (l == mbox_skip[i].len &&
+		    strncasecmp((const char *)s, mbox_skip[i].name, l) == 0)
 			return 1;
 	return 0;
 }
@@ -320,18 +314,18 @@ md_skipfield(const unsigned char *s, size_t n)
 #define MD_PS_HIDDEN	(MD_PS_XIMAP | MD_PS_SUBJECT | MD_PS_DAEMON)
 
 static int
-md_pseudofield(const unsigned char *s, size_t n)
+mbox_pseudofield(const unsigned char *s, size_t n)
 {
 	const unsigned char	*v, *e;
 	size_t			 len = sizeof(MD_PSEUDO_SUBJECT) - 1;
 
-	if (md_fieldis(s, n, "X-IMAP", 6) || md_fieldis(s, n, "X-IMAPbase", 10))
+	if (mbox_fieldis(s, n, "X-IMAP", 6) || mbox_fieldis(s, n, "X-IMAPbase", 10))
 		return MD_PS_XIMAP;
-	if (md_fieldis(s, n, "Received", 8) ||
-	    md_fieldis(s, n, "Return-Path", 11) ||
-	    md_fieldis(s, n, "Delivered-To", 12))
+	if (mbox_fieldis(s, n, "Received", 8) ||
+	    mbox_fieldis(s, n, "Return-Path", 11) ||
+	    mbox_fieldis(s, n, "Delivered-To", 12))
 		return MD_PS_MTA;
-	if (!md_fieldis(s, n, "Subject", 7))
+	if (!mbox_fieldis(s, n, "Subject", 7))
 		return 0;
 	v = memchr(s, ':', n);
 	v++;
@@ -348,13 +342,13 @@ md_pseudofield(const unsigned char *s, size_t n)
 
 /*
  * Feeds the header block at s into ctx: lines up to the first empty line,
- * at most MD_HASH_MAX octets, without the md_skip fields and their
+ * at most MD_HASH_MAX octets, without the mbox_skip fields and their
  * continuation lines.  avail octets are at s; final: nothing after them
  * counts (end of the indexed file).  Returns 0, or -1 when it needs more
  * octets (ctx is then spoiled).  pseudo, if not NULL, gets the marks.
  */
 static int
-md_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
+mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
     int final, int *pseudo)
 {
 	const unsigned char	*nl;
@@ -380,9 +374,9 @@ md_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 			return -1;
 		next = nl != NULL ? (size_t)(nl - s) + 1 : lim;
 		if (s[pos] != ' ' && s[pos] != '\t') {
-			skip = md_skipfield(s + pos, next - pos);
+			skip = mbox_skipfield(s + pos, next - pos);
 			if (pseudo != NULL)
-				*pseudo |= md_pseudofield(s + pos, next - pos);
+				*pseudo |= mbox_pseudofield(s + pos, next - pos);
 		}
 		if (skip) {
 			if (pos > run)
@@ -405,7 +399,7 @@ md_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
  * offset; a second half's first message must be one the index has.
  */
 static void
-md_ix_locate(struct md_ix *ix, uint64_t from)
+mbox_ix_locate(struct mbox_ix *ix, uint64_t from)
 {
 	uint32_t	lo = 0, hi = ix->nref, mid;
 
@@ -419,41 +413,41 @@ md_ix_locate(struct md_ix *ix, uint64_t from)
 				hi = mid;
 		}
 		if (lo < ix->nref && ix->ref[lo].from == from)
-			ix->kfirst = lo + ix->hid;
+			ix->kfirst = lo + ix->nhidden;
 		else
 			ix->bad = 1;
 	}
-	ix->k0 = ix->kfirst;
+	ix->kheld = ix->kfirst;
 }
 
 /* Checking: compares the records held with ref's, and drops them. */
 static void
-md_ix_flush(struct md_ix *ix)
+mbox_ix_flush(struct mbox_ix *ix)
 {
 	const struct md_msg	*a, *b;
 	uint32_t		 i, f;
 
 	for (i = 0; i < ix->n && !ix->bad; i++) {
-		f = ix->k0 + i;
-		if (f < ix->hid)
+		f = ix->kheld + i;
+		if (f < ix->nhidden)
 			continue;	/* the hidden pseudo-message */
-		if (f - ix->hid >= ix->nref) {
+		if (f - ix->nhidden >= ix->nref) {
 			ix->bad = 1;
 			break;
 		}
 		a = &ix->msg[i];
-		b = &ix->ref[f - ix->hid];
+		b = &ix->ref[f - ix->nhidden];
 		if (a->from != b->from || a->data != b->data ||
 		    a->end != b->end || a->size != b->size ||
 		    memcmp(a->hash, b->hash, sizeof(a->hash)) != 0)
 			ix->bad = 1;
 	}
-	ix->k0 += ix->n;
+	ix->kheld += ix->n;
 	ix->n = 0;
 }
 
 static enum md_res
-md_ix_add(struct md_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
+mbox_ix_add(struct mbox_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
 {
 	struct md_msg	*m;
 	uint32_t	 cap;
@@ -462,11 +456,11 @@ md_ix_add(struct md_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
 		ix->started = 1;
 		ix->first = from;
 		if (ix->ref != NULL)
-			md_ix_locate(ix, from);
+			mbox_ix_locate(ix, from);
 	}
 	if (ix->n == ix->cap && ix->ref != NULL && ix->cap >= MD_IX_CHECK) {
 		/* Every record held is complete: compare and drop them. */
-		md_ix_flush(ix);
+		mbox_ix_flush(ix);
 		if (ix->bad)
 			return MD_CHANGED;
 	}
@@ -491,13 +485,13 @@ md_ix_add(struct md_ix *ix, uint64_t from, uint64_t data, uint64_t cumdata)
 	m->from = from;
 	m->data = data;
 	ix->cumdata = cumdata;
-	ix->pend = 1;
+	ix->hash_due = 1;
 	return MD_OK;
 }
 
 /* Sets end and size of the last message; lfs: its bare LFs. */
 static void
-md_ix_close(struct md_ix *ix, uint64_t end, uint64_t lfs, int last)
+mbox_ix_close(struct mbox_ix *ix, uint64_t end, uint64_t lfs, int last)
 {
 	struct md_msg	*m = &ix->msg[ix->n - 1];
 
@@ -509,7 +503,7 @@ md_ix_close(struct md_ix *ix, uint64_t end, uint64_t lfs, int last)
 
 /* Digest of the last message, if its header is all in buf. */
 static int
-md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
+mbox_ix_hash(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
     size_t valid, int final)
 {
 	struct md_msg		*m = &ix->msg[ix->n - 1];
@@ -522,7 +516,7 @@ md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
 	di = (size_t)((int64_t)m->data - base);
 	sha256_init(&ctx);
 	sha256_update(&ctx, di - fi, buf + fi);
-	if (md_hdrhash(&ctx, buf + di, valid - di, final,
+	if (mbox_hdrhash(&ctx, buf + di, valid - di, final,
 	    m->from == 0 ? &pseudo : NULL) == -1)
 		return -1;
 	sha256_digest(&ctx, sizeof(dg), dg);
@@ -534,7 +528,7 @@ md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
 			pseudo |= MD_PS_DAEMON;
 		ix->pseudo = pseudo;
 	}
-	ix->pend = 0;
+	ix->hash_due = 0;
 	return 0;
 }
 
@@ -544,7 +538,7 @@ md_ix_hash(struct md_ix *ix, const unsigned char *buf, int64_t base,
  * before p.
  */
 static enum md_res
-md_ix_cand(struct md_ix *ix, const unsigned char *buf, int64_t base,
+mbox_ix_cand(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
     size_t valid, int eof, size_t p, uint64_t cum)
 {
 	uint64_t	off = (uint64_t)(base + (int64_t)p);
@@ -558,31 +552,31 @@ md_ix_cand(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		sep = 2;
 	else
 		return MD_OK;
-	if ((len = md_fromline(buf + p, valid - p)) == 0)
+	if ((len = mbox_fromline(buf + p, valid - p)) == 0)
 		return MD_OK;
 	/* The octets of the message before end in the LF before the
 	 * separator line, so they need no final line end.  (The second
 	 * half's first message has none before it.) */
 	if (ix->n > 0) {
-		md_ix_close(ix, off - (uint64_t)sep, cum - (sep == 1) -
+		mbox_ix_close(ix, off - (uint64_t)sep, cum - (sep == 1) -
 		    ix->cumdata, '\n');
-		if (ix->pend && md_ix_hash(ix, buf, base, valid, eof) == -1)
-			(void)md_ix_hash(ix, buf, base, valid, 1);
+		if (ix->hash_due && mbox_ix_hash(ix, buf, base, valid, eof) == -1)
+			(void)mbox_ix_hash(ix, buf, base, valid, 1);
 	}
 	if (ix->stop != 0 && off >= ix->stop) {
 		ix->done = 1;
 		return MD_OK;
 	}
-	if ((r = md_ix_add(ix, off, off + len, cum + (buf[p + len - 2] !=
+	if ((r = mbox_ix_add(ix, off, off + len, cum + (buf[p + len - 2] !=
 	    '\r'))) != MD_OK)
 		return r;
-	(void)md_ix_hash(ix, buf, base, valid, eof);
+	(void)mbox_ix_hash(ix, buf, base, valid, eof);
 	return MD_OK;
 }
 
 /* The slow path for 64 octets at buf[i] that hold a candidate. */
 static enum md_res
-md_ix_slow(struct md_ix *ix, const unsigned char *buf, int64_t base,
+mbox_ix_slow(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
     size_t valid, int eof, size_t i)
 {
 	enum md_res	r;
@@ -590,7 +584,7 @@ md_ix_slow(struct md_ix *ix, const unsigned char *buf, int64_t base,
 
 	for (p = i; p < i + 64; p++) {
 		if (buf[p] == 'F' && buf[p - 1] == '\n' && p < valid &&
-		    ((r = md_ix_cand(ix, buf, base, valid, eof, p, ix->cum)) !=
+		    ((r = mbox_ix_cand(ix, buf, base, valid, eof, p, ix->cum)) !=
 		    MD_OK || ix->done))
 			return r;
 		if (buf[p] == '\n' && buf[p - 1] != '\r')
@@ -601,7 +595,7 @@ md_ix_slow(struct md_ix *ix, const unsigned char *buf, int64_t base,
 
 #ifdef MD_AVX2
 int
-md_avx2(void)
+mbox_avx2(void)
 {
 	static int	avx2 = -1;
 
@@ -612,13 +606,13 @@ md_avx2(void)
 }
 
 /*
- * md_ix_scan() with AVX2: 64-bit masks of LF, CR and "F"; the masks of
+ * mbox_ix_scan() with AVX2: 64-bit masks of LF, CR and "F"; the masks of
  * "after an LF" and "after a CR" are those shifted by one, carrying the
  * last bit from the block before.
  */
 __attribute__((target("avx2,popcnt")))
 static enum md_res
-md_ix_scan_avx2(struct md_ix *ix, const unsigned char *buf, int64_t base,
+mbox_ix_scan_avx2(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
     size_t valid, int eof, size_t i, size_t stop)
 {
 	const __m256i	lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
@@ -652,7 +646,7 @@ md_ix_scan_avx2(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		ix->cum += (uint64_t)__builtin_popcountll(b);
 		for (; cand != 0; cand &= cand - 1) {
 			p = i + (size_t)__builtin_ctzll(cand);
-			if (p < valid && ((r = md_ix_cand(ix, buf, base, valid,
+			if (p < valid && ((r = mbox_ix_cand(ix, buf, base, valid,
 			    eof, p, cum + (uint64_t)__builtin_popcountll(b &
 			    ((1ULL << (p - i)) - 1)))) != MD_OK || ix->done))
 				return r;
@@ -665,7 +659,7 @@ md_ix_scan_avx2(struct md_ix *ix, const unsigned char *buf, int64_t base,
 #ifdef __SSE2__
 /* The sum of the 16 byte counters of acc. */
 static inline uint64_t
-md_sse2_sum(__m128i acc)
+mbox_sse2_sum(__m128i acc)
 {
 	__m128i	v = _mm_sad_epu8(acc, _mm_setzero_si128());
 
@@ -680,13 +674,13 @@ md_sse2_sum(__m128i acc)
  * LF followed by "F" to the slow path.  AVX2 or SSE2 where there is.
  */
 static enum md_res
-md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
+mbox_ix_scan(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
     size_t valid, int eof, size_t i, size_t stop)
 {
 	enum md_res	r;
 #ifdef MD_AVX2
-	if (md_avx2())
-		return md_ix_scan_avx2(ix, buf, base, valid, eof, i, stop);
+	if (mbox_avx2())
+		return mbox_ix_scan_avx2(ix, buf, base, valid, eof, i, stop);
 #endif
 #ifdef __SSE2__
 	const __m128i	lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
@@ -707,10 +701,10 @@ md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
 			    _mm_cmpeq_epi8(w, lf), _mm_cmpeq_epi8(v, ef)));
 		}
 		if (_mm_movemask_epi8(c) != 0) {
-			ix->cum += md_sse2_sum(acc);
+			ix->cum += mbox_sse2_sum(acc);
 			acc = zero;
 			nacc = 0;
-			if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) !=
+			if ((r = mbox_ix_slow(ix, buf, base, valid, eof, i)) !=
 			    MD_OK || ix->done)
 				return r;
 			continue;
@@ -721,15 +715,15 @@ md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
 		acc = _mm_sub_epi8(acc, b[2]);
 		acc = _mm_sub_epi8(acc, b[3]);
 		if (++nacc == 63) {
-			ix->cum += md_sse2_sum(acc);
+			ix->cum += mbox_sse2_sum(acc);
 			acc = zero;
 			nacc = 0;
 		}
 	}
-	ix->cum += md_sse2_sum(acc);
+	ix->cum += mbox_sse2_sum(acc);
 #else
 	for (; i < stop; i += 64)
-		if ((r = md_ix_slow(ix, buf, base, valid, eof, i)) != MD_OK ||
+		if ((r = mbox_ix_slow(ix, buf, base, valid, eof, i)) != MD_OK ||
 		    ix->done)
 			return r;
 #endif
@@ -737,35 +731,92 @@ md_ix_scan(struct md_ix *ix, const unsigned char *buf, int64_t base,
 }
 
 /*
+ * The first message, at offset 0 of the file: buf[fi, valid) holds the
+ * first octets.  MD_PERM if the file does not start with a From_ line.
+ */
+static enum md_res
+mbox_ix_first(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid)
+{
+	const unsigned char	*lf;
+	size_t			 fi = (size_t)-base;	/* offset 0 */
+
+	if (valid - fi < 5 || memcmp(buf + fi, "From ", 5) != 0 ||
+	    (lf = memchr(buf + fi, '\n', valid - fi < MD_FROM_MAX ?
+	    valid - fi : MD_FROM_MAX)) == NULL) {
+		pop_log(LOG_ERR, "not an mbox: the file does not start with "
+		    "a From_ line");
+		return MD_PERM;
+	}
+	return mbox_ix_add(ix, 0, (uint64_t)(base + (lf - buf) + 1),
+	    lf[-1] != '\r');
+}
+
+/*
+ * The end of the last message at lim (buf holds [base, lim)): a final
+ * empty line is a separator too.
+ */
+static void
+mbox_ix_last(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
+    size_t valid)
+{
+	const struct md_msg	*m = &ix->msg[ix->n - 1];
+	uint64_t		 end, sub = 0, lim = ix->lim;
+	int			 last;
+
+	end = lim;
+#define MD_AT(o)	buf[(size_t)((int64_t)(o) - base)]
+	if (lim - 1 >= m->data && MD_AT(lim - 1) == '\n') {
+		if (lim - 2 >= m->data - 1 && MD_AT(lim - 2) == '\n') {
+			end = lim - 1;
+			sub = 1;
+		} else if (lim - 3 >= m->data - 1 && MD_AT(lim - 2) == '\r' &&
+		    MD_AT(lim - 3) == '\n')
+			end = lim - 2;
+	}
+	last = end > m->data ? MD_AT(end - 1) : '\n';
+#undef MD_AT
+	mbox_ix_close(ix, end, ix->cum - sub - ix->cumdata, last);
+	if (ix->hash_due)
+		(void)mbox_ix_hash(ix, buf, base, valid, 1);
+}
+
+/* The index buffer, *cap octets.  A small mailbox gets a buffer its size
+ * (history, octets, 64 for the last vector): no mmap(2) of the whole
+ * block per session. */
+static unsigned char *
+mbox_ix_buf(const struct mbox_ix *ix, size_t *cap)
+{
+	*cap = MD_IX_CAP;
+	if (ix->lim - ix->start < MD_IX_CAP - 2 * 64 - MD_IX_HIST)
+		*cap = ((size_t)(ix->lim - ix->start) + 2 * 64 + MD_IX_HIST +
+		    63) & ~(size_t)63;
+	return aligned_alloc(64, *cap);
+}
+
+/*
  * Indexes [ix->start, ix->lim) of ix->fd in one pass of large reads:
  * message boundaries, sizes and digests.  The buffer holds the octets
  * [base, base + valid); buf[i] is the scan point, 64-aligned, and the
- * MD_IX_HIST octets before it stay (the empty-line test needs 3).  The pending message's From_ line and
- * header stay in the buffer until its digest is done.  The first half of
- * two stops at the first message at or after ix->stop (the first one the
- * second half finds: the rule looks at a few octets around it only).
+ * MD_IX_HIST octets before it stay (the empty-line test needs 3).  The
+ * pending message's From_ line and header stay in the buffer until its
+ * digest is done.  The first half of two stops at the first message at
+ * or after ix->stop (the first one the second half finds: the rule looks
+ * at a few octets around it only).
  */
 static void *
-md_ix_run(void *arg)
+mbox_ix_run(void *arg)
 {
-	struct md_ix	*ix = arg;
+	struct mbox_ix	*ix = arg;
 	unsigned char	*buf;
-	const unsigned char *lf;
-	struct md_msg	*m;
 	enum md_res	 r = MD_OK;
 	int64_t		 base;
 	size_t		 valid, i = MD_IX_HIST, keep, stop, fi, want, cap;
-	uint64_t	 end, sub, off, lim = ix->lim;
+	uint64_t	 off, lim = ix->lim;
 	ssize_t		 got;
-	int		 eof, first, last;
+	int		 eof, first;
 
-	/* A small mailbox gets a buffer its size (history, octets, 64 for
-	 * the last vector): no mmap(2) of the whole block per session. */
-	cap = MD_IX_CAP;
-	if (lim - ix->start < MD_IX_CAP - 2 * 64 - MD_IX_HIST)
-		cap = ((size_t)(lim - ix->start) + 2 * 64 + MD_IX_HIST + 63) &
-		    ~(size_t)63;
-	if ((buf = aligned_alloc(64, cap)) == NULL) {
+	if ((buf = mbox_ix_buf(ix, &cap)) == NULL) {
 		pop_log(LOG_ERR, "index: %s", strerror(errno));
 		ix->r = MD_TEMP;
 		return NULL;
@@ -780,7 +831,7 @@ md_ix_run(void *arg)
 		want = cap - 64 - valid;
 		if (want > lim - off)
 			want = (size_t)(lim - off);
-		if ((got = md_pread(ix->fd, buf + valid, want, off)) == -1) {
+		if ((got = io_pread(ix->fd, buf + valid, want, off)) == -1) {
 			pop_log(LOG_ERR, "read: %s", strerror(errno));
 			r = MD_TEMP;
 			goto out;
@@ -792,38 +843,28 @@ md_ix_run(void *arg)
 		}
 		valid += (size_t)got;
 		eof = off + (uint64_t)got == lim;
-		if (ix->lead)
-			md_dot_refresh();
+		if (ix->alive != NULL)
+			ix->alive();
 		if (first) {
 			first = 0;
-			fi = (size_t)-base;	/* offset 0 */
-			if (valid - fi < 5 || memcmp(buf + fi, "From ", 5) != 0 ||
-			    (lf = memchr(buf + fi, '\n', valid - fi < MD_FROM_MAX ?
-			    valid - fi : MD_FROM_MAX)) == NULL) {
-				pop_log(LOG_ERR, "not an mbox: the file does "
-				    "not start with a From_ line");
-				r = MD_PERM;
-				goto out;
-			}
-			if ((r = md_ix_add(ix, 0, (uint64_t)(base + (lf - buf) +
-			    1), lf[-1] != '\r')) != MD_OK)
+			if ((r = mbox_ix_first(ix, buf, base, valid)) != MD_OK)
 				goto out;
 		}
-		if (ix->pend)
-			(void)md_ix_hash(ix, buf, base, valid, eof);
+		if (ix->hash_due)
+			(void)mbox_ix_hash(ix, buf, base, valid, eof);
 		if (eof) {
 			memset(buf + valid, 0, 64);
 			stop = i + (valid > i ? (valid - i + 63) / 64 * 64 : 0);
 		} else
 			stop = i + (valid - MD_IX_LOOK - i) / 64 * 64;
-		if ((r = md_ix_scan(ix, buf, base, valid, eof, i, stop)) !=
+		if ((r = mbox_ix_scan(ix, buf, base, valid, eof, i, stop)) !=
 		    MD_OK || ix->done)
 			goto out;
 		i = stop;
 		if (eof)
 			break;
 		keep = i - MD_IX_HIST;
-		if (ix->pend) {
+		if (ix->hash_due) {
 			fi = (size_t)((int64_t)ix->msg[ix->n - 1].from - base);
 			if (fi < keep)
 				keep = fi;
@@ -834,26 +875,9 @@ md_ix_run(void *arg)
 		valid -= keep;
 		i -= keep;
 	}
-	if (ix->n == 0)
-		goto out;	/* a second half without a message */
-	/* The last message: a final empty line is a separator too. */
-	m = &ix->msg[ix->n - 1];
-	end = lim;
-	sub = 0;
-#define MD_AT(o)	buf[(size_t)((int64_t)(o) - base)]
-	if (lim - 1 >= m->data && MD_AT(lim - 1) == '\n') {
-		if (lim - 2 >= m->data - 1 && MD_AT(lim - 2) == '\n') {
-			end = lim - 1;
-			sub = 1;
-		} else if (lim - 3 >= m->data - 1 && MD_AT(lim - 2) == '\r' &&
-		    MD_AT(lim - 3) == '\n')
-			end = lim - 2;
-	}
-	last = end > m->data ? MD_AT(end - 1) : '\n';
-#undef MD_AT
-	md_ix_close(ix, end, ix->cum - sub - ix->cumdata, last);
-	if (ix->pend)
-		(void)md_ix_hash(ix, buf, base, valid, 1);
+	/* A second half without a message has no last one. */
+	if (ix->n > 0)
+		mbox_ix_last(ix, buf, base, valid);
 out:
 	free(buf);
 	ix->r = r;
@@ -861,7 +885,7 @@ out:
 }
 
 static void
-md_ix_free(struct md_ix *ix)
+mbox_ix_free(struct mbox_ix *ix)
 {
 	free(ix->msg);
 	ix->msg = NULL;
@@ -874,7 +898,7 @@ md_ix_free(struct md_ix *ix)
  * one chunk, not the halves twice (issue 6: 64 bytes a message).
  */
 static void
-md_ix_join(struct md_ix *ix, struct md_ix *b)
+mbox_ix_join(struct mbox_ix *ix, struct mbox_ix *b)
 {
 	struct md_msg	*m;
 	uint32_t	 left = b->n, k;
@@ -893,19 +917,20 @@ md_ix_join(struct md_ix *ix, struct md_ix *b)
 	ix->n += b->n;
 }
 
-static enum md_res	md_ix_check(struct md_ix *, struct md_ix *, int);
+static enum md_res	mbox_check_end(struct mbox_ix *, struct mbox_ix *, int);
 
 /*
  * Indexes [0, lim) of fd into ix: a large mailbox in two halves at once
  * when there are two CPUs (the second in a thread, or after the first if
  * no thread can be had), joined at the first message of the second half.
- * With md: checks [0, lim) against md's index instead (md_ixcheck()).
+ * With ref: checks [0, lim) against that index instead (mbox_check()).
+ * alive: the keep-alive, called by the calling thread only.
  */
 static enum md_res
-md_ix_do(int fd, uint64_t lim, int lead, struct md_ix *ix,
-    const struct maildrop *md)
+mbox_ix_do(int fd, uint64_t lim, void (*alive)(void), struct mbox_ix *ix,
+    const struct md_msg *ref, uint32_t nref, uint32_t nhidden)
 {
-	struct md_ix	 b;
+	struct mbox_ix	 b;
 	struct md_msg	*m;
 	sigset_t	 all, old;
 	pthread_t	 th;
@@ -914,46 +939,44 @@ md_ix_do(int fd, uint64_t lim, int lead, struct md_ix *ix,
 	memset(ix, 0, sizeof(*ix));
 	ix->fd = fd;
 	ix->lim = lim;
-	ix->lead = lead;
-	if (md != NULL) {
-		ix->ref = md->msg;
-		ix->nref = md->n;
-		ix->hid = md->hidden_end != 0;
-	}
+	ix->alive = alive;
+	ix->ref = ref;
+	ix->nref = nref;
+	ix->nhidden = nhidden;
 	if (lim == 0)
-		return md != NULL ? md_ix_check(ix, NULL, 0) : MD_OK;
-	split = !(lim < md_split_min || lim < 2 ||
-	    (!md_split_force && sysconf(_SC_NPROCESSORS_ONLN) < 2));
+		return ref != NULL ? mbox_check_end(ix, NULL, 0) : MD_OK;
+	split = !(lim < mbox_split_min || lim < 2 ||
+	    (!mbox_split_force && sysconf(_SC_NPROCESSORS_ONLN) < 2));
 	if (!split) {
-		(void)md_ix_run(ix);
-		if (md != NULL)
-			return md_ix_check(ix, NULL, 0);
+		(void)mbox_ix_run(ix);
+		if (ref != NULL)
+			return mbox_check_end(ix, NULL, 0);
 		if (ix->r != MD_OK)
-			md_ix_free(ix);
+			mbox_ix_free(ix);
 		return ix->r;
 	}
 	memset(&b, 0, sizeof(b));
 	b.fd = fd;
-	b.start = ix->stop = md_split_at > 0 && md_split_at < lim ?
-	    md_split_at : lim / 2;
+	b.start = ix->stop = mbox_split_at > 0 && mbox_split_at < lim ?
+	    mbox_split_at : lim / 2;
 	b.lim = lim;
 	b.ref = ix->ref;
 	b.nref = ix->nref;
-	b.hid = ix->hid;
+	b.nhidden = ix->nhidden;
 	/* Signals stay with the calling thread. */
 	(void)sigfillset(&all);
 	if (pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
-		threaded = pthread_create(&th, NULL, md_ix_run, &b) == 0;
+		threaded = pthread_create(&th, NULL, mbox_ix_run, &b) == 0;
 		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
-	(void)md_ix_run(ix);
+	(void)mbox_ix_run(ix);
 	if (threaded) {
 		if (pthread_join(th, NULL) != 0)
 			fatalx("pthread_join failed");
 	} else if (ix->r == MD_OK && ix->done)
-		(void)md_ix_run(&b);
-	if (md != NULL)
-		return md_ix_check(ix, &b, 1);
+		(void)mbox_ix_run(&b);
+	if (ref != NULL)
+		return mbox_check_end(ix, &b, 1);
 	if (ix->r == MD_OK && ix->done) {
 		if (b.r != MD_OK || b.n == 0 || b.msg[0].from < ix->stop ||
 		    ix->n > MD_MAX_MESSAGES - b.n) {
@@ -971,19 +994,19 @@ md_ix_do(int fd, uint64_t lim, int lead, struct md_ix *ix,
 			ix->r = MD_TEMP;
 		} else {
 			ix->msg = m;
-			md_ix_join(ix, &b);
+			mbox_ix_join(ix, &b);
 		}
 	}
-	md_ix_free(&b);
+	mbox_ix_free(&b);
 	if (ix->r != MD_OK)
-		md_ix_free(ix);
+		mbox_ix_free(ix);
 	return ix->r;
 }
 
 enum md_res
-md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
+mbox_index(int fd, uint64_t lim, void (*alive)(void), struct mbox_ix *ix)
 {
-	return md_ix_do(fd, lim, lead, ix, NULL);
+	return mbox_ix_do(fd, lim, alive, ix, NULL, 0, 0);
 }
 
 /*
@@ -991,14 +1014,14 @@ md_index(int fd, uint64_t lim, int lead, struct md_ix *ix)
  * count, the pseudo-message.  Frees both.
  */
 static enum md_res
-md_ix_check(struct md_ix *ix, struct md_ix *b, int split)
+mbox_check_end(struct mbox_ix *ix, struct mbox_ix *b, int split)
 {
 	enum md_res	r = ix->r;
 	uint32_t	total;
 
 	if (r == MD_OK) {
-		md_ix_flush(ix);
-		total = ix->k0;
+		mbox_ix_flush(ix);
+		total = ix->kheld;
 		if (split && ix->done) {
 			if (b->r != MD_OK)
 				r = b->r;
@@ -1007,40 +1030,45 @@ md_ix_check(struct md_ix *ix, struct md_ix *b, int split)
 				    "meet");
 				r = MD_TEMP;
 			} else {
-				md_ix_flush(b);
-				if (b->bad || b->kfirst != ix->k0)
+				mbox_ix_flush(b);
+				if (b->bad || b->kfirst != ix->kheld)
 					ix->bad = 1;
-				total = b->k0;
+				total = b->kheld;
 			}
 		}
-		if (r == MD_OK && (ix->bad || total != ix->nref + ix->hid ||
-		    (ix->pseudo == MD_PS_HIDDEN) != (ix->hid == 1)))
+		if (r == MD_OK && (ix->bad || total != ix->nref + ix->nhidden ||
+		    (ix->pseudo == MD_PS_HIDDEN) != (ix->nhidden == 1)))
 			r = MD_CHANGED;
 	}
-	md_ix_free(ix);
+	mbox_ix_free(ix);
 	if (split)
-		md_ix_free(b);
+		mbox_ix_free(b);
 	return r;
 }
 
 /*
- * Is [0, lim) of fd still what md's index says, message for message
+ * Is [0, lim) of fd still what the index ref says, message for message
  * (offsets, sizes, digests, the hidden pseudo-message)?  MD_OK, or
  * MD_CHANGED; MD_PERM: no longer an mbox; MD_TEMP: an error.  Holds a
  * few records at a time, not a second index (issue 6: 64 bytes a
- * message, even when mail arrives during a session).
+ * message, even when mail arrives during a session).  An empty index
+ * (ref NULL) is checked against mbox_noref: checking, with no record.
  */
-enum md_res
-md_ixcheck(int fd, uint64_t lim, const struct maildrop *md)
-{
-	struct md_ix	ix;
+static const struct md_msg	mbox_noref;
 
-	return md_ix_do(fd, lim, 1, &ix, md);
+enum md_res
+mbox_check(int fd, uint64_t lim, const struct md_msg *ref, uint32_t nref,
+    uint32_t nhidden, void (*alive)(void))
+{
+	struct mbox_ix	ix;
+
+	return mbox_ix_do(fd, lim, alive, &ix, ref != NULL ? ref : &mbox_noref,
+	    nref, nhidden);
 }
 
 /* A pseudo-message at the top is hidden: *hidden = its record's end. */
 void
-md_ix_hide(struct md_ix *ix, uint64_t lim, uint64_t *hidden)
+mbox_hide(struct mbox_ix *ix, uint64_t lim, uint64_t *hidden)
 {
 	*hidden = 0;
 	if (ix->n == 0 || ix->pseudo != MD_PS_HIDDEN)
@@ -1051,7 +1079,7 @@ md_ix_hide(struct md_ix *ix, uint64_t lim, uint64_t *hidden)
 }
 
 static int
-md_twincmp(const void *a, const void *b, void *arg)
+mbox_twincmp(const void *a, const void *b, void *arg)
 {
 	const struct md_msg	*msg = arg;
 	uint32_t		 i = *(const uint32_t *)a;
@@ -1065,23 +1093,23 @@ md_twincmp(const void *a, const void *b, void *arg)
 
 /* Numbers byte-identical twins 1, 2, ... in file order. */
 enum md_res
-md_twins(struct maildrop *md)
+mbox_twins(struct md_msg *msg, uint32_t n)
 {
 	uint32_t	*ord, i, t;
 
-	if (md->n < 2)
+	if (n < 2)
 		return MD_OK;
-	if ((ord = reallocarray(NULL, md->n, sizeof(*ord))) == NULL) {
+	if ((ord = reallocarray(NULL, n, sizeof(*ord))) == NULL) {
 		pop_log(LOG_ERR, "index: %s", strerror(errno));
 		return MD_TEMP;
 	}
-	for (i = 0; i < md->n; i++)
+	for (i = 0; i < n; i++)
 		ord[i] = i;
-	qsort_r(ord, md->n, sizeof(*ord), md_twincmp, md->msg);
-	for (i = 1, t = 0; i < md->n; i++) {
-		if (memcmp(md->msg[ord[i]].hash, md->msg[ord[i - 1]].hash,
-		    sizeof(md->msg[0].hash)) == 0)
-			md->msg[ord[i]].twin = ++t;
+	qsort_r(ord, n, sizeof(*ord), mbox_twincmp, msg);
+	for (i = 1, t = 0; i < n; i++) {
+		if (memcmp(msg[ord[i]].hash, msg[ord[i - 1]].hash,
+		    sizeof(msg[0].hash)) == 0)
+			msg[ord[i]].twin = ++t;
 		else
 			t = 0;
 	}
@@ -1091,42 +1119,36 @@ md_twins(struct maildrop *md)
 
 /* The digest of message m as the file holds it now (stream check). */
 int
-md_msghash(const struct maildrop *md, const struct md_msg *m,
-    unsigned char *out)
+mbox_msghash(int fd, uint64_t lim, const struct md_msg *m,
+    unsigned char *buf, unsigned char *out)
 {
 	struct sha256_ctx	ctx;
 	unsigned char		dg[SHA256_DIGEST_SIZE];
 	uint64_t		hlen, flen = m->data - m->from;
 
-	hlen = md->indexed - m->data;
+	hlen = lim - m->data;
 	if (hlen > MD_HASH_MAX)
 		hlen = MD_HASH_MAX;
-	if (flen > MD_FROM_MAX || md_preadx(md->fd, md_blk, flen + hlen,
+	if (flen > MD_FROM_MAX || io_pread_exact(fd, buf, flen + hlen,
 	    m->from) == -1)
 		return -1;
 	sha256_init(&ctx);
-	sha256_update(&ctx, flen, md_blk);
-	(void)md_hdrhash(&ctx, md_blk + flen, hlen, 1, NULL);
+	sha256_update(&ctx, flen, buf);
+	(void)mbox_hdrhash(&ctx, buf + flen, hlen, 1, NULL);
 	sha256_digest(&ctx, sizeof(dg), dg);
 	memcpy(out, dg, 16);
 	return 0;
 }
 
 void
-md_uidl(const struct maildrop *md, uint32_t i, char *buf, size_t size)
+mbox_uidl(const struct md_msg *m, char *buf, size_t size)
 {
 	static const char	 hex[] = "0123456789abcdef";
-	const struct md_msg	*m;
 	char			 id[2 * sizeof(m->hash) + 16];
 	size_t			 k;
 
 	if (size == 0)
 		return;
-	if (i >= md->n) {
-		buf[0] = '\0';
-		return;
-	}
-	m = &md->msg[i];
 	for (k = 0; k < sizeof(m->hash); k++) {
 		id[2 * k] = hex[m->hash[k] >> 4];
 		id[2 * k + 1] = hex[m->hash[k] & 15];

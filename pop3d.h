@@ -1,7 +1,8 @@
 /*
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
- * contracts between pop3d.c (protocol), conn.c (the client connection),
- * auth.c (root side, authentication) and maildrop.c (the mbox spool).
+ * contracts between proto.c (protocol), conn.c (the client connection),
+ * auth.c (root side, authentication) and maildrop.c (the mbox spool, with
+ * lock.c, mbox.c, journal.c and io.c below it: maildrop.h).
  *
  * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
  * the README.
@@ -59,8 +60,13 @@
 #define AUTH_LINE_MAX		(POP3_USER_MAX + AUTH_HASH_MAX + 4096 + 32)
 
 /*
- * Mailbox limits (maildrop.c).
+ * Mailbox limits (maildrop.c, lock.c, mbox.c, journal.c).
  */
+/* A mailbox path with its NUL (PATH_MAX), and room for the paths made
+ * from it (USER.lock, the journal, its temporary name, a journal kept
+ * aside, a unique file for the dotlock). */
+#define MD_PATH_MAX		4096
+#define MD_PATH			(MD_PATH_MAX + 64)
 /* Messages per mailbox; a larger one is refused with -ERR [SYS/PERM].
  * At 56 bytes a record this bounds the index at about 110 MB. */
 #define MD_MAX_MESSAGES		2000000
@@ -70,10 +76,17 @@
  * Policy 11.6); we do the same, and refresh ours every minute. */
 #define MD_DOTLOCK_STALE	300
 #define MD_DOTLOCK_REFRESH	60
-/* Read block for streaming and the update's copies: large enough for
+/* Read block for streaming, indexing and the update's copies: large enough for
  * full-speed reads, small enough to stay in the L2 cache and to keep the
  * memory of a session flat (issue 6: 4 MiB whatever the message size). */
 #define MD_BLOCK		(256 * 1024)
+/* Hostile input.  A From_ line is an address (RFC 5321: 256 octets) and a
+ * date; longer lines are never message boundaries, and bound the
+ * parser's look-ahead. */
+#define MD_FROM_MAX		4096
+/* Header octets that go into a UIDL: enough for any real header, and a
+ * bound on the work a hostile header-only message costs. */
+#define MD_HASH_MAX		(64 * 1024)
 
 /*
  * Exit statuses (sysexits.h values; pop3d.8 EXIT STATUS lists each).
@@ -109,7 +122,7 @@ struct pop_opts {
 extern struct pop_opts opt;
 
 /*
- * Logging (pop3d.c): syslog LOG_MAIL with ident "pop3d", or stderr with -d.
+ * Logging (log.c): syslog LOG_MAIL with ident "pop3d", or stderr with -d.
  * Never pass client data as the format.
  */
 void	pop_log(int, const char *, ...)
@@ -174,6 +187,8 @@ int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
  * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).
  */
 int	pop_transaction(struct pop_conn *, const struct pop_user *);
+/* proto.c: a strict decimal number (main()'s options use it too). */
+int	pop_number(const char *, uint64_t, uint64_t *);
 /*
  * conn.c: the client connection.
  */

@@ -1,6 +1,7 @@
 /*
  * fuzz_mbox.c: libFuzzer target for the mbox indexer, the streamer, the
- * UIDLs and the update of the maildrop (maildrop.c, mbox.c, update.c).
+ * UIDLs and the update of the maildrop (maildrop.c, mbox.c, journal.c,
+ * lock.c, io.c).
  *
  * Input: the mailbox file as it is (seeds are plain mbox files), except
  * that "\001P" followed by two octets a and b is replaced by a*4096 + b
@@ -18,8 +19,8 @@
  *   in LF; messages are separated by exactly one empty line ("\n" or
  *   "\r\n") after an LF; the last one ends at the end of the file, less
  *   one final empty line; and every line that follows an empty line and
- *   is a From_ line by md_fromline() starts a message (no boundary missed
- *   at a block edge); md_fromline() depends on its line alone; a hidden
+ *   is a From_ line by mbox_fromline() starts a message (no boundary missed
+ *   at a block edge); mbox_fromline() depends on its line alone; a hidden
  *   pseudo-message is from MAILER-DAEMON, without Received, Return-Path
  *   or Delivered-To;
  * - RETR of every message is exactly its octets with a bare LF turned
@@ -44,12 +45,14 @@
 #endif
 #include "../maildrop.c"
 #include "../mbox.c"
-#include "../update.c"
+#include "../journal.c"
+#include "../lock.c"
+#include "../io.c"
 
 #include "common.h"
 
 #define FZ_PAD_MAX	(2 * 1024 * 1024 + 4096)
-/* The end of md_index()'s first read (see its "want"). */
+/* The end of mbox_index()'s first read (see its "want"). */
 #define FZ_EDGE		(MD_IX_CAP - 64 - 4)
 
 struct pop_opts opt;
@@ -213,7 +216,7 @@ fz_after_empty(const unsigned char *f, uint64_t p)
 }
 
 /*
- * md_fromline() at f[q], which must depend on that line alone: the same
+ * mbox_fromline() at f[q], which must depend on that line alone: the same
  * length with the window cut after the line's LF (the index scan gives
  * it whatever the buffer holds).
  */
@@ -223,12 +226,12 @@ fz_fromline(const unsigned char *f, uint64_t len, uint64_t q)
 	const unsigned char	*nl;
 	size_t			 n;
 
-	n = md_fromline(f + q, (size_t)(len - q));
+	n = mbox_fromline(f + q, (size_t)(len - q));
 	nl = memchr(f + q, '\n', (size_t)(len - q));
-	FZ_CHECK(nl == NULL ? n == 0 : md_fromline(f + q, (size_t)(nl - f -
-	    q) + 1) == n, "md_fromline at %llu looks past its line",
+	FZ_CHECK(nl == NULL ? n == 0 : mbox_fromline(f + q, (size_t)(nl - f -
+	    q) + 1) == n, "mbox_fromline at %llu looks past its line",
 	    (unsigned long long)q);
-	FZ_CHECK(n == 0 || (size_t)(nl - f - q) + 1 == n, "md_fromline at "
+	FZ_CHECK(n == 0 || (size_t)(nl - f - q) + 1 == n, "mbox_fromline at "
 	    "%llu: %zu octets, not its line", (unsigned long long)q, n);
 	return n;
 }
@@ -302,7 +305,7 @@ fz_check_index(const struct maildrop *md, const unsigned char *f,
 			    "hidden_end %llu", (unsigned long long)m->from,
 			    (unsigned long long)md->hidden_end);
 		else
-			FZ_CHECK(md_fromline(f + m->from, len - m->from) ==
+			FZ_CHECK(mbox_fromline(f + m->from, len - m->from) ==
 			    m->data - m->from, "message %u: From_ line not "
 			    "valid", i);
 		next = i + 1 < md->n ? md->msg[i + 1].from : len;
@@ -414,9 +417,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * 1) or at an offset the input chooses (size % 3 == 2).
 	 */
 	if (size % 3 == 0 || file.len < 2)
-		md_test_split(0, 0);
+		mbox_test_split(0, 0);
 	else
-		md_test_split(1, size % 3 == 1 ? 0 : 1 + ((uint64_t)data[0] *
+		mbox_test_split(1, size % 3 == 1 ? 0 : 1 + ((uint64_t)data[0] *
 		    65599 + data[size - 1] * 257 + size) % (file.len - 1));
 	memset(&u, 0, sizeof(u));
 	(void)snprintf(u.name, sizeof(u.name), "fuzz");

@@ -11,9 +11,14 @@
  * NUL; and every response that decoder finds valid is accepted.
  */
 #include "../pop3d.c"
+#include "../proto.c"
 #include "../conn.c"
+#include "../io.c"
+#include "../log.c"
+#include "../mdint.h"
 
 #include "common.h"
+#include "mdstub.c"
 
 int
 auth_main(void)

@@ -18,11 +18,16 @@
  * reaches us is well-formed; the exit status is one pop3d.8 lists.
  */
 #include "../pop3d.c"
+#include "../proto.c"
 #include "../conn.c"
+#include "../io.c"
+#include "../log.c"
+#include "../mdint.h"
 
 #include <sys/mman.h>
 
 #include "common.h"
+#include "mdstub.c"
 
 /* Stub maildrop behaviour, byte 2 of the input. */
 #define FZ_OPEN_FAIL	0x01	/* md_open fails: bits 1-2 say how */

@@ -6,7 +6,7 @@
                         POP3D_FAULT=kill:N|enospc:N|eio:N hits the N-th
                         write (write, pwrite, copy_file_range), fsync,
                         ftruncate, rename, unlink or link of the maildrop
-                        (maildrop.c, update.c) in that process;
+                        (io.c) in that process;
                         POP3D_LOCK_WAIT=S shortens its lock wait
   Run                   one interactive pop3d with its own binary,
                         environment and wrapper: a conftest Session

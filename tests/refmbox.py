@@ -37,7 +37,7 @@ FROM_RE = re.compile(
 
 def _limit(name):
 	m = re.search(rb"^#define\s+" + name.encode() + rb"\s+(\d+)",
-	    (REPO / "mbox.c").read_bytes(), re.M)
+	    (REPO / "pop3d.h").read_bytes(), re.M)
 	return int(m.group(1))
 
 

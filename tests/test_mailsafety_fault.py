@@ -1,6 +1,6 @@
 """Crash-proof update (issue 4): kill -9, ENOSPC and EIO injected at every
 write (write, pwrite, copy_file_range), fsync, ftruncate, rename, unlink
-and link of the maildrop (maildrop.c, update.c; build/fault/pop3d,
+and link of the maildrop (io.c; build/fault/pop3d,
 POP3D_FAULT=kind:N), one real full disk, and the order of the update's
 writes and fsyncs (strace, judged by syncorder.py).
 

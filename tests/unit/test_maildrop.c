@@ -1,5 +1,5 @@
 /*
- * test_maildrop.c: cmocka tests of maildrop.c, mbox.c and update.c: the
+ * test_maildrop.c: cmocka tests of the maildrop's files: the
  * indexer on crafted mboxes, sizes against streamed bytes, TOP,
  * dot-stuffing, UIDLs, twins, the pseudo-message, the update, the journal
  * repair (with POP3D_FAULT kills and errors in forked children), and the
@@ -26,12 +26,11 @@
 #include <cmocka.h>
 #include <nettle/sha2.h>
 
+#include "io.h"
+#include "lock.h"
 #include "maildrop.h"
+#include "mbox.h"
 #include "mdint.h"
-
-void	md_fault_reset(void);	/* maildrop.c, unit and fault builds */
-void	md_test_split(uint64_t, uint64_t);	/* mbox.c, unit builds */
-void	md_test_dotrefresh(uint64_t);		/* maildrop.c, unit builds */
 
 #define FROM1	"From alice@example.org Thu Nov 26 12:00:00 2026\n"
 #define FROM2	"From bob@example.org Fri Nov 27 08:01:02 2026\n"
@@ -84,7 +83,7 @@ setup(void **state)
 	snprintf(user.mailbox, sizeof(user.mailbox), "%s/user", dir);
 	opt.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK;
 	opt.debug = getenv("MD_TEST_DEBUG") != NULL;	/* log to stderr */
-	md_test_split(0, 0);
+	mbox_test_split(0, 0);
 	return 0;
 }
 
@@ -96,8 +95,8 @@ teardown(void **state)
 	char		 p[512];
 
 	(void)state;
-	md_test_split(0, 0);
-	md_test_dotrefresh(MD_DOTLOCK_REFRESH * 1000ULL);
+	mbox_test_split(0, 0);
+	lock_test_refresh(MD_DOTLOCK_REFRESH * 1000ULL);
 	if ((d = opendir(dir)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 ||
@@ -282,8 +281,16 @@ same_index(const struct maildrop *a, const struct maildrop *b)
 	}
 }
 
+/* mbox_check() of md's file against md's index. */
+static enum md_res
+ixcheck(const struct maildrop *md)
+{
+	return mbox_check(md->fd, md->indexed, md->msg, md->n,
+	    md->hidden_end != 0, lock_alive);
+}
+
 /*
- * md_ixcheck(), split the same way: the file passes against its own
+ * mbox_check(), split the same way: the file passes against its own
  * index, and fails against one with any record, the count or the hidden
  * pseudo-message changed.
  */
@@ -294,28 +301,28 @@ check_index(struct maildrop *md, uint64_t at)
 	uint64_t	 h;
 	uint32_t	 k;
 
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_OK);
+	assert_int_equal(ixcheck(md), MD_OK);
 	if (md->n == 0)
 		return;
 	k = (uint32_t)(at % md->n);
 	m = &md->msg[k];
 	m->hash[at % 16] ^= 1;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	assert_int_equal(ixcheck(md), MD_CHANGED);
 	m->hash[at % 16] ^= 1;
 	m->size++;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	assert_int_equal(ixcheck(md), MD_CHANGED);
 	m->size--;
 	m->end--;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	assert_int_equal(ixcheck(md), MD_CHANGED);
 	m->end++;
 	md->n--;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	assert_int_equal(ixcheck(md), MD_CHANGED);
 	md->n++;
 	h = md->hidden_end;
 	md->hidden_end = h != 0 ? 0 : 1;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_CHANGED);
+	assert_int_equal(ixcheck(md), MD_CHANGED);
 	md->hidden_end = h;
-	assert_int_equal(md_ixcheck(md->fd, md->indexed, md), MD_OK);
+	assert_int_equal(ixcheck(md), MD_OK);
 }
 
 static void
@@ -327,7 +334,7 @@ split_all(size_t step)
 	uint32_t	n;
 
 	assert_int_equal(stat(user.mailbox, &st), 0);
-	md_test_split(0, 0);
+	mbox_test_split(0, 0);
 	open_ok(&whole);
 	/* Keep a copy of the index; md_close() frees it. */
 	{
@@ -342,13 +349,13 @@ split_all(size_t step)
 		whole.n = n;
 	}
 	for (at = 1; at < (uint64_t)st.st_size; at += step) {
-		md_test_split(1, at);
+		mbox_test_split(1, at);
 		open_ok(&half);
 		same_index(&whole, &half);
 		check_index(&half, at);
 		md_close(&half);
 	}
-	md_test_split(0, 0);
+	mbox_test_split(0, 0);
 	free(whole.msg);
 }
 
@@ -609,7 +616,7 @@ test_corpus(void **state)
 		check_msg(&md, i, body[i].p, body[i].len);
 	md_close(&md);
 	split_all(file.len / 300);
-	md_test_split(1, 0);
+	mbox_test_split(1, 0);
 	open_ok(&md);
 	for (i = 0; i < nmsg; i++)
 		check_msg(&md, i, body[i].p, body[i].len);
@@ -1074,7 +1081,7 @@ child_update(unsigned int keep, const char *fault)
 	if (pid == 0) {
 		if (fault != NULL)
 			setenv("POP3D_FAULT", fault, 1);
-		md_fault_reset();
+		io_fault_reset();
 		if (md_open(&md, &user) != MD_OK)
 			_exit(2);
 		for (i = 0; i < NMSGS; i++)
@@ -1288,7 +1295,7 @@ child_update_del(const unsigned char *del, const char *fault)
 	if (pid == 0) {
 		if (fault != NULL)
 			setenv("POP3D_FAULT", fault, 1);
-		md_fault_reset();
+		io_fault_reset();
 		if (md_open(&md, &user) != MD_OK || md.n != MANY)
 			_exit(2);
 		for (i = 0; i < MANY; i++)
@@ -1569,33 +1576,33 @@ test_dotlock_refresh(void **state)
 {
 	static const char	m[] = FROM1 "S: x\n\n0123456789\n\n";
 	struct maildrop		md;
-	struct md_ix		ix;
+	struct mbox_ix		ix;
 	struct buf		b;
 	char			p[4200];
 
 	(void)state;
 	/* A mailbox of several index blocks. */
 	memset(&b, 0, sizeof(b));
-	while (b.len < 4 * MD_IX_BLOCK)
+	while (b.len < 4 * MD_BLOCK)
 		buf_add(&b, m, sizeof(m) - 1);
 	write_file(user.mailbox, b.p, b.len);
 	buf_free(&b);
 	snprintf(p, sizeof(p), "%s.lock", user.mailbox);
 	open_ok(&md);
 	assert_int_equal(access(p, F_OK), -1);
-	assert_int_equal(md_spool_lock(&md), MD_OK);
+	assert_int_equal(lock_spool(md.fd, md.path, md.lockpath, opt.locks), MD_OK);
 	assert_int_equal(access(p, F_OK), 0);
 	/* Not yet due: left alone. */
 	backdate(p, MD_DOTLOCK_STALE - 10);
-	md_dot_refresh();
+	lock_alive();
 	assert_true(mtime_of(p) <= time(NULL) - MD_DOTLOCK_STALE + 10);
 	/* Due: its mtime is now. */
-	md_test_dotrefresh(0);
-	md_dot_refresh();
+	lock_test_refresh(0);
+	lock_alive();
 	assert_true(mtime_of(p) >= time(NULL) - 2);
 	/* The index refreshes it as it reads. */
 	backdate(p, MD_DOTLOCK_STALE - 10);
-	assert_int_equal(md_index(md.fd, md.indexed, 1, &ix), MD_OK);
+	assert_int_equal(mbox_index(md.fd, md.indexed, lock_alive, &ix), MD_OK);
 	assert_int_equal(ix.n, md.n);
 	free(ix.msg);
 	assert_true(mtime_of(p) >= time(NULL) - 2);
@@ -1609,10 +1616,10 @@ test_dotlock_refresh(void **state)
 		assert_int_equal(rename(q, p), 0);
 	}
 	backdate(p, 100);
-	md_dot_refresh();
+	lock_alive();
 	assert_true(mtime_of(p) <= time(NULL) - 99);
-	md_test_dotrefresh(MD_DOTLOCK_REFRESH * 1000ULL);
-	md_spool_unlock(&md);
+	lock_test_refresh(MD_DOTLOCK_REFRESH * 1000ULL);
+	lock_spool_release(md.fd, md.path, md.lockpath, opt.locks);
 	assert_int_equal(access(p, F_OK), 0);
 	assert_int_equal(unlink(p), 0);
 	md_close(&md);

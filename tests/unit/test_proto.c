@@ -1,5 +1,5 @@
 /*
- * test_proto.c: cmocka tests of pop3d.c, the protocol: the line reader fed
+ * test_proto.c: cmocka tests of proto.c, the protocol: the line reader fed
  * byte by byte and in one chunk, over-long lines, NUL and CR, the argument
  * rules, wrong-state and unknown commands, the bad-command limit, message
  * numbers, USER/PASS and AUTH PLAIN, failed logins, and a TRANSACTION over a
@@ -930,12 +930,13 @@ test_trans_stalled(void **state)
 static void
 test_trans_inuse(void **state)
 {
-	struct maildrop	 md;
+	struct maildrop	*md;
 
 	(void)state;
-	assert_int_equal(md_open(&md, &user), MD_OK);
+	assert_non_null(md = md_new());
+	assert_int_equal(md_open(md, &user), MD_OK);
 	assert_int_equal(transact("DELE 1\r\nQUIT\r\n"), POP3_EX_TEMPFAIL);
-	md_close(&md);
+	md_free(md);
 	assert_string_equal(said(),
 	    "-ERR [IN-USE] maildrop is in use by another session\r\n");
 	assert_string_equal(read_mbox(), MBOX);
@@ -993,7 +994,7 @@ test_trans_changed(void **state)
  * fails on some, survives others): -ERR [SYS/TEMP], and the mailbox is
  * as it was.
  */
-void	md_fault_reset(void);
+void	io_fault_reset(void);
 
 static void
 test_trans_update_fails(void **state)
@@ -1007,10 +1008,10 @@ test_trans_update_fails(void **state)
 		write_mbox(MBOX, sizeof(MBOX) - 1);
 		(void)snprintf(fault, sizeof(fault), "eio:%d", n);
 		assert_int_equal(setenv("POP3D_FAULT", fault, 1), 0);
-		md_fault_reset();
+		io_fault_reset();
 		r = transact("DELE 1\r\nQUIT\r\n");
 		assert_int_equal(unsetenv("POP3D_FAULT"), 0);
-		md_fault_reset();
+		io_fault_reset();
 		if (strstr(said(), "cannot update") != NULL)
 			break;
 	}

@@ -1,11 +1,14 @@
 /*
- * update.c: the UPDATE of the maildrop (maildrop.c): the journal format,
- * compaction in place, progress records, repair of an interrupted update,
- * and md_update().  Runs only as the user.
+ * journal.c: the journaled UPDATE of the maildrop (journal.h): the journal
+ * format, the plan of the moves, compaction in place, progress records,
+ * repair of an interrupted update.  Given the open mailbox (struct
+ * jnl_box), the extents to keep and a keep-alive by maildrop.c, which
+ * holds the spool locks: never locks, and makes every write-like call
+ * through io.c.  Runs only as the user.
  *
  * Update.  Journaled and in place (the inode stays: an MDA that opened the
  * mailbox before we locked it must not append to a file that is gone).
- * See md_compact() and md_repair() for the journal protocol.
+ * See jnl_compact() and jnl_repair() for the journal protocol.
  */
 
 #include <sys/stat.h>
@@ -24,42 +27,42 @@
 
 #include <nettle/sha2.h>
 
-#include "maildrop.h"
-#include "mdint.h"
+#include "io.h"
+#include "journal.h"
 
 /*
- * The journal, SPOOLDIR/.USER.pop3d-journal (the protocol: md_compact()).
+ * The journal, SPOOLDIR/.USER.pop3d-journal (the protocol: jnl_compact()).
  * Numbers are little-endian, 64 bits.
- *   [0, MD_JHDR)	the header: magic, dev, ino, D, F, N, L, X, J, then
+ *   [0, JNL_HDR)	the header: magic, dev, ino, D, F, N, L, X, J, then
  *			SHA-256 of the mailbox octets [D+N, F) (cut away by
  *			the truncate), of the extent table, and of all
  *			before it.  Written and fsynced last: a valid
  *			header means a complete journal, without hashing
  *			the data (SHA-256 runs at 1-2 GB/s).
- *   MD_JSLOT(0, 1)	two progress records, each in a block of its own:
+ *   JNL_SLOT(0, 1)	two progress records, each in a block of its own:
  *			magic, sequence number, P, the first 16 octets of
  *			the header's digest, SHA-256 of all before it.  The
  *			valid one with the larger number counts (a torn
  *			write spoils one slot only); none: P = 0.
- *   MD_JTAB		the extent table: X records of s, d, len, joff.
- *   md_jdata(X)	the octets of the journaled extents, J in all (then
+ *   JNL_TAB		the extent table: X records of s, d, len, joff.
+ *   jnl_data(X)	the octets of the journaled extents, J in all (then
  *			zeros up to a whole block).
  */
-#define MD_JMAGIC	"POP3DJ2\n"
-#define MD_JMAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
-#define MD_JPMAGIC	"POP3DP2\n"
-#define MD_JHDR		(8 + 8 * 8 + 3 * 32)
-#define MD_JHDR1	(8 + 6 * 8 + 2 * 32)
-#define MD_JBLK		4096
-#define MD_JSLOT(i)	((uint64_t)MD_JBLK * (1 + (i)))
-#define MD_JSLOTLEN	(8 + 2 * 8 + 16 + 32)
-#define MD_JTAB		((uint64_t)MD_JBLK * 3)
-#define MD_JREC		32
+#define JNL_MAGIC	"POP3DJ2\n"
+#define JNL_MAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
+#define JNL_PMAGIC	"POP3DP2\n"
+#define JNL_HDR		(8 + 8 * 8 + 3 * 32)
+#define JNL_HDR1	(8 + 6 * 8 + 2 * 32)
+#define JNL_BLK		4096
+#define JNL_SLOT(i)	((uint64_t)JNL_BLK * (1 + (i)))
+#define JNL_SLOTLEN	(8 + 2 * 8 + 16 + 32)
+#define JNL_TAB		((uint64_t)JNL_BLK * 3)
+#define JNL_REC		32
 /* joff of an extent moved within the mailbox, not through the journal. */
-#define MD_JNONE	UINT64_MAX
+#define JNL_NONE	UINT64_MAX
 /* Extents of a journal: one per run of kept messages, and the appended
  * mail (adjacent ones merged), so at most one more than the messages. */
-#define MD_JEXT_MAX	((uint64_t)MD_MAX_MESSAGES + 1)
+#define JNL_EXT_MAX	((uint64_t)MD_MAX_MESSAGES + 1)
 /*
  * Extents shifted by less than this go through the journal even when
  * their move does not overwrite their own source.  A progress record
@@ -70,12 +73,12 @@
  * 350 MB, 4 MiB means 40 MB journaled and 16 records (1 MiB: 16 MB and
  * 28 records).
  */
-#define MD_JSHIFT	(4 * 1024 * 1024)
+#define JNL_SHIFT	(4 * 1024 * 1024)
 /* The moves start writeback every so many octets: the flushes of the
  * progress records and the last one then find most of it done. */
-#define MD_WBACK	(8 * 1024 * 1024)
+#define JNL_WBACK	(8 * 1024 * 1024)
 
-struct md_jhdr {
+struct jnl_hdr {
 	uint64_t	 dev, ino;
 	uint64_t	 d;		/* first octet rewritten */
 	uint64_t	 f;		/* mailbox size when journaled */
@@ -88,52 +91,46 @@ struct md_jhdr {
 	unsigned char	 hh[32];	/* SHA-256 of the header before it */
 };
 
-/* An extent: len octets of the mailbox move from s to d; their copy is at
- * joff in the journal, or MD_JNONE. */
-struct md_ext {
-	uint64_t	 s, d, len, joff;
-};
-
 /* A journal being applied. */
-struct md_jstate {
+struct jnl_state {
 	int		 fd;
-	struct md_jhdr	 h;
-	struct md_ext	*ext;		/* h.x extents */
+	struct jnl_hdr	 h;
+	struct jnl_ext	*ext;		/* h.x extents */
 	uint64_t	 p;		/* extents before it are done, on disk */
 	uint64_t	 seq;		/* of the last progress record */
 };
 
-/* One block for reading and copying (mdint.h). */
-unsigned char	md_blk[MD_BLOCK] __attribute__((aligned(MD_JBLK)));
+/* One block for reading and copying. */
+static unsigned char	jnl_blk[MD_BLOCK] __attribute__((aligned(JNL_BLK)));
 
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
-/* Test builds: POP3D_JSHIFT=OCTETS replaces MD_JSHIFT (0: only extents
+/* Test builds: POP3D_JSHIFT=OCTETS replaces JNL_SHIFT (0: only extents
  * that would overwrite their own source go through the journal), so that
  * small mailboxes need progress records. */
 static uint64_t
-md_jshift(void)
+jnl_shift_min(void)
 {
 	const char		*s = getenv("POP3D_JSHIFT");
 	char			*end;
 	unsigned long long	 v;
 
 	if (s == NULL || *s < '0' || *s > '9')
-		return MD_JSHIFT;
+		return JNL_SHIFT;
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno != 0 || *end != '\0')
-		return MD_JSHIFT;
+		return JNL_SHIFT;
 	return v;
 }
-#define MD_JSHIFTNOW()	md_jshift()
+#define JNL_SHIFT_NOW()	jnl_shift_min()
 #else
-#define MD_JSHIFTNOW()	MD_JSHIFT
+#define JNL_SHIFT_NOW()	JNL_SHIFT
 #endif
 
 /* Starts writing [off, off + len) of fd back to disk without waiting, so
- * that the md_fdatasync() which makes it durable has less left to do. */
+ * that the io_fdatasync() which makes it durable has less left to do. */
 static void
-md_writeback(int fd, uint64_t off, uint64_t len)
+jnl_writeback(int fd, uint64_t off, uint64_t len)
 {
 	(void)sync_file_range(fd, (off_t)off, (off_t)len,
 	    SYNC_FILE_RANGE_WRITE);
@@ -141,17 +138,21 @@ md_writeback(int fd, uint64_t off, uint64_t len)
 
 /* The journal path: ".BASENAME.pop3d-journal" next to the mailbox. */
 static int
-md_jpath(const struct maildrop *md, char *buf, size_t size)
+jnl_path(const struct jnl_box *box, char *buf, size_t size)
 {
-	const char	*slash = strrchr(md->path, '/');
-	int		 r;
+	static const char	 sfx[] = ".pop3d-journal";
+	const char		*slash = strrchr(box->path, '/');
+	size_t			 dir, len;
 
-	if (slash == NULL)
-		r = snprintf(buf, size, ".%s.pop3d-journal", md->path);
-	else
-		r = snprintf(buf, size, "%.*s/.%s.pop3d-journal",
-		    (int)(slash - md->path), md->path, slash + 1);
-	return r < 0 || (size_t)r >= size ? -1 : 0;
+	dir = slash == NULL ? 0 : (size_t)(slash - box->path) + 1;
+	len = strlen(box->path + dir);
+	if (dir + 1 + len + sizeof(sfx) > size)
+		return -1;
+	memcpy(buf, box->path, dir);
+	buf[dir] = '.';
+	memcpy(buf + dir + 1, box->path + dir, len);
+	memcpy(buf + dir + 1 + len, sfx, sizeof(sfx));
+	return 0;
 }
 
 /*
@@ -159,7 +160,7 @@ md_jpath(const struct maildrop *md, char *buf, size_t size)
  */
 
 static void
-md_le64(unsigned char *p, uint64_t v)
+jnl_le64(unsigned char *p, uint64_t v)
 {
 	int	i;
 
@@ -168,7 +169,7 @@ md_le64(unsigned char *p, uint64_t v)
 }
 
 static uint64_t
-md_get64(const unsigned char *p)
+jnl_get64(const unsigned char *p)
 {
 	uint64_t	v = 0;
 	int		i;
@@ -179,7 +180,7 @@ md_get64(const unsigned char *p)
 }
 
 static void
-md_sha(const void *p, size_t n, unsigned char *out)
+jnl_sha(const void *p, size_t n, unsigned char *out)
 {
 	struct sha256_ctx	ctx;
 
@@ -190,27 +191,27 @@ md_sha(const void *p, size_t n, unsigned char *out)
 
 /* Where the journaled octets start: after a table of x extents. */
 static uint64_t
-md_jdata(uint64_t x)
+jnl_data(uint64_t x)
 {
-	return (MD_JTAB + x * MD_JREC + MD_JBLK - 1) & ~(uint64_t)(MD_JBLK - 1);
+	return (JNL_TAB + x * JNL_REC + JNL_BLK - 1) & ~(uint64_t)(JNL_BLK - 1);
 }
 
-/* Encodes h into p (MD_JHDR octets) and sets h->hh. */
+/* Encodes h into p (JNL_HDR octets) and sets h->hh. */
 static void
-md_jencode(struct md_jhdr *h, unsigned char *p)
+jnl_encode(struct jnl_hdr *h, unsigned char *p)
 {
-	memcpy(p, MD_JMAGIC, 8);
-	md_le64(p + 8, h->dev);
-	md_le64(p + 16, h->ino);
-	md_le64(p + 24, h->d);
-	md_le64(p + 32, h->f);
-	md_le64(p + 40, h->n);
-	md_le64(p + 48, h->l);
-	md_le64(p + 56, h->x);
-	md_le64(p + 64, h->j);
+	memcpy(p, JNL_MAGIC, 8);
+	jnl_le64(p + 8, h->dev);
+	jnl_le64(p + 16, h->ino);
+	jnl_le64(p + 24, h->d);
+	jnl_le64(p + 32, h->f);
+	jnl_le64(p + 40, h->n);
+	jnl_le64(p + 48, h->l);
+	jnl_le64(p + 56, h->x);
+	jnl_le64(p + 64, h->j);
 	memcpy(p + 72, h->hc, 32);
 	memcpy(p + 104, h->ht, 32);
-	md_sha(p, 136, h->hh);
+	jnl_sha(p, 136, h->hh);
 	memcpy(p + 136, h->hh, 32);
 }
 
@@ -220,32 +221,32 @@ md_jencode(struct md_jhdr *h, unsigned char *p)
  * 88 octets and their SHA-256).
  */
 static int
-md_jdecode(const unsigned char *p, size_t got, struct md_jhdr *h)
+jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 {
 	unsigned char	dg[32];
 
-	if (got >= MD_JHDR1 && memcmp(p, MD_JMAGIC1, 8) == 0) {
-		md_sha(p, MD_JHDR1 - 32, dg);
-		return memcmp(dg, p + MD_JHDR1 - 32, 32) == 0 ? 1 : -1;
+	if (got >= JNL_HDR1 && memcmp(p, JNL_MAGIC1, 8) == 0) {
+		jnl_sha(p, JNL_HDR1 - 32, dg);
+		return memcmp(dg, p + JNL_HDR1 - 32, 32) == 0 ? 1 : -1;
 	}
-	if (got < MD_JHDR || memcmp(p, MD_JMAGIC, 8) != 0)
+	if (got < JNL_HDR || memcmp(p, JNL_MAGIC, 8) != 0)
 		return -1;
-	md_sha(p, 136, dg);
+	jnl_sha(p, 136, dg);
 	if (memcmp(dg, p + 136, 32) != 0)
 		return -1;
-	h->dev = md_get64(p + 8);
-	h->ino = md_get64(p + 16);
-	h->d = md_get64(p + 24);
-	h->f = md_get64(p + 32);
-	h->n = md_get64(p + 40);
-	h->l = md_get64(p + 48);
-	h->x = md_get64(p + 56);
-	h->j = md_get64(p + 64);
+	h->dev = jnl_get64(p + 8);
+	h->ino = jnl_get64(p + 16);
+	h->d = jnl_get64(p + 24);
+	h->f = jnl_get64(p + 32);
+	h->n = jnl_get64(p + 40);
+	h->l = jnl_get64(p + 48);
+	h->x = jnl_get64(p + 56);
+	h->j = jnl_get64(p + 64);
 	memcpy(h->hc, p + 72, 32);
 	memcpy(h->ht, p + 104, 32);
 	memcpy(h->hh, dg, 32);
 	if (h->d > h->f || h->n > h->f - h->d || h->l != h->f - h->d - h->n ||
-	    h->x > MD_JEXT_MAX || h->j > h->n)
+	    h->x > JNL_EXT_MAX || h->j > h->n)
 		return -1;
 	return 0;
 }
@@ -257,8 +258,8 @@ md_jdecode(const unsigned char *p, size_t got, struct md_jhdr *h)
  * two ranges never overlap when src and dst are the same file.
  */
 static int
-md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
-    struct sha256_ctx *ctx)
+jnl_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
+    struct sha256_ctx *ctx, void (*alive)(void))
 {
 	static int	nocfr;
 	size_t		n;
@@ -266,7 +267,7 @@ md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
 
 	while (len > 0 && ctx == NULL && dst != -1 && !nocfr) {
 		n = len > MD_BLOCK * 16 ? MD_BLOCK * 16 : (size_t)len;
-		if ((r = md_cfr(src, &off, dst, &doff, n)) == -1) {
+		if ((r = io_copy_range(src, &off, dst, &doff, n)) == -1) {
 			if (errno == EINTR)
 				continue;
 			if (errno != EXDEV && errno != ENOSYS &&
@@ -280,20 +281,20 @@ md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
 			return -1;
 		}
 		len -= (uint64_t)r;
-		md_dot_refresh();
+		alive();
 	}
 	while (len > 0) {
 		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
-		if (md_preadx(src, md_blk, n, off) == -1)
+		if (io_pread_exact(src, jnl_blk, n, off) == -1)
 			return -1;
 		if (ctx != NULL)
-			sha256_update(ctx, n, md_blk);
-		if (dst != -1 && md_pwrite(dst, md_blk, n, doff) == -1)
+			sha256_update(ctx, n, jnl_blk);
+		if (dst != -1 && io_pwrite(dst, jnl_blk, n, doff) == -1)
 			return -1;
 		off += n;
 		doff += n;
 		len -= n;
-		md_dot_refresh();
+		alive();
 	}
 	return 0;
 }
@@ -304,37 +305,38 @@ md_copy(int src, uint64_t off, uint64_t len, int dst, uint64_t doff,
  * over (copy_file_range(2) refuses overlapping ranges).
  */
 static int
-md_shift(int fd, uint64_t s, uint64_t d, uint64_t len)
+jnl_shift(int fd, uint64_t s, uint64_t d, uint64_t len, void (*alive)(void))
 {
 	size_t	n;
 
 	while (len > 0) {
 		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
-		if (md_preadx(fd, md_blk, n, s) == -1 ||
-		    md_pwrite(fd, md_blk, n, d) == -1)
+		if (io_pread_exact(fd, jnl_blk, n, s) == -1 ||
+		    io_pwrite(fd, jnl_blk, n, d) == -1)
 			return -1;
 		s += n;
 		d += n;
 		len -= n;
-		md_dot_refresh();
+		alive();
 	}
 	return 0;
 }
 
 static int
-md_hashrange(int fd, uint64_t off, uint64_t len, unsigned char *dg)
+jnl_hashrange(int fd, uint64_t off, uint64_t len, unsigned char *dg,
+    void (*alive)(void))
 {
 	struct sha256_ctx	ctx;
 
 	sha256_init(&ctx);
-	if (md_copy(fd, off, len, -1, 0, &ctx) == -1)
+	if (jnl_copy(fd, off, len, -1, 0, &ctx, alive) == -1)
 		return -1;
 	sha256_digest(&ctx, 32, dg);
 	return 0;
 }
 
-/* md_hashrange() in a thread of its own (see md_jwrite()). */
-struct md_hjob {
+/* jnl_hashrange() in a thread of its own (see jnl_write()). */
+struct jnl_hjob {
 	int		 fd;
 	uint64_t	 off, len;
 	unsigned char	 dg[32];
@@ -342,24 +344,24 @@ struct md_hjob {
 };
 
 static void *
-md_hjob_run(void *arg)
+jnl_hjob_run(void *arg)
 {
-	struct md_hjob		*h = arg;
+	struct jnl_hjob		*h = arg;
 	struct sha256_ctx	 ctx;
 	unsigned char		*buf;
 	uint64_t		 off = h->off, len = h->len;
 	size_t			 n;
 
 	h->err = 0;
-	/* Reads of MD_IX_BLOCK: as fast, and less memory than MD_BLOCK. */
-	if ((buf = malloc(MD_IX_BLOCK)) == NULL) {
+	/* A block of its own: jnl_blk is the other thread's. */
+	if ((buf = malloc(MD_BLOCK)) == NULL) {
 		h->err = errno;
 		return NULL;
 	}
 	sha256_init(&ctx);
 	for (; len > 0; off += n, len -= n) {
-		n = len > MD_IX_BLOCK ? MD_IX_BLOCK : (size_t)len;
-		if (md_preadx(h->fd, buf, n, off) == -1) {
+		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
+		if (io_pread_exact(h->fd, buf, n, off) == -1) {
 			h->err = errno;
 			break;
 		}
@@ -372,7 +374,7 @@ md_hjob_run(void *arg)
 
 /* Keeps a journal we must not apply or remove, under another name. */
 static void
-md_jaside(const char *jpath)
+jnl_aside(const char *jpath)
 {
 	char	aside[MD_PATH + 32];
 	int	r;
@@ -380,31 +382,31 @@ md_jaside(const char *jpath)
 	r = snprintf(aside, sizeof(aside), "%s.%lld", jpath,
 	    (long long)time(NULL));
 	if (r < 0 || (size_t)r >= sizeof(aside) ||
-	    md_rename(jpath, aside) == -1)
+	    io_rename(jpath, aside) == -1)
 		pop_log(LOG_ERR, "cannot rename %s aside: %s", jpath,
 		    strerror(errno));
 	else
 		pop_log(LOG_ERR, "kept the journal as %s", aside);
 }
 
-/* Writes the extent table at MD_JTAB; its digest into ht. */
+/* Writes the extent table at JNL_TAB; its digest into ht. */
 static int
-md_jwtab(int jfd, const struct md_ext *ext, uint64_t x, unsigned char *ht)
+jnl_wtab(int jfd, const struct jnl_ext *ext, uint64_t x, unsigned char *ht)
 {
 	struct sha256_ctx	ctx;
-	uint64_t		i, off = MD_JTAB;
+	uint64_t		i, off = JNL_TAB;
 	size_t			n = 0;
 
 	sha256_init(&ctx);
 	for (i = 0; i < x; i++) {
-		md_le64(md_blk + n, ext[i].s);
-		md_le64(md_blk + n + 8, ext[i].d);
-		md_le64(md_blk + n + 16, ext[i].len);
-		md_le64(md_blk + n + 24, ext[i].joff);
-		n += MD_JREC;
+		jnl_le64(jnl_blk + n, ext[i].s);
+		jnl_le64(jnl_blk + n + 8, ext[i].d);
+		jnl_le64(jnl_blk + n + 16, ext[i].len);
+		jnl_le64(jnl_blk + n + 24, ext[i].joff);
+		n += JNL_REC;
 		if (n == MD_BLOCK || i + 1 == x) {
-			sha256_update(&ctx, n, md_blk);
-			if (md_pwrite(jfd, md_blk, n, off) == -1)
+			sha256_update(&ctx, n, jnl_blk);
+			if (io_pwrite(jfd, jnl_blk, n, off) == -1)
 				return -1;
 			off += n;
 			n = 0;
@@ -416,17 +418,17 @@ md_jwtab(int jfd, const struct md_ext *ext, uint64_t x, unsigned char *ht)
 
 /*
  * Reads the extent table of h into *out and checks it against its digest
- * and the rules md_jplan() made it by: destinations back to back from D
+ * and the rules jnl_plan() made it by: destinations back to back from D
  * to D+N, sources in order, not before their destination and not past
  * F, an extent moved within the mailbox never overlapping its own source,
- * journaled octets back to back from md_jdata(X), J of them.  0; -1 on a
+ * journaled octets back to back from jnl_data(X), J of them.  0; -1 on a
  * read error (errno); 1 if the table is not valid.
  */
 static int
-md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
+jnl_rtab(int jfd, const struct jnl_hdr *h, struct jnl_ext **out)
 {
 	struct sha256_ctx	 ctx;
-	struct md_ext		*ext, *e;
+	struct jnl_ext		*ext, *e;
 	unsigned char		 dg[32];
 	/* cppcheck-suppress duplicateAssignExpression ; two cursors at D */
 	uint64_t		 i, d = h->d, s = h->d, pos, left;
@@ -438,29 +440,29 @@ md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
 	    sizeof(*ext))) == NULL)
 		return -1;
 	sha256_init(&ctx);
-	for (i = 0, left = h->x * MD_JREC; left > 0; left -= n) {
+	for (i = 0, left = h->x * JNL_REC; left > 0; left -= n) {
 		n = left > MD_BLOCK ? MD_BLOCK : (size_t)left;
-		if ((r = md_pread(jfd, md_blk, n, MD_JTAB + i * MD_JREC)) !=
+		if ((r = io_pread(jfd, jnl_blk, n, JNL_TAB + i * JNL_REC)) !=
 		    (ssize_t)n) {
 			free(ext);
 			return r == -1 ? -1 : 1;
 		}
-		sha256_update(&ctx, n, md_blk);
-		for (k = 0; k < n; k += MD_JREC, i++) {
-			ext[i].s = md_get64(md_blk + k);
-			ext[i].d = md_get64(md_blk + k + 8);
-			ext[i].len = md_get64(md_blk + k + 16);
-			ext[i].joff = md_get64(md_blk + k + 24);
+		sha256_update(&ctx, n, jnl_blk);
+		for (k = 0; k < n; k += JNL_REC, i++) {
+			ext[i].s = jnl_get64(jnl_blk + k);
+			ext[i].d = jnl_get64(jnl_blk + k + 8);
+			ext[i].len = jnl_get64(jnl_blk + k + 16);
+			ext[i].joff = jnl_get64(jnl_blk + k + 24);
 		}
 	}
 	sha256_digest(&ctx, 32, dg);
-	pos = md_jdata(h->x);
+	pos = jnl_data(h->x);
 	for (i = 0; i < h->x && memcmp(dg, h->ht, 32) == 0; i++) {
 		e = &ext[i];
 		if (e->d != d || e->s < s || e->s < d || e->s > h->f ||
 		    e->len == 0 || e->len > h->f - e->s)
 			break;
-		if (e->joff == MD_JNONE) {
+		if (e->joff == JNL_NONE) {
 			if (e->s - e->d < e->len)
 				break;
 		} else if (e->joff != pos)
@@ -471,7 +473,7 @@ md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
 		s = e->s + e->len;
 	}
 	if (memcmp(dg, h->ht, 32) != 0 || i < h->x || d != h->d + h->n ||
-	    pos - md_jdata(h->x) != h->j) {
+	    pos - jnl_data(h->x) != h->j) {
 		free(ext);
 		return 1;
 	}
@@ -484,23 +486,23 @@ md_jrtab(int jfd, const struct md_jhdr *h, struct md_ext **out)
  * read error (a record we cannot read may be the one that counts).
  */
 static int
-md_jslots(struct md_jstate *js)
+jnl_slots(struct jnl_state *js)
 {
-	unsigned char	b[MD_JSLOTLEN], dg[32];
+	unsigned char	b[JNL_SLOTLEN], dg[32];
 	uint64_t	seq, p;
 	ssize_t		r;
 	int		i, found = 0;
 
 	js->p = js->seq = 0;
 	for (i = 0; i < 2; i++) {
-		if ((r = md_pread(js->fd, b, sizeof(b), MD_JSLOT(i))) == -1)
+		if ((r = io_pread(js->fd, b, sizeof(b), JNL_SLOT(i))) == -1)
 			return -1;
-		if (r != (ssize_t)sizeof(b) || memcmp(b, MD_JPMAGIC, 8) != 0 ||
+		if (r != (ssize_t)sizeof(b) || memcmp(b, JNL_PMAGIC, 8) != 0 ||
 		    memcmp(b + 24, js->h.hh, 16) != 0)
 			continue;
-		md_sha(b, 40, dg);
-		seq = md_get64(b + 8);
-		p = md_get64(b + 16);
+		jnl_sha(b, 40, dg);
+		seq = jnl_get64(b + 8);
+		p = jnl_get64(b + 16);
 		if (memcmp(dg, b + 40, 32) != 0 || p > js->h.x ||
 		    (found && seq <= js->seq))
 			continue;
@@ -517,18 +519,18 @@ md_jslots(struct md_jstate *js)
  * The slot of the record before it stays as it was.
  */
 static int
-md_jprogress(struct maildrop *md, struct md_jstate *js, uint64_t p)
+jnl_progress(const struct jnl_box *box, struct jnl_state *js, uint64_t p)
 {
-	unsigned char	b[MD_JSLOTLEN];
+	unsigned char	b[JNL_SLOTLEN];
 
-	memcpy(b, MD_JPMAGIC, 8);
-	md_le64(b + 8, js->seq + 1);
-	md_le64(b + 16, p);
+	memcpy(b, JNL_PMAGIC, 8);
+	jnl_le64(b + 8, js->seq + 1);
+	jnl_le64(b + 16, p);
 	memcpy(b + 24, js->h.hh, 16);
-	md_sha(b, 40, b + 40);
-	if (md_fdatasync(md->fd) == -1 ||
-	    md_pwrite(js->fd, b, sizeof(b), MD_JSLOT((js->seq + 1) & 1)) ==
-	    -1 || md_fdatasync(js->fd) == -1)
+	jnl_sha(b, 40, b + 40);
+	if (io_fdatasync(box->fd) == -1 ||
+	    io_pwrite(js->fd, b, sizeof(b), JNL_SLOT((js->seq + 1) & 1)) ==
+	    -1 || io_fdatasync(js->fd) == -1)
 		return -1;
 	js->seq++;
 	js->p = p;
@@ -539,13 +541,13 @@ md_jprogress(struct maildrop *md, struct md_jstate *js, uint64_t p)
  * Plans the moves of js->ext[0..h.x) (s and len set; destinations back
  * to back from h.d): sets each d and joff, and h.n, h.l, h.j.  An extent
  * goes through the journal when its move would overwrite its own source
- * (a shift below its length) or its shift is below MD_JSHIFT.
+ * (a shift below its length) or its shift is below JNL_SHIFT.
  */
 static void
-md_jplan(struct md_jstate *js, uint64_t jshift)
+jnl_plan(struct jnl_state *js, uint64_t jshift)
 {
-	struct md_ext	*e;
-	uint64_t	 i, d = js->h.d, pos = md_jdata(js->h.x);
+	struct jnl_ext	*e;
+	uint64_t	 i, d = js->h.d, pos = jnl_data(js->h.x);
 
 	for (i = 0; i < js->h.x; i++) {
 		e = &js->ext[i];
@@ -554,25 +556,25 @@ md_jplan(struct md_jstate *js, uint64_t jshift)
 			e->joff = pos;
 			pos += e->len;
 		} else
-			e->joff = MD_JNONE;
+			e->joff = JNL_NONE;
 		d += e->len;
 	}
 	js->h.n = d - js->h.d;
 	js->h.l = js->h.f - d;
-	js->h.j = pos - md_jdata(js->h.x);
+	js->h.j = pos - jnl_data(js->h.x);
 }
 
-/* Writes md_blk[0, fill) at *pos of the journal (see md_jwdata()). */
+/* Writes jnl_blk[0, fill) at *pos of the journal (see jnl_wdata()). */
 static int
-md_jwblk(int jfd, int *direct, int flags, uint64_t *pos, size_t fill)
+jnl_wblk(int jfd, int *direct, int flags, uint64_t *pos, size_t fill)
 {
 	size_t	n = fill;
 
 	if (*direct) {
 		/* Whole blocks: the padding is past the J octets. */
-		n = (fill + MD_JBLK - 1) & ~(size_t)(MD_JBLK - 1);
-		memset(md_blk + fill, 0, n - fill);
-		if (md_pwrite(jfd, md_blk, n, *pos) == -1) {
+		n = (fill + JNL_BLK - 1) & ~(size_t)(JNL_BLK - 1);
+		memset(jnl_blk + fill, 0, n - fill);
+		if (io_pwrite(jfd, jnl_blk, n, *pos) == -1) {
 			if (errno != EINVAL || *direct != 1)
 				return -1;
 			/* Refused at the first write: no direct I/O here. */
@@ -583,7 +585,7 @@ md_jwblk(int jfd, int *direct, int flags, uint64_t *pos, size_t fill)
 		} else
 			*direct = 2;
 	}
-	if (!*direct && md_pwrite(jfd, md_blk, n, *pos) == -1)
+	if (!*direct && io_pwrite(jfd, jnl_blk, n, *pos) == -1)
 		return -1;
 	*pos += fill;
 	return 0;
@@ -591,17 +593,17 @@ md_jwblk(int jfd, int *direct, int flags, uint64_t *pos, size_t fill)
 
 /*
  * Writes the octets of the journaled extents of js to jfd, back to back
- * from md_jdata(X), with O_DIRECT where the file system allows it: only a
+ * from jnl_data(X), with O_DIRECT where the file system allows it: only a
  * repair reads them, so they need not be copied into the page cache, nor
  * its pages dropped when the journal is removed (with 350 MB journaled,
  * and the moves copied from the mailbox rather than read back from the
  * journal, the update took a third less time).
  */
 static int
-md_jwdata(struct maildrop *md, int jfd, const struct md_jstate *js)
+jnl_wdata(const struct jnl_box *box, int jfd, const struct jnl_state *js)
 {
-	const struct md_ext	*e;
-	uint64_t		 i, off, left, pos = md_jdata(js->h.x);
+	const struct jnl_ext	*e;
+	uint64_t		 i, off, left, pos = jnl_data(js->h.x);
 	size_t			 fill = 0, n;
 	int			 flags, direct;
 
@@ -612,30 +614,30 @@ md_jwdata(struct maildrop *md, int jfd, const struct md_jstate *js)
 	direct = fcntl(jfd, F_SETFL, flags | O_DIRECT) == 0;
 	for (i = 0; i < js->h.x; i++) {
 		e = &js->ext[i];
-		if (e->joff == MD_JNONE)
+		if (e->joff == JNL_NONE)
 			continue;
 		for (off = e->s, left = e->len; left > 0; left -= n) {
 			n = left > MD_BLOCK - fill ? MD_BLOCK - fill :
 			    (size_t)left;
-			if (md_preadx(md->fd, md_blk + fill, n, off) == -1)
+			if (io_pread_exact(box->fd, jnl_blk + fill, n, off) == -1)
 				return -1;
 			fill += n;
 			off += n;
 			if (fill == MD_BLOCK) {
-				if (md_jwblk(jfd, &direct, flags, &pos,
+				if (jnl_wblk(jfd, &direct, flags, &pos,
 				    fill) == -1)
 					return -1;
 				fill = 0;
 			}
-			md_dot_refresh();
+			box->alive();
 		}
 	}
-	if (fill > 0 && md_jwblk(jfd, &direct, flags, &pos, fill) == -1)
+	if (fill > 0 && jnl_wblk(jfd, &direct, flags, &pos, fill) == -1)
 		return -1;
 	if (direct && fcntl(jfd, F_SETFL, flags) == -1)
 		return -1;
 	if (!direct)
-		md_writeback(jfd, md_jdata(js->h.x), js->h.j);
+		jnl_writeback(jfd, jnl_data(js->h.x), js->h.j);
 	return 0;
 }
 
@@ -646,10 +648,10 @@ md_jwdata(struct maildrop *md, int jfd, const struct md_jstate *js)
  * progress.  0, or -1 (nothing left behind).
  */
 static int
-md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
+jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 {
-	unsigned char		 hdr[MD_JHDR];
-	struct md_hjob		 hj;
+	unsigned char		 hdr[JNL_HDR];
+	struct jnl_hjob		 hj;
 	sigset_t		 all, old;
 	pthread_t		 th;
 	int			 jfd, e2, r, threaded = 0;
@@ -665,17 +667,17 @@ md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
 	}
 	/* The digest of the cut octets (SHA-256 at 1-2 GB/s: 40 ms for a
 	 * tenth of 350 MB) on the other CPU while the journal is written. */
-	hj.fd = md->fd;
+	hj.fd = box->fd;
 	hj.off = js->h.d + js->h.n;
 	hj.len = js->h.l;
 	(void)sigfillset(&all);
 	if (hj.len >= MD_BLOCK &&
 	    pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
-		threaded = pthread_create(&th, NULL, md_hjob_run, &hj) == 0;
+		threaded = pthread_create(&th, NULL, jnl_hjob_run, &hj) == 0;
 		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
-	r = md_jwdata(md, jfd, js) == -1 ||
-	    md_jwtab(jfd, js->ext, js->h.x, js->h.ht) == -1 ? -1 : 0;
+	r = jnl_wdata(box, jfd, js) == -1 ||
+	    jnl_wtab(jfd, js->ext, js->h.x, js->h.ht) == -1 ? -1 : 0;
 	e2 = errno;
 	if (threaded && pthread_join(th, NULL) != 0)
 		fatalx("pthread_join failed");
@@ -684,7 +686,7 @@ md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
 		goto fail;
 	}
 	if (!threaded)
-		(void)md_hjob_run(&hj);
+		(void)jnl_hjob_run(&hj);
 	if (hj.err != 0) {
 		errno = hj.err;
 		goto fail;
@@ -692,10 +694,10 @@ md_jwrite(struct maildrop *md, const char *path, struct md_jstate *js)
 	memcpy(js->h.hc, hj.dg, 32);
 	/* All of it on disk first: then a valid header means a complete
 	 * journal. */
-	md_jencode(&js->h, hdr);
-	if (md_fdatasync(jfd) == -1 ||
-	    md_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
-	    md_fdatasync(jfd) == -1)
+	jnl_encode(&js->h, hdr);
+	if (io_fdatasync(jfd) == -1 ||
+	    io_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
+	    io_fdatasync(jfd) == -1)
 		goto fail;
 	js->fd = jfd;
 	js->p = js->seq = 0;
@@ -704,7 +706,7 @@ fail:
 	e2 = errno;
 	pop_log(LOG_ERR, "cannot write journal %s: %s", path, strerror(e2));
 	(void)close(jfd);
-	if (md_unlink(path) == -1)
+	if (io_unlink(path) == -1)
 		pop_log(LOG_ERR, "cannot remove %s: %s", path,
 		    strerror(errno));
 	errno = e2;
@@ -716,16 +718,16 @@ fail:
  * of all: every kept octet is then at its place and on disk.  Before a
  * destination is written over the source of an earlier extent that is
  * not done on disk and not in the journal, a progress record frees that
- * source (see md_compact()).  The first time, every extent is copied from
+ * source (see jnl_compact()).  The first time, every extent is copied from
  * its source, which no earlier move has touched.  A redo (repair) starts
  * from the last record and copies a journaled extent from the journal
  * (its source may be overwritten), any other from its source, which
  * nothing before its record overwrites.
  */
 static int
-md_moves(struct maildrop *md, struct md_jstate *js, int redo)
+jnl_moves(const struct jnl_box *box, struct jnl_state *js, int redo)
 {
-	const struct md_ext	*e, *w;
+	const struct jnl_ext	*e, *w;
 	uint64_t		 j, k, o, n, wb = 0;
 
 	for (j = k = js->p; j < js->h.x; j++) {
@@ -738,37 +740,37 @@ md_moves(struct maildrop *md, struct md_jstate *js, int redo)
 		 */
 		for (; k < j; k++) {
 			w = &js->ext[k];
-			if (w->joff == MD_JNONE && w->s + w->len > e->d)
+			if (w->joff == JNL_NONE && w->s + w->len > e->d)
 				break;
 		}
 		if (k < j && js->ext[k].s < e->d + e->len) {
-			if (md_jprogress(md, js, j) == -1)
+			if (jnl_progress(box, js, j) == -1)
 				return -1;
 			k = j;
 			wb = 0;
 		}
 		/* In pieces, forward; writeback of the destinations (back
-		 * to back) is started every MD_WBACK octets. */
+		 * to back) is started every JNL_WBACK octets. */
 		for (o = 0; o < e->len; o += n) {
-			n = e->len - o > MD_WBACK ? MD_WBACK : e->len - o;
-			if (redo && e->joff != MD_JNONE) {
-				if (md_copy(js->fd, e->joff + o, n, md->fd,
-				    e->d + o, NULL) == -1)
+			n = e->len - o > JNL_WBACK ? JNL_WBACK : e->len - o;
+			if (redo && e->joff != JNL_NONE) {
+				if (jnl_copy(js->fd, e->joff + o, n, box->fd,
+				    e->d + o, NULL, box->alive) == -1)
 					return -1;
 			} else if (e->s - e->d < e->len) {
-				if (md_shift(md->fd, e->s + o, e->d + o, n) ==
-				    -1)
+				if (jnl_shift(box->fd, e->s + o, e->d + o, n,
+				    box->alive) == -1)
 					return -1;
-			} else if (md_copy(md->fd, e->s + o, n, md->fd,
-			    e->d + o, NULL) == -1)
+			} else if (jnl_copy(box->fd, e->s + o, n, box->fd,
+			    e->d + o, NULL, box->alive) == -1)
 				return -1;
-			if ((wb += n) >= MD_WBACK) {
-				md_writeback(md->fd, e->d + o + n - wb, wb);
+			if ((wb += n) >= JNL_WBACK) {
+				jnl_writeback(box->fd, e->d + o + n - wb, wb);
 				wb = 0;
 			}
 		}
 	}
-	if (js->p < js->h.x && md_jprogress(md, js, js->h.x) == -1)
+	if (js->p < js->h.x && jnl_progress(box, js, js->h.x) == -1)
 		return -1;
 	return 0;
 }
@@ -780,18 +782,18 @@ md_moves(struct maildrop *md, struct md_jstate *js, int redo)
  * record that all moves are done.
  */
 static enum md_res
-md_apply(struct maildrop *md, struct md_jstate *js, int redo,
+jnl_apply(const struct jnl_box *box, struct jnl_state *js, int redo,
     const char *jpath)
 {
-	if (md_moves(md, js, redo) == -1 ||
-	    md_ftruncate(md->fd, js->h.d + js->h.n) == -1 ||
-	    md_fdatasync(md->fd) == -1) {
-		pop_log(LOG_ERR, "update of %s: %s", md->path,
+	if (jnl_moves(box, js, redo) == -1 ||
+	    io_ftruncate(box->fd, js->h.d + js->h.n) == -1 ||
+	    io_fdatasync(box->fd) == -1) {
+		pop_log(LOG_ERR, "update of %s: %s", box->path,
 		    strerror(errno));
 		return MD_TEMP;
 	}
-	if (md_unlink(jpath) == -1 || md_fsyncdir(md) == -1) {
-		pop_log(LOG_ERR, "update of %s: journal %s: %s", md->path,
+	if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "update of %s: journal %s: %s", box->path,
 		    jpath, strerror(errno));
 		return MD_TEMP;
 	}
@@ -816,147 +818,190 @@ md_apply(struct maildrop *md, struct md_jstate *js, int redo,
  * Anything else: the mailbox stays untouched, the journal is kept aside,
  * MD_PERM.  *done is set when an update was completed.
  */
-enum md_res
-md_repair(struct maildrop *md, int *done)
+/*
+ * Opens the journal jpath and reads it into js (js->fd stays open for the
+ * caller to close, -1 if there is none): *act is set when it is a valid
+ * journal of this mailbox (*st), to be acted on.  Otherwise the result is
+ * final: no journal (MD_OK), one never applied (removed: MD_OK), one for
+ * another file (kept aside: MD_OK), an older pop3d's or a damaged one
+ * (kept aside: MD_PERM), or an error.
+ */
+static enum md_res
+jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
+    struct stat *st, int *act)
 {
-	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
-	unsigned char	 hdr[MD_JHDR], dg[32];
-	struct md_jstate js, js2;
-	struct md_ext	 ext;
-	struct stat	 jst, st;
-	enum md_res	 r;
-	uint64_t	 appended, redone;
+	unsigned char	 hdr[JNL_HDR];
+	struct stat	 jst;
 	ssize_t		 got;
 	int		 v;
 
-	*done = 0;
-	if (md_jpath(md, jpath, sizeof(jpath)) == -1 ||
-	    snprintf(tpath, sizeof(tpath), "%s.tmp", jpath) >=
-	    (int)sizeof(tpath)) {
-		pop_log(LOG_ERR, "mailbox path too long: %s", md->path);
-		return MD_PERM;
-	}
-	memset(&js, 0, sizeof(js));
-	js.fd = open(jpath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (js.fd == -1) {
+	*act = 0;
+	js->fd = open(jpath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (js->fd == -1) {
 		if (errno == ENOENT)
 			return MD_OK;
 		pop_log(LOG_ERR, "cannot open journal %s: %s", jpath,
 		    strerror(errno));
 		return errno == ELOOP ? MD_PERM : MD_TEMP;
 	}
-	if (fstat(js.fd, &jst) == -1 || fstat(md->fd, &st) == -1) {
+	if (fstat(js->fd, &jst) == -1 || fstat(box->fd, st) == -1) {
 		pop_log(LOG_ERR, "fstat: %s", strerror(errno));
-		r = MD_TEMP;
-		goto out;
+		return MD_TEMP;
 	}
-	if (!S_ISREG(jst.st_mode) || jst.st_uid != md->user->uid ||
+	if (!S_ISREG(jst.st_mode) || jst.st_uid != box->uid ||
 	    jst.st_nlink != 1) {
 		pop_log(LOG_ERR, "journal %s is not a regular file of the "
 		    "user with one link: refused", jpath);
-		r = MD_PERM;
-		goto out;
+		return MD_PERM;
 	}
-	if ((got = md_pread(js.fd, hdr, sizeof(hdr), 0)) == -1) {
+	if ((got = io_pread(js->fd, hdr, sizeof(hdr), 0)) == -1) {
 		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
-		r = MD_TEMP;
-		goto out;
+		return MD_TEMP;
 	}
-	if ((v = md_jdecode(hdr, (size_t)got, &js.h)) == 1) {
+	if ((v = jnl_decode(hdr, (size_t)got, &js->h)) == 1) {
 		pop_log(LOG_ERR, "journal %s is an older pop3d's: complete "
 		    "the update with that version", jpath);
-		md_jaside(jpath);
-		r = MD_PERM;
-		goto out;
+		jnl_aside(jpath);
+		return MD_PERM;
 	}
 	if (v == -1) {
 		/* Never applied: the mailbox is as it was. */
-		if (md_unlink(jpath) == -1 || md_fsyncdir(md) == -1) {
+		if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
 			pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
 			    strerror(errno));
-			r = MD_TEMP;
-			goto out;
+			return MD_TEMP;
 		}
 		pop_log(LOG_NOTICE, "removed the journal of an update of %s "
-		    "that never started", md->path);
-		r = MD_OK;
-		goto out;
+		    "that never started", box->path);
+		return MD_OK;
 	}
-	if (js.h.dev != (uint64_t)st.st_dev || js.h.ino != (uint64_t)st.st_ino) {
+	if (js->h.dev != (uint64_t)st->st_dev ||
+	    js->h.ino != (uint64_t)st->st_ino) {
 		pop_log(LOG_ERR, "journal %s is for another file than %s: "
-		    "not applied", jpath, md->path);
-		md_jaside(jpath);
-		r = MD_OK;
-		goto out;
+		    "not applied", jpath, box->path);
+		jnl_aside(jpath);
+		return MD_OK;
 	}
-	if ((v = md_jrtab(js.fd, &js.h, &js.ext)) == -1 ||
-	    md_jslots(&js) == -1) {
+	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) == -1 ||
+	    jnl_slots(js) == -1) {
 		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
-		r = MD_TEMP;
-		goto out;
+		return MD_TEMP;
 	}
-	if (v == 1 || (js.h.j > 0 &&
-	    (uint64_t)jst.st_size < md_jdata(js.h.x) + js.h.j)) {
+	if (v == 1 || (js->h.j > 0 &&
+	    (uint64_t)jst.st_size < jnl_data(js->h.x) + js->h.j)) {
 		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
-		    jpath, md->path);
-		md_jaside(jpath);
-		r = MD_PERM;
-		goto out;
+		    jpath, box->path);
+		jnl_aside(jpath);
+		return MD_PERM;
 	}
+	*act = 1;
+	return MD_OK;
+}
+
+/*
+ * Before the truncate, with mail appended since at [F, size): that mail
+ * is moved to D+N by a journal of its own (one extent, F' = size, D' =
+ * D+N: [D+N, F) is cut away, the new mail follows it), written to tpath
+ * and renamed over jpath, whose moves are done by then; then applied.
+ */
+static enum md_res
+jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
+    uint64_t size, const char *jpath, const char *tpath)
+{
+	struct jnl_state js2;
+	struct jnl_ext	 ext;
+	enum md_res	 r;
+
+	memset(&js2, 0, sizeof(js2));
+	js2.h = js->h;
+	js2.h.d = js->h.d + js->h.n;
+	js2.h.f = size;
+	js2.h.x = 1;
+	js2.ext = &ext;
+	ext.s = js->h.f;
+	ext.len = size - js->h.f;
+	jnl_plan(&js2, JNL_SHIFT_NOW());
+	if (io_unlink(tpath) == -1 && errno != ENOENT) {
+		pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	if (jnl_write(box, tpath, &js2) == -1)
+		return MD_TEMP;
+	if (io_rename(tpath, jpath) == -1 || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "cannot rename %s: %s", tpath,
+		    strerror(errno));
+		(void)close(js2.fd);
+		return MD_TEMP;
+	}
+	r = jnl_apply(box, &js2, 0, jpath);
+	(void)close(js2.fd);
+	return r;
+}
+
+/*
+ * Repair (called under the spool locks, before indexing, and after a
+ * failed apply).  A journal without a valid header was never applied:
+ * the mailbox is intact, the journal goes.  A journal for another file
+ * (dev/ino) is renamed aside, never applied (jnl_load()).  Otherwise the
+ * mailbox is in one of two states:
+ *   before the truncate: size >= F and [D+N, F) still hashes to the cut
+ *     part (no move ever writes there).  The moves are done again from
+ *     the last progress record.  Mail appended since is [F, cur): it is
+ *     then moved to D+N by a journal of its own (jnl_rejournal()).  Then
+ *     the truncate.
+ *   after the truncate: the last progress record says all moves are done
+ *     and the file is at least D+N long (appended mail is [D+N, cur)).
+ *     Only the fsync and the removal of the journal may be missing.
+ * Anything else: the mailbox stays untouched, the journal is kept aside,
+ * MD_PERM.  *done is set when an update was completed.
+ */
+enum md_res
+jnl_repair(const struct jnl_box *box, int *done)
+{
+	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
+	unsigned char	 dg[32];
+	struct jnl_state js;
+	struct stat	 st;
+	enum md_res	 r;
+	uint64_t	 appended, redone;
+	int		 act;
+
+	*done = 0;
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
+	    snprintf(tpath, sizeof(tpath), "%s.tmp", jpath) >=
+	    (int)sizeof(tpath)) {
+		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
+		return MD_PERM;
+	}
+	memset(&js, 0, sizeof(js));
+	if ((r = jnl_load(box, jpath, &js, &st, &act)) != MD_OK || !act)
+		goto out;
 	redone = js.h.x - js.p;
 	appended = (uint64_t)st.st_size > js.h.f ?
 	    (uint64_t)st.st_size - js.h.f : 0;
 	if ((uint64_t)st.st_size >= js.h.f &&
-	    md_hashrange(md->fd, js.h.d + js.h.n, js.h.l, dg) == -1) {
-		pop_log(LOG_ERR, "read %s: %s", md->path, strerror(errno));
+	    jnl_hashrange(box->fd, js.h.d + js.h.n, js.h.l, dg,
+	    box->alive) == -1) {
+		pop_log(LOG_ERR, "read %s: %s", box->path, strerror(errno));
 		r = MD_TEMP;
 		goto out;
 	}
 	if ((uint64_t)st.st_size >= js.h.f && memcmp(dg, js.h.hc, 32) == 0) {
-		if (md_moves(md, &js, 1) == -1) {
-			pop_log(LOG_ERR, "update of %s: %s", md->path,
+		if (jnl_moves(box, &js, 1) == -1) {
+			pop_log(LOG_ERR, "update of %s: %s", box->path,
 			    strerror(errno));
 			r = MD_TEMP;
-			goto out;
-		}
-		if (appended > 0) {
-			/* [D+N, F) is cut away, the new mail follows it. */
-			memset(&js2, 0, sizeof(js2));
-			js2.h = js.h;
-			js2.h.d = js.h.d + js.h.n;
-			js2.h.f = (uint64_t)st.st_size;
-			js2.h.x = 1;
-			js2.ext = &ext;
-			ext.s = js.h.f;
-			ext.len = appended;
-			md_jplan(&js2, MD_JSHIFTNOW());
-			if (unlink(tpath) == -1 && errno != ENOENT) {
-				pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
-				    strerror(errno));
-				r = MD_TEMP;
-				goto out;
-			}
-			if (md_jwrite(md, tpath, &js2) == -1) {
-				r = MD_TEMP;
-				goto out;
-			}
-			if (md_rename(tpath, jpath) == -1 ||
-			    md_fsyncdir(md) == -1) {
-				pop_log(LOG_ERR, "cannot rename %s: %s", tpath,
-				    strerror(errno));
-				(void)close(js2.fd);
-				r = MD_TEMP;
-				goto out;
-			}
-			r = md_apply(md, &js2, 0, jpath);
-			(void)close(js2.fd);
-		} else
-			r = md_apply(md, &js, 1, jpath);
+		} else if (appended > 0)
+			r = jnl_rejournal(box, &js, (uint64_t)st.st_size,
+			    jpath, tpath);
+		else
+			r = jnl_apply(box, &js, 1, jpath);
 		if (r != MD_OK)
 			goto out;
 		pop_log(LOG_NOTICE, "repaired an interrupted update of %s: "
 		    "%llu of %llu moves redone from %llu, %llu octets "
-		    "removed, %llu appended since kept", md->path,
+		    "removed, %llu appended since kept", box->path,
 		    (unsigned long long)redone, (unsigned long long)js.h.x,
 		    (unsigned long long)js.h.d, (unsigned long long)js.h.l,
 		    (unsigned long long)appended);
@@ -964,56 +1009,37 @@ md_repair(struct maildrop *md, int *done)
 		goto out;
 	}
 	if (js.p == js.h.x && (uint64_t)st.st_size >= js.h.d + js.h.n) {
-		if (md_fdatasync(md->fd) == -1 || md_unlink(jpath) == -1 ||
-		    md_fsyncdir(md) == -1) {
-			pop_log(LOG_ERR, "update of %s: %s", md->path,
+		if (io_fdatasync(box->fd) == -1 || io_unlink(jpath) == -1 ||
+		    io_fsyncdir(box->path) == -1) {
+			pop_log(LOG_ERR, "update of %s: %s", box->path,
 			    strerror(errno));
 			r = MD_TEMP;
 			goto out;
 		}
 		pop_log(LOG_NOTICE, "completed an interrupted update of %s "
-		    "(already truncated to %llu octets)", md->path,
+		    "(already truncated to %llu octets)", box->path,
 		    (unsigned long long)(js.h.d + js.h.n));
 		*done = 1;
-		r = MD_OK;
 		goto out;
 	}
 	pop_log(LOG_ERR, "%s fits neither state of its update journal "
 	    "(size %lld, journal D=%llu N=%llu F=%llu, %llu of %llu moves "
-	    "done): left as it is", md->path, (long long)st.st_size,
+	    "done): left as it is", box->path, (long long)st.st_size,
 	    (unsigned long long)js.h.d, (unsigned long long)js.h.n,
 	    (unsigned long long)js.h.f, (unsigned long long)js.p,
 	    (unsigned long long)js.h.x);
-	md_jaside(jpath);
+	jnl_aside(jpath);
 	r = MD_PERM;
 out:
 	free(js.ext);
-	if (close(js.fd) == -1 && r == MD_OK && !*done)
+	if (js.fd != -1 && close(js.fd) == -1 && r == MD_OK && !*done)
 		r = MD_TEMP;
 	return r;
 }
 
-/* Adds len octets of the mailbox at s to the extents of js (merged with
- * the last one when adjacent). */
-static void
-md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
-{
-	struct md_ext	*e;
-
-	if (js->h.x > 0) {
-		e = &js->ext[js->h.x - 1];
-		if (e->s + e->len == s) {
-			e->len += len;
-			return;
-		}
-	}
-	e = &js->ext[js->h.x++];
-	e->s = s;
-	e->len = len;
-}
-
 /*
- * UPDATE.  Under the spool locks, after md_check():
+ * UPDATE.  Under the spool locks, after md_revalidate() (maildrop.c,
+ *   which makes the extents):
  *   D = the first deleted message's From_ line, F = the size now (with
  *   mail appended since md_open).  The kept records after D (each from
  *   its From_ line to the next, separators included), then [indexed, F),
@@ -1027,7 +1053,7 @@ md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
  *   0. No extent (nothing kept after D, nothing appended): truncate to D,
  *      fsync; a crash leaves the file cut there or whole.
  *   1. Journal: the octets of each extent of (a), and of each extent
- *      shifted by less than MD_JSHIFT; the extent table; fsync; the
+ *      shifted by less than JNL_SHIFT; the extent table; fsync; the
  *      header; fsync; fsync the spool directory.  An error: the journal
  *      goes, the mailbox is untouched.
  *   2. The moves, in order, each from its source (none has been touched
@@ -1042,7 +1068,7 @@ md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
  *   3. Truncate to D+N, fsync, unlink the journal, fsync the directory.
  *      No destination lies in the octets [D+N, F) that the truncate cuts
  *      away, so their digest in the header tells before from after.
- *   MD_OK only after all of it.  An error in 2 or 3: one md_repair()
+ *   MD_OK only after all of it.  An error in 2 or 3: one jnl_repair()
  *   try, else the journal stays for the next session.
  * With every 10th message deleted, shifts grow along the file: a record
  * is needed about every tenth of the offset, each flushing only what was
@@ -1050,101 +1076,55 @@ md_addext(struct md_jstate *js, uint64_t s, uint64_t len)
  * fdatasync(2) for files: the octets and the size, not the times.  The
  * mailbox keeps its inode, owner and mode.
  */
-static enum md_res
-md_compact(struct maildrop *md, uint32_t k, uint64_t size)
+enum md_res
+jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
+    struct jnl_ext *ext, uint64_t x)
 {
 	char		 jpath[MD_PATH];
-	struct md_jstate js;
+	struct jnl_state js;
 	enum md_res	 r;
-	uint64_t	 s, e;
 	int		 done;
 
-	if (md_jpath(md, jpath, sizeof(jpath)) == -1) {
-		pop_log(LOG_ERR, "mailbox path too long: %s", md->path);
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1) {
+		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
 		return MD_TEMP;
 	}
-	memset(&js, 0, sizeof(js));
-	js.h.dev = (uint64_t)md->dev;
-	js.h.ino = (uint64_t)md->ino;
-	js.h.d = md->msg[k].from;
-	js.h.f = size;
-	if ((js.ext = reallocarray(NULL, (size_t)(md->n - k) + 1,
-	    sizeof(*js.ext))) == NULL) {
-		pop_log(LOG_ERR, "update: %s", strerror(errno));
-		return MD_TEMP;
-	}
-	for (; k < md->n; k++) {
-		if (md->msg[k].deleted)
-			continue;
-		s = md->msg[k].from;
-		e = k + 1 < md->n ? md->msg[k + 1].from : md->indexed;
-		md_addext(&js, s, e - s);
-	}
-	if (size > md->indexed)
-		md_addext(&js, md->indexed, size - md->indexed);
-	if (js.h.x == 0) {
+	if (x == 0) {
 		/* Nothing to move: the truncate alone, which a crash does
 		 * or does not undo, whole. */
-		free(js.ext);
-		if (md_ftruncate(md->fd, js.h.d) == -1 ||
-		    md_fdatasync(md->fd) == -1) {
-			pop_log(LOG_ERR, "update of %s: %s", md->path,
+		if (io_ftruncate(box->fd, d) == -1 ||
+		    io_fdatasync(box->fd) == -1) {
+			pop_log(LOG_ERR, "update of %s: %s", box->path,
 			    strerror(errno));
 			return MD_TEMP;
 		}
 		return MD_OK;
 	}
-	md_jplan(&js, MD_JSHIFTNOW());
-	if (md_jwrite(md, jpath, &js) == -1) {
-		free(js.ext);
+	memset(&js, 0, sizeof(js));
+	js.h.dev = (uint64_t)box->dev;
+	js.h.ino = (uint64_t)box->ino;
+	js.h.d = d;
+	js.h.f = f;
+	js.h.x = x;
+	js.ext = ext;
+	jnl_plan(&js, JNL_SHIFT_NOW());
+	if (jnl_write(box, jpath, &js) == -1)
 		return MD_TEMP;
-	}
-	if (md_fsyncdir(md) == -1) {
+	if (io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "fsync spool directory: %s", strerror(errno));
 		(void)close(js.fd);
-		free(js.ext);
-		if (md_unlink(jpath) == -1)
+		if (io_unlink(jpath) == -1)
 			pop_log(LOG_ERR, "cannot remove %s: %s", jpath,
 			    strerror(errno));
 		return MD_TEMP;
 	}
-	r = md_apply(md, &js, 0, jpath);
+	r = jnl_apply(box, &js, 0, jpath);
 	(void)close(js.fd);
-	free(js.ext);
 	if (r == MD_OK)
 		return MD_OK;
-	if (md_repair(md, &done) == MD_OK && done)
+	if (jnl_repair(box, &done) == MD_OK && done)
 		return MD_OK;
 	pop_log(LOG_ERR, "update of %s left to the next session's repair",
-	    md->path);
+	    box->path);
 	return MD_TEMP;
-}
-
-enum md_res
-md_update(struct maildrop *md)
-{
-	enum md_res	r;
-	uint64_t	size;
-	uint32_t	k;
-
-	for (k = 0; k < md->n && !md->msg[k].deleted; k++)
-		;
-	if (k == md->n || md->fd == -1)
-		return MD_OK;
-	if ((fcntl(md->fd, F_GETFL) & O_ACCMODE) == O_RDONLY) {
-		pop_log(LOG_ERR, "%s is not writable: nothing deleted",
-		    md->path);
-		return MD_TEMP;
-	}
-	if (md->changed) {
-		pop_log(LOG_ERR, "%s changed under the session: nothing "
-		    "deleted", md->path);
-		return MD_CHANGED;
-	}
-	if ((r = md_spool_lock(md)) != MD_OK)
-		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_check(md, &size)) == MD_OK)
-		r = md_compact(md, k, size);
-	md_spool_unlock(md);
-	return r;
 }
