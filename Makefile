@@ -37,11 +37,11 @@ SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 # cost every session 0.2 ms at exec (BENCH.md, tiny).  A distribution
 # package that wants it shared: make NETTLE=-lnettle.
 NETTLE	= -l:libnettle.a
-LIBS	= -lcrypt -lpam $(NETTLE)
+LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c proto.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c
+SRCS	= pop3d.c proto.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
 HDRS	= pop3d.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
@@ -75,6 +75,25 @@ build/fault/%.o: %.c $(HDRS)
 build/fault/pop3d: $(SRCS:%.c=build/fault/%.o)
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
+# The exploit build (issue 16; sandbox.c, tests/test_sandbox.py):
+# POP3D_EXPLOIT=WHAT tries an attack inside the process POP3D_EXPLOIT_IN
+# names.  build/exploit/pop3d has the flags of ./pop3d, build/exploit-san
+# those of build/san, so that each build's filter is the one attacked.
+build/exploit/%.o: %.c $(HDRS)
+	@mkdir -p build/exploit
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(HARDEN) $(CFLAGS) \
+	    -DPOP3D_EXPLOIT -c -o $@ $<
+
+build/exploit/pop3d: $(SRCS:%.c=build/exploit/%.o)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(LDHARD) -o $@ $^ $(LIBS)
+
+build/exploit-san/%.o: %.c $(HDRS)
+	@mkdir -p build/exploit-san
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -DPOP3D_EXPLOIT -c -o $@ $<
+
+build/exploit-san/pop3d: $(SRCS:%.c=build/exploit-san/%.o)
+	$(CC) $(SAN) -o $@ $^ $(LIBS)
+
 # Unit tests link the real objects; main() is renamed so cmocka's runs.
 build/unit/%.o: %.c $(HDRS)
 	@mkdir -p build/unit
@@ -88,7 +107,8 @@ san: build/san/pop3d
 
 # Not intermediates: make must not delete them after linking.
 .SECONDARY: $(SRCS:%.c=build/san/%.o) $(SRCS:%.c=build/unit/%.o) \
-	$(SRCS:%.c=build/fault/%.o)
+	$(SRCS:%.c=build/fault/%.o) $(SRCS:%.c=build/exploit/%.o) \
+	$(SRCS:%.c=build/exploit-san/%.o)
 
 deps:
 	@sh tests/install-deps.sh

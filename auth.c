@@ -239,6 +239,7 @@ auth_single(void)
 	}
 	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
 	    (unsigned long)u.uid, cred.mech, auth_peer);
+	sbx_user(&u);
 	status = pop_transaction(&conn, &u);
 	auth_pam_close(pamh);
 	return status;
@@ -959,6 +960,7 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 	sp = auth_child_fds(in, out, sp);
 	auth_sandbox(root, uid, gid);
 	pop_conn_init(&conn, 0, 1);
+	sbx_prelogin();
 	for (first = 1;; first = 0) {
 		if (!pop_authorize(&conn, &cred, first))
 			_exit(auth_status(&conn));
@@ -1482,6 +1484,7 @@ auth_root(void)
 		memcpy(conn.ibuf, rec.ibuf, rec.ilen);
 		conn.ilen = rec.ilen;
 		pop_wipe(&rec, sizeof(rec));
+		sbx_user(&u);
 		status = pop_transaction(&conn, &u);
 		/*
 		 * _exit: the monitor's atexit handlers and library destructors

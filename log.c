@@ -27,6 +27,7 @@ struct pop_opts opt = {
 	.fail_delay_ms = POP3_FAIL_DELAY_MS,
 	.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK,
 	.debug = 0,
+	.sandbox = 1,
 };
 
 static void	pop_vlog(int, const char *, va_list)

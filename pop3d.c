@@ -52,6 +52,8 @@ usage(void)
 "  -f, --fail-delay=MS        failed login answered MS after PASS\n"
 "                             (default %d)\n"
 "  -d, --debug                log to stderr instead of syslog\n"
+"  -S, --no-sandbox           no seccomp filters and no Landlock ruleset\n"
+"                             (for debugging; default: both on)\n"
 "  -V, --version              print the version and exit\n"
 "  -h, --help                 print this help and exit\n",
 	    POP3D_NAME, POP3_TIMEOUT, POP3_FAIL_DELAY_MS);
@@ -113,13 +115,14 @@ main(int argc, char *argv[])
 		{ "min-uid", required_argument, NULL, 'm' },
 		{ "fail-delay", required_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
+		{ "no-sandbox", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int	 ch;
 
-	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:dVh", longopts,
+	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:dSVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -165,6 +168,9 @@ main(int argc, char *argv[])
 			break;
 		case 'd':
 			opt.debug = 1;
+			break;
+		case 'S':
+			opt.sandbox = 0;
 			break;
 		case 'V':
 			(void)printf("%s %s\n", POP3D_NAME, POP3D_VERSION);

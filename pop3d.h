@@ -1,8 +1,9 @@
 /*
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
  * contracts between proto.c (protocol), conn.c (the client connection),
- * auth.c (root side, authentication) and maildrop.c (the mbox spool, with
- * lock.c, mbox.c, journal.c and io.c below it: maildrop.h).
+ * auth.c (root side, authentication), sandbox.c (seccomp and Landlock)
+ * and maildrop.c (the mbox spool, with lock.c, mbox.c, journal.c and io.c
+ * below it: maildrop.h).
  *
  * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
  * the README.
@@ -118,6 +119,7 @@ struct pop_opts {
 	int		 fail_delay_ms;	/* --fail-delay MS, default 2000 */
 	int		 locks;		/* --lock fcntl,dotlock (POP3_LOCK_*) */
 	int		 debug;		/* -d: log to stderr, not syslog */
+	int		 sandbox;	/* 0: --no-sandbox (sandbox.c) */
 };
 extern struct pop_opts opt;
 
@@ -217,5 +219,15 @@ void	pop_wipe(void *, size_t);
  * Runs the whole session after option parsing; returns the exit status.
  */
 int	auth_main(void);
+
+/*
+ * sandbox.c: seccomp and Landlock, after each identity drop (unless
+ * --no-sandbox).  sbx_prelogin: the pre-login child; sbx_user: the user's
+ * process or the non-root single process, before it reads the client
+ * after login.  A sandbox that cannot be set up is fatal, but for
+ * Landlock, which is used where the kernel has it.
+ */
+void	sbx_prelogin(void);
+void	sbx_user(const struct pop_user *);
 
 #endif /* POP3D_H */

@@ -96,6 +96,20 @@ pop_flush(struct pop_conn *c)
 	abort();
 }
 
+/* The sandboxes (sandbox.c) are never reached from here either. */
+void
+sbx_prelogin(void)
+{
+	abort();
+}
+
+void
+sbx_user(const struct pop_user *u)
+{
+	(void)u;
+	abort();
+}
+
 struct fz_ent {
 	int		 found;
 	int		 ids;

@@ -1,0 +1,412 @@
+/*
+ * sandbox.c: the sandboxes the kernel enforces (issue 16), and nothing
+ * else: the seccomp allowlists of the pre-login child and of the user's
+ * process (libseccomp, default action: kill the process), the Landlock
+ * ruleset of the user's process (best effort by ABI version), the one log
+ * line that says which are on, --no-sandbox, and the test-only exploit
+ * hook of the -DPOP3D_EXPLOIT build.  auth.c calls in after each identity
+ * drop: sbx_prelogin() in the pre-login child, sbx_user() in the user's
+ * process and in the non-root single process, before the first byte of
+ * the client after login is read.
+ *
+ * The sanitizer build (ASan, UBSan; LSan in the non-root mode): the
+ * runtime is told before the filter goes on (__sanitizer_sandbox_on_notify:
+ * it caches /proc/self/maps for its reports), the pre-login child's filter
+ * answers open with EACCES instead of killing (a report symbolizes by
+ * opening the binary; refused, it prints module+offset), and LeakSanitizer
+ * is turned off in a sandboxed process (__lsan_is_turned_off below): its
+ * exit check needs clone, ptrace and /proc, which are exactly what the
+ * sandboxes take away.  ASan and UBSan reports still come out whole.
+ */
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/landlock.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "pop3d.h"
+
+/* An AddressSanitizer build (gcc says so one way, clang another). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SBX_ASAN
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SBX_ASAN
+#endif
+#endif
+
+#ifdef SBX_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* Landlock rights of later ABIs than linux-libc-dev 6.1 names. */
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE	(1ULL << 14)	/* ABI 3 */
+#endif
+#ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV	(1ULL << 15)	/* ABI 5 */
+#endif
+#define SBX_LL_NET_TCP		(3ULL)		/* ABI 4: bind, connect TCP */
+#define SBX_LL_SCOPE		(3ULL)		/* ABI 6: abstract unix, signal */
+
+/* struct landlock_ruleset_attr as ABI 6 has it (its size tells the ABI). */
+struct sbx_ll_attr {
+	uint64_t	fs;
+	uint64_t	net;
+	uint64_t	scoped;
+};
+
+/* What the user's process may do to the files of its spool directory. */
+#define SBX_LL_SPOOL	(LANDLOCK_ACCESS_FS_READ_FILE | \
+	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_DIR | \
+	LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
+	LANDLOCK_ACCESS_FS_TRUNCATE)
+
+/* Set once a filter is on: LeakSanitizer stays out (see the top). */
+static int	sbx_on;
+
+/*
+ * Both processes: talk to the client and the monitor, memory, time, the
+ * signal mask, logging (-d to stderr, or the syslog socket already open),
+ * exit.  mmap and mprotect never make memory executable.
+ */
+static const int sbx_base[] = {
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(close), SCMP_SYS(sendto),
+	SCMP_SYS(recvfrom), SCMP_SYS(fcntl), SCMP_SYS(fstat),
+	SCMP_SYS(newfstatat), SCMP_SYS(brk), SCMP_SYS(munmap),
+	SCMP_SYS(mremap), SCMP_SYS(madvise), SCMP_SYS(futex),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+	SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getpid),
+	SCMP_SYS(gettid), SCMP_SYS(getuid), SCMP_SYS(geteuid),
+	SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(getrandom),
+	SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigaction),
+	SCMP_SYS(rt_sigprocmask), SCMP_SYS(restart_syscall), SCMP_SYS(exit),
+	SCMP_SYS(exit_group),
+};
+
+/*
+ * The user's process besides: the mailbox, its locks (fcntl, flock, the
+ * dotlock's link and kill(pid, 0) of its owner), the update journal and
+ * its renames, the hash and index threads (clone with CLONE_THREAD only;
+ * clone3, whose flags a filter cannot see, says ENOSYS and glibc falls
+ * back to clone), gethostname (uname) for the dotlock, and a new syslog
+ * connection (socket AF_UNIX, connect) if syslogd restarted.
+ */
+static const int sbx_user_calls[] = {
+	SCMP_SYS(openat), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
+	SCMP_SYS(lseek), SCMP_SYS(ftruncate), SCMP_SYS(fsync),
+	SCMP_SYS(fdatasync), SCMP_SYS(sync_file_range),
+	SCMP_SYS(copy_file_range), SCMP_SYS(flock), SCMP_SYS(rename),
+	SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(unlink),
+	SCMP_SYS(unlinkat), SCMP_SYS(link), SCMP_SYS(linkat),
+	SCMP_SYS(utimensat), SCMP_SYS(lstat), SCMP_SYS(stat), SCMP_SYS(statx),
+	SCMP_SYS(uname), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
+	SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_yield),
+	SCMP_SYS(fadvise64), SCMP_SYS(sysinfo), SCMP_SYS(connect),
+};
+
+#ifdef SBX_ASAN
+/* The sanitizer runtime's own: each thread's alternate signal stack. */
+static const int sbx_san_calls[] = {
+	SCMP_SYS(sigaltstack),
+};
+
+/* What its reports try and can do without: EACCES, not SIGSYS. */
+static const int sbx_san_refused[] = {
+	SCMP_SYS(readlink), SCMP_SYS(open), SCMP_SYS(ioctl), SCMP_SYS(pipe2),
+	SCMP_SYS(pipe),
+};
+#endif
+
+static void	sbx_add(scmp_filter_ctx, uint32_t, int, unsigned int,
+		    const struct scmp_arg_cmp *);
+static void	sbx_seccomp(int);
+static int	sbx_landlock(const struct pop_user *, const char **);
+static void	sbx_ll_rule(int, const char *, uint64_t);
+#ifdef POP3D_EXPLOIT
+static void	sbx_exploit(const char *);
+#endif
+
+/* One rule; a failure is fatal (a filter with a hole is not started). */
+static void
+sbx_add(scmp_filter_ctx ctx, uint32_t action, int sys, unsigned int n,
+    const struct scmp_arg_cmp *cmp)
+{
+	int	r;
+
+	if ((r = seccomp_rule_add_array(ctx, action, sys, n, cmp)) != 0)
+		fatalx("seccomp rule for syscall %d: %s", sys, strerror(-r));
+}
+
+/*
+ * Loads the allowlist of one process (user: the user's process, else the
+ * pre-login child).  Anything else kills the process (SIGSYS), so a
+ * violation is a crash the monitor logs, never a silent success; socket
+ * in the pre-login child says EACCES (glibc's syslog reconnects with it).
+ */
+static void
+sbx_seccomp(int user)
+{
+	const struct scmp_arg_cmp noexec[] = {
+		SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0) };
+	const struct scmp_arg_cmp self[] = {
+		SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()) };
+	const struct scmp_arg_cmp sig0[] = { SCMP_A1(SCMP_CMP_EQ, 0) };
+	const struct scmp_arg_cmp unix_[] = { SCMP_A0(SCMP_CMP_EQ, AF_UNIX) };
+	const struct scmp_arg_cmp thread[] = {
+		SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD) };
+	scmp_filter_ctx	 ctx;
+	size_t		 i;
+	int		 r;
+
+	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+		fatalx("seccomp_init failed");
+	for (i = 0; i < sizeof(sbx_base) / sizeof(sbx_base[0]); i++)
+		sbx_add(ctx, SCMP_ACT_ALLOW, sbx_base[i], 0, NULL);
+	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, noexec);
+	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, noexec);
+	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, self);
+	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, self);
+	if (user) {
+		for (i = 0; i < sizeof(sbx_user_calls) /
+		    sizeof(sbx_user_calls[0]); i++)
+			sbx_add(ctx, SCMP_ACT_ALLOW, sbx_user_calls[i], 0,
+			    NULL);
+		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, sig0);
+		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, unix_);
+		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, thread);
+		sbx_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0,
+		    NULL);
+	} else {
+		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0, NULL);
+#ifdef SBX_ASAN
+		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 0, NULL);
+#endif
+	}
+#ifdef SBX_ASAN
+	for (i = 0; i < sizeof(sbx_san_calls) / sizeof(sbx_san_calls[0]); i++)
+		sbx_add(ctx, SCMP_ACT_ALLOW, sbx_san_calls[i], 0, NULL);
+	for (i = 0; i < sizeof(sbx_san_refused) / sizeof(sbx_san_refused[0]);
+	    i++)
+		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), sbx_san_refused[i], 0,
+		    NULL);
+	__sanitizer_sandbox_on_notify(NULL);
+#endif
+	sbx_on = 1;
+	r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (r != 0)
+		fatalx("seccomp filter not loaded: %s (--no-sandbox runs "
+		    "without it)", strerror(-r));
+}
+
+/* Adds the rule "path: access" to the ruleset rs; a missing path is none. */
+static void
+sbx_ll_rule(int rs, const char *path, uint64_t access)
+{
+	struct landlock_path_beneath_attr pb;
+	int	fd;
+
+	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return;
+	memset(&pb, 0, sizeof(pb));
+	pb.allowed_access = access;
+	pb.parent_fd = fd;
+	if (syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH,
+	    &pb, 0) == -1)
+		fatal("landlock_add_rule %s", path);
+	(void)close(fd);
+}
+
+/*
+ * The user's files: the spool directory of the mailbox (the mailbox,
+ * USER.lock and the dotlock's unique names, the journal, all created
+ * there) with the file rights an update needs, and /sys's count of CPUs
+ * to read (the index and hash threads ask); nothing else on the
+ * filesystem, no TCP (ABI 4), no abstract sockets and no signals out of
+ * the process (ABI 6).  Returns the ABI used, 0 if the kernel has none
+ * (*why says why).
+ */
+static int
+sbx_landlock(const struct pop_user *u, const char **why)
+{
+	struct sbx_ll_attr a;
+	char		 dir[sizeof(u->mailbox)];
+	char		*slash;
+	size_t		 size = sizeof(a.fs);
+	long		 abi;
+	int		 rs;
+
+	abi = syscall(SYS_landlock_create_ruleset, NULL, 0,
+	    LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 1) {
+		*why = errno == EOPNOTSUPP ? "disabled at boot" :
+		    "not in this kernel";
+		return 0;
+	}
+	memset(&a, 0, sizeof(a));
+	a.fs = (LANDLOCK_ACCESS_FS_MAKE_SYM << 1) - 1;	/* ABI 1 */
+	if (abi >= 2)
+		a.fs |= LANDLOCK_ACCESS_FS_REFER;
+	if (abi >= 3)
+		a.fs |= LANDLOCK_ACCESS_FS_TRUNCATE;
+	if (abi >= 5)
+		a.fs |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
+	if (abi >= 4) {
+		a.net = SBX_LL_NET_TCP;
+		size = offsetof(struct sbx_ll_attr, scoped);
+	}
+	if (abi >= 6) {
+		a.scoped = SBX_LL_SCOPE;
+		size = sizeof(a);
+	}
+	if ((rs = (int)syscall(SYS_landlock_create_ruleset, &a, size, 0)) ==
+	    -1)
+		fatal("landlock_create_ruleset");
+	memcpy(dir, u->mailbox, sizeof(dir));
+	dir[sizeof(dir) - 1] = '\0';
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	sbx_ll_rule(rs, slash != NULL ? dir : ".", SBX_LL_SPOOL & a.fs);
+	sbx_ll_rule(rs, "/sys/devices/system/cpu/online",
+	    LANDLOCK_ACCESS_FS_READ_FILE);
+	if (syscall(SYS_landlock_restrict_self, rs, 0) == -1)
+		fatal("landlock_restrict_self");
+	(void)close(rs);
+	return (int)abi;
+}
+
+/* The pre-login child, after its chroot and identity drop. */
+void
+sbx_prelogin(void)
+{
+	if (opt.sandbox)
+		sbx_seccomp(0);
+#ifdef POP3D_EXPLOIT
+	sbx_exploit("prelogin");
+#endif
+}
+
+/*
+ * The user's process (and the non-root single process), after its
+ * identity drop and before it reads the client after login: Landlock,
+ * then seccomp; logs once what is on.
+ */
+void
+sbx_user(const struct pop_user *u)
+{
+	const char	*why = NULL;
+	int		 abi;
+
+	if (!opt.sandbox) {
+		pop_log(LOG_INFO, "sandbox: off (--no-sandbox)");
+	} else {
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+			fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+		abi = sbx_landlock(u, &why);
+		if (abi > 0)
+			pop_log(LOG_INFO, "sandbox: seccomp, Landlock ABI %d",
+			    abi);
+		else
+			pop_log(LOG_INFO, "sandbox: seccomp; no Landlock "
+			    "(%s)", why);
+		sbx_seccomp(1);
+	}
+#ifdef POP3D_EXPLOIT
+	sbx_exploit("user");
+#endif
+}
+
+#ifdef SBX_ASAN
+int	__lsan_is_turned_off(void);
+
+/* LeakSanitizer's exit check cannot run inside the filter (see the top). */
+int
+__lsan_is_turned_off(void)
+{
+	return sbx_on;
+}
+#endif
+
+#ifdef POP3D_EXPLOIT
+/*
+ * The test-only exploit hook (tests/test_sandbox.py): in the process
+ * named by POP3D_EXPLOIT_IN ("prelogin" or "user"), tries what
+ * POP3D_EXPLOIT names, as a hijacked process would, and logs
+ * "exploit WHO WHAT: ok" or the error; a killed process logs nothing.
+ * POP3D_EXPLOIT_ARG: the mailbox path, TCP port or pid of the attack.
+ */
+static void
+sbx_exploit(const char *who)
+{
+	const char		*in = getenv("POP3D_EXPLOIT_IN");
+	const char		*what = getenv("POP3D_EXPLOIT");
+	const char		*arg = getenv("POP3D_EXPLOIT_ARG");
+	struct sockaddr_in	 sin;
+	volatile size_t		 past = 1;
+	char			*p;
+	uintptr_t		 addr;
+	long			 r = -1;
+	int			 st;
+
+	if (in == NULL || what == NULL || strcmp(in, who) != 0)
+		return;
+	errno = 0;
+	if (strcmp(what, "passwd") == 0)
+		r = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
+	else if (strcmp(what, "mailbox") == 0 && arg != NULL)
+		r = open(arg, O_RDONLY | O_CLOEXEC);
+	else if (strcmp(what, "connect") == 0 && arg != NULL) {
+		r = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((uint16_t)atoi(arg));
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (r != -1)
+			r = connect((int)r, (struct sockaddr *)&sin,
+			    sizeof(sin));
+	} else if (strcmp(what, "fork") == 0) {
+		if ((r = fork()) == 0)
+			_exit(0);
+		if (r > 0)
+			(void)waitpid((pid_t)r, &st, 0);
+	} else if (strcmp(what, "exec") == 0)
+		r = execl("/bin/sh", "sh", "-c", "echo exploit exec: ran >&2",
+		    (char *)NULL);
+	else if (strcmp(what, "ptrace") == 0 && arg != NULL) {
+		r = ptrace(PTRACE_ATTACH, (pid_t)atoi(arg), NULL, NULL);
+		if (r == 0) {
+			(void)waitpid((pid_t)atoi(arg), &st, __WALL);
+			(void)ptrace(PTRACE_DETACH, (pid_t)atoi(arg), NULL,
+			    NULL);
+		}
+	} else if (strcmp(what, "asan") == 0) {
+		/* A read after free, through an address gcc does not track. */
+		p = calloc(8, 1);
+		addr = (uintptr_t)p + past;
+		free(p);
+		r = p != NULL ? *(volatile char *)addr : -1;
+	}
+	pop_log(LOG_NOTICE, "exploit %s %s: %s", who, what,
+	    r >= 0 ? "ok" : strerror(errno));
+}
+#endif
