@@ -1,0 +1,276 @@
+"""The sandboxes the kernel enforces (issue 16; sandbox.c).
+
+What is checked, against the kernel's own view (/proc) and against an
+attacker's view from inside each process:
+
+- /proc/PID/status of the pre-login child and of the user's process shows
+  "Seccomp: 2" (a filter) and "NoNewPrivs: 1" during a session: root mode
+  with PAM and with the password file, and the non-root single process
+  after its login.  With --no-sandbox: "Seccomp: 0".
+- The exploit build (make build/exploit/pop3d, -DPOP3D_EXPLOIT; the
+  build/exploit-san flavour when POP3D_BIN is the sanitizer build, so each
+  build's filter is the one attacked) runs, from inside the process that
+  POP3D_EXPLOIT_IN names, what a hijacked process would: open /etc/passwd,
+  open another user's mailbox (outside the spool directory), connect a TCP
+  socket, fork, execve /bin/sh, ptrace a process of the same uid.  Each is
+  refused (the error is logged) or kills the process (SIGSYS: the root
+  monitor logs "killed by signal 31", the single process ends by it), and
+  the table below says which.  The same attacks with --no-sandbox get
+  through, or meet only the older walls (the pre-login child's empty
+  chroot and rlimits), so every row can fail.
+- A deliberate read after free inside each sandboxed process of the
+  sanitizer build is reported by ASan in full, never a silent SIGSYS.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (NOBODY, PASSWORD, REPO, ROOT, SAN_EXIT, USER,
+    Transcript, _binary, mbox, need, shared_copy)
+from test_auth_root import (PRE_UID, PW, children, proc_status, root,
+    tools)
+
+# Fixtures of test_auth_root.py, used here: root (RootEnv: PAM, nss, a
+# spool; each test sets the binary it runs) and tools.
+__all__ = ["root", "tools"]
+
+KILLED = "killed"
+SIGSYS = int(signal.SIGSYS)
+SAN = _binary().resolve() == (REPO / "build" / "san" / "pop3d").resolve()
+
+# What each attack meets: (sandbox on, --no-sandbox).  "ok": it worked;
+# KILLED: SIGSYS; else the strerror() text logged.
+EACCES, ENOENT, EMFILE = os.strerror(13), os.strerror(2), os.strerror(24)
+PRELOGIN = {
+	# Without the filter RLIMIT_NOFILE 3 refuses a new descriptor (and
+	# the chroot is empty); with it, open kills, but in the sanitizer
+	# build says EACCES (its reports open files, see sandbox.c).
+	"passwd": (EACCES if SAN else KILLED, EMFILE),
+	"mailbox": (EACCES if SAN else KILLED, EMFILE),
+	# socket() says EACCES (glibc's syslog would reconnect with it).
+	"connect": (EACCES, EMFILE),
+	"fork": (KILLED, os.strerror(11)),		# RLIMIT_NPROC 0
+	"exec": (KILLED, ENOENT),
+	"ptrace": (KILLED, "ok"),
+}
+USERPROC = {
+	"passwd": (EACCES, "ok"),		# Landlock
+	"mailbox": (EACCES, "ok"),		# Landlock
+	"connect": (KILLED, "ok"),		# socket(AF_INET)
+	"fork": (KILLED, "ok"),
+	"exec": (KILLED, "exec ran"),
+	"ptrace": (KILLED, "ok"),
+}
+ATTACKS = sorted(PRELOGIN)
+
+
+@pytest.fixture(scope="session")
+def exploit_bin():
+	"""The exploit build of the flavour under test, made with make."""
+	return _exploit_build("exploit-san" if SAN else "exploit")
+
+
+def _exploit_build(flavour):
+	target = "build/%s/pop3d" % flavour
+	r = subprocess.run(["make", "-C", str(REPO), "--no-print-directory",
+	    target], capture_output=True, text=True)
+	if r.returncode != 0:
+		pytest.fail("make %s failed:\n%s%s" % (target, r.stdout[-3000:],
+		    r.stderr[-3000:]), pytrace=False)
+	return shared_copy(REPO / target)
+
+
+class Target:
+	"""What an attack is aimed at: another user's mailbox outside the
+	spool (readable to the attacker's uid, so only a sandbox stops it),
+	a listening TCP socket, a process of the attacker's uid."""
+
+	def __init__(self, base, uid):
+		d = base / "elsewhere"
+		d.mkdir()
+		os.chmod(d, 0o755)
+		self.mailbox = d / "bob"
+		self.mailbox.write_bytes(mbox([b"Subject: bob's\n\nsecret\n"]))
+		os.chown(self.mailbox, 2002, 2002)
+		os.chmod(self.mailbox, 0o644)
+		self.listener = socket.socket()
+		self.listener.bind(("127.0.0.1", 0))
+		self.listener.listen(4)
+		self.sleeper = subprocess.Popen(["sleep", "60"], user=uid,
+		    group=uid, extra_groups=[])
+
+	def arg(self, what):
+		return {"mailbox": str(self.mailbox),
+		    "connect": str(self.listener.getsockname()[1]),
+		    "ptrace": str(self.sleeper.pid)}.get(what, "")
+
+	def close(self):
+		self.sleeper.kill()
+		self.sleeper.wait()
+		self.listener.close()
+
+
+def outcome(what, who, rc, stderr, killed_line):
+	"""The attack's result as pop3d's log (or its end) shows it."""
+	if what == "exec" and "exploit exec: ran" in stderr:
+		return "exec ran"
+	m = re.search(r"exploit %s %s: (.*)" % (who, what), stderr)
+	if m:
+		return m.group(1)
+	if killed_line and re.search(r"killed by signal %d\b" % SIGSYS,
+	    stderr):
+		return KILLED
+	if not killed_line and rc == -SIGSYS:
+		return KILLED
+	return "no result (rc %s):\n%s" % (rc, stderr)
+
+
+def raw_run(argv, kw, cmds):
+	"""Runs pop3d on pipes with the whole script; no sanitizer check
+	(an attack's run is judged by outcome())."""
+	data = "".join(c + "\r\n" for c in cmds).encode()
+	t0 = time.monotonic()
+	p = subprocess.run(argv, input=data, capture_output=True, timeout=60,
+	    **kw)
+	return Transcript(cmds, p.stdout, p.stderr, p.returncode,
+	    time.monotonic() - t0)
+
+
+def root_attack(root, bin_, who, what, auth, sandbox):
+	"""One root-mode session with the attack in process who."""
+	uid = PRE_UID if who == "prelogin" else 2001
+	tgt = Target(root.base, uid)
+	try:
+		root.bin = bin_
+		env = root.env(POP3D_EXPLOIT=what, POP3D_EXPLOIT_IN=who,
+		    POP3D_EXPLOIT_ARG=tgt.arg(what))
+		extra = [] if sandbox else ["--no-sandbox"]
+		t = raw_run(root.argv(*extra, auth=auth), root.kw(env),
+		    ["USER alice", "PASS " + PW, "QUIT"])
+	finally:
+		tgt.close()
+	return outcome(what, who, t.rc, t.stderr, True), t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("what", ATTACKS)
+def test_prelogin_attacks(root, exploit_bin, what, sandbox):
+	got, t = root_attack(root, exploit_bin, "prelogin", what, None,
+	    sandbox)
+	assert got == PRELOGIN[what][0 if sandbox else 1], t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("auth", ["pam", "passwd"])
+@pytest.mark.parametrize("what", ATTACKS)
+def test_user_process_attacks(root, exploit_bin, what, auth, sandbox):
+	a = None if auth == "pam" else "passwd:%s" % root.passwd
+	got, t = root_attack(root, exploit_bin, "user", what, a, sandbox)
+	assert got == USERPROC[what][0 if sandbox else 1], t
+	if got != KILLED and what != "exec":
+		# The session went on: the attack was the only difference.
+		assert [r.ok for r in t.replies] == [True] * 3, t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("what", ATTACKS)
+def test_single_process_attacks(pop3, exploit_bin, what, sandbox):
+	"""The non-root mode (uid 65534 when the runner is root)."""
+	need(ROOT, "the other user's mailbox and the ptrace target")
+	pop3.write_mbox([b"Subject: one\n\nmine\n"])
+	tgt = Target(Path(pop3.base), NOBODY)
+	try:
+		env = dict(pop3.env(), POP3D_EXPLOIT=what, POP3D_EXPLOIT_IN="user",
+		    POP3D_EXPLOIT_ARG=tgt.arg(what))
+		argv = [exploit_bin] + pop3.argv()[1:] + \
+		    ([] if sandbox else ["--no-sandbox"])
+		kw = pop3.popen_kw()
+		kw["env"] = env
+		t = raw_run(argv, kw, ["USER " + USER, "PASS " + PASSWORD,
+		    "QUIT"])
+	finally:
+		tgt.close()
+	got = outcome(what, "user", t.rc, t.stderr, False)
+	assert got == USERPROC[what][0 if sandbox else 1], t
+
+
+def status_of(pid):
+	st = proc_status(pid)
+	return st["Seccomp"], st["NoNewPrivs"]
+
+
+def one_child(pid, old=None):
+	"""The one child of pid (other than old, a child that is ending)."""
+	for _ in range(500):
+		kids = [k for k in children(pid) if k != old]
+		if len(kids) == 1:
+			return kids[0]
+		time.sleep(0.01)
+	pytest.fail("no single child of %d: %r" % (pid, children(pid)))
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("auth", ["pam", "passwd"])
+def test_proc_status_of_both_processes(root, auth, sandbox):
+	a = None if auth == "pam" else "passwd:%s" % root.passwd
+	s = root.session(*([] if sandbox else ["--no-sandbox"]), auth=a)
+	assert s.greeting().ok
+	pre = one_child(s.proc.pid)
+	want = "2" if sandbox else "0"
+	assert status_of(pre) == (want, "1"), s.stderr()
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	user = one_child(s.proc.pid, pre)
+	assert proc_status(user)["Uid"].split()[0] == "2001"
+	assert status_of(user) == (want, "1"), s.stderr()
+	# Root's monitor is not sandboxed (README, DESIGN).
+	assert status_of(s.proc.pid)[0] == "0"
+	assert s.cmd("STAT").ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+	assert ("sandbox: seccomp, Landlock ABI" in s.stderr()) == sandbox
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+def test_proc_status_of_the_single_process(pop3, sandbox):
+	pop3.write_mbox([b"Subject: one\n\nmine\n"])
+	s = pop3.session(*([] if sandbox else ["--no-sandbox"]))
+	assert s.greeting().ok
+	pid = s.proc.pid
+	assert status_of(pid)[0] == "0"		# no filter before the login
+	assert s.cmd("USER " + USER).ok
+	assert s.cmd("PASS " + PASSWORD).ok
+	st = status_of(pid)
+	assert st[0] == ("2" if sandbox else "0"), s.stderr()
+	if sandbox:
+		assert st[1] == "1", s.stderr()
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+
+
+@pytest.mark.parametrize("who", ["prelogin", "user"])
+def test_asan_report_from_inside_the_sandbox(root, who):
+	"""The sanitizer build's filter keeps ASan's reports whole: a read
+	after free in a sandboxed process is reported with its stacks (frames
+	as module+offset: the filter refuses the opens that symbolize) and ends
+	the process with ASan's exit status, not SIGSYS."""
+	bin_ = _exploit_build("exploit-san")
+	root.bin = bin_
+	env = root.env(POP3D_EXPLOIT="asan", POP3D_EXPLOIT_IN=who,
+	    ASAN_OPTIONS="exitcode=%d:verify_asan_link_order=0:detect_leaks=0" %
+	    SAN_EXIT)
+	t = raw_run(root.argv(), root.kw(env), ["USER alice", "PASS " + PW,
+	    "QUIT"])
+	assert "ERROR: AddressSanitizer: heap-use-after-free" in t.stderr, t
+	assert "freed by thread T0 here:" in t.stderr, t
+	assert re.search(r"#0 0x[0-9a-f]+ .*pop3d\+0x", t.stderr), t
+	assert "SUMMARY: AddressSanitizer" in t.stderr, t
+	assert "signal %d" % SIGSYS not in t.stderr, t
+	assert t.rc == SAN_EXIT, t
