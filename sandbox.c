@@ -351,7 +351,8 @@ __lsan_is_turned_off(void)
 /*
  * The test-only exploit hook (tests/test_sandbox.py): in the process
  * named by POP3D_EXPLOIT_IN ("prelogin" or "user"), tries what
- * POP3D_EXPLOIT names, as a hijacked process would, and logs
+ * POP3D_EXPLOIT names (passwd, mailbox, connect, fork, mmapexec,
+ * mprotexec, exec, ptrace, asan), as a hijacked process would, and logs
  * "exploit WHO WHAT: ok" or the error; a killed process logs nothing.
  * POP3D_EXPLOIT_ARG: the mailbox path, TCP port or pid of the attack.
  */
@@ -387,9 +388,13 @@ sbx_exploit(const char *who)
 	} else if (strcmp(what, "fork") == 0) {
 		if ((r = fork()) == 0)
 			_exit(0);
-		if (r > 0)
-			(void)waitpid((pid_t)r, &st, 0);
-	} else if (strcmp(what, "exec") == 0)
+	} else if (strcmp(what, "mmapexec") == 0)
+		r = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE |
+		    MAP_ANONYMOUS, -1, 0) == MAP_FAILED ? -1 : 0;
+	else if (strcmp(what, "mprotexec") == 0)
+		r = mprotect((void *)((uintptr_t)&sbx_on & ~(uintptr_t)4095),
+		    4096, PROT_READ | PROT_WRITE | PROT_EXEC);
+	else if (strcmp(what, "exec") == 0)
 		r = execl("/bin/sh", "sh", "-c", "echo exploit exec: ran >&2",
 		    (char *)NULL);
 	else if (strcmp(what, "ptrace") == 0 && arg != NULL) {

@@ -12,7 +12,8 @@ attacker's view from inside each process:
   build's filter is the one attacked) runs, from inside the process that
   POP3D_EXPLOIT_IN names, what a hijacked process would: open /etc/passwd,
   open another user's mailbox (outside the spool directory), connect a TCP
-  socket, fork, execve /bin/sh, ptrace a process of the same uid.  Each is
+  socket, fork, map new memory executable or make its data executable
+  (mprotect), execve /bin/sh, ptrace a process of the same uid.  Each is
   refused (the error is logged) or kills the process (SIGSYS: the root
   monitor logs "killed by signal 31", the single process ends by it), and
   the table below says which.  The same attacks with --no-sandbox get
@@ -57,6 +58,8 @@ PRELOGIN = {
 	# socket() says EACCES (glibc's syslog would reconnect with it).
 	"connect": (EACCES, EMFILE),
 	"fork": (KILLED, os.strerror(11)),		# RLIMIT_NPROC 0
+	"mmapexec": (KILLED, "ok"),
+	"mprotexec": (KILLED, "ok"),
 	"exec": (KILLED, ENOENT),
 	"ptrace": (KILLED, "ok"),
 }
@@ -65,6 +68,8 @@ USERPROC = {
 	"mailbox": (EACCES, "ok"),		# Landlock
 	"connect": (KILLED, "ok"),		# socket(AF_INET)
 	"fork": (KILLED, "ok"),
+	"mmapexec": (KILLED, "ok"),
+	"mprotexec": (KILLED, "ok"),
 	"exec": (KILLED, "exec ran"),
 	"ptrace": (KILLED, "ok"),
 }
