@@ -11,12 +11,14 @@
  *
  * The sanitizer build (ASan, UBSan; LSan in the non-root mode): the
  * runtime is told before the filter goes on (__sanitizer_sandbox_on_notify:
- * it caches /proc/self/maps for its reports), the pre-login child's filter
- * answers open with EACCES instead of killing (a report symbolizes by
- * opening the binary; refused, it prints module+offset), and LeakSanitizer
- * is turned off in a sandboxed process (__lsan_is_turned_off below): its
- * exit check needs clone, ptrace and /proc, which are exactly what the
- * sandboxes take away.  ASan and UBSan reports still come out whole.
+ * it caches /proc/self/maps for its reports); each thread's sigaltstack is
+ * allowed; what a report tries besides (readlink and open of /proc/self,
+ * isatty's ioctl, the pipe to an external symbolizer, and in the pre-login
+ * child openat) fails with EACCES instead of killing, so the report is
+ * printed whole, its frames as module+offset; and LeakSanitizer is turned
+ * off in a sandboxed process (__lsan_is_turned_off below): its exit check
+ * needs clone, ptrace and /proc, which are exactly what the sandboxes take
+ * away.  tests/test_sandbox.py checks such a report from each process.
  */
 
 #include <sys/mman.h>
@@ -85,8 +87,9 @@ static int	sbx_on;
 
 /*
  * Both processes: talk to the client and the monitor, memory, time, the
- * signal mask, logging (-d to stderr, or the syslog socket already open),
- * exit.  mmap and mprotect never make memory executable.
+ * signal mask and actions, logging (-d to stderr, or the syslog socket
+ * already open), exit; the ids (harmless; the tests' LD_PRELOAD shim asks).
+ * mmap and mprotect never make memory executable.
  */
 static const int sbx_base[] = {
 	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
@@ -108,8 +111,9 @@ static const int sbx_base[] = {
  * dotlock's link and kill(pid, 0) of its owner), the update journal and
  * its renames, the hash and index threads (clone with CLONE_THREAD only;
  * clone3, whose flags a filter cannot see, says ENOSYS and glibc falls
- * back to clone), gethostname (uname) for the dotlock, and a new syslog
- * connection (socket AF_UNIX, connect) if syslogd restarted.
+ * back to clone), gethostname (uname) for the dotlock, sysinfo (glibc's
+ * qsort asks), and a new syslog connection (socket AF_UNIX, connect) if
+ * syslogd restarted.
  */
 static const int sbx_user_calls[] = {
 	SCMP_SYS(openat), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
