@@ -41,7 +41,7 @@ LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c proto.c conn.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
+SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
 HDRS	= pop3d.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
@@ -248,7 +248,7 @@ FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
 	   -fno-sanitize-recover=all -DPOP3D_UNIT -Dmain=pop3d_main \
 	   -D_exit=fz_exit -I.
 FUZZLD	 = -Wl,--wrap=read,--wrap=write,--wrap=vsyslog,--wrap=crypt_rn
-FUZZERS	 = proto plain passwd mbox mbox_sse2 mbox_scalar
+FUZZERS	 = proto plain passwd proxy mbox mbox_sse2 mbox_scalar
 FUZZDEPS = fuzz/common.c fuzz/common.h fuzz/mdstub.c $(SRCS) $(HDRS)
 FUZZ_TIME ?= 60
 FUZZ_CHECK_TIME ?= 15

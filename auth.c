@@ -36,7 +36,10 @@
  *                                 setresuid)
  *   auth_user_syntax, auth_user_valid, auth_log_fail, auth_peer_init
  *                                 names, log lines, the client's address
- * auth_prelogin runs as the pre-login user, after auth_sandbox.
+ *   auth_proxy_monitor            the client's address from the pre-login
+ *                                 child's PROXY header (proxy.c checks it)
+ * auth_prelogin and auth_proxy_child run as the pre-login user, after
+ * auth_sandbox.
  *
  * Started as a normal user: one process, no switch, and only the invoking
  * user is served (auth_single, auth_passwd_local, auth_pam with root = 0).
@@ -140,6 +143,8 @@ struct auth_pwent {
 static struct pop_conn	 conn;		/* one per process, 66 KB: static */
 static char		 auth_peer[128] = "unknown";
 static int		 auth_peer_known;	/* auth_peer is an address */
+static char		 auth_rhost[128];	/* PAM_RHOST: the client */
+static int		 auth_proxied;		/* a PROXY header is due */
 static volatile sig_atomic_t auth_child;	/* the child signals go to */
 static volatile sig_atomic_t auth_sig;		/* last one forwarded */
 
@@ -149,6 +154,8 @@ static void	auth_hygiene(void);
 static void	auth_closefrom(int);
 static int	auth_child_fds(int, int, int);
 static void	auth_peer_init(int);
+static void	auth_proxy_child(int);
+static int	auth_proxy_monitor(int);
 static int	auth_status(const struct pop_conn *);
 static void	auth_log_fail(const char *, int, const char *);
 static int	auth_user_syntax(const char *);
@@ -219,6 +226,8 @@ auth_single(void)
 	}
 	auth_peer_init(0);
 	pop_conn_init(&conn, 0, 1);
+	if (auth_proxied)
+		auth_proxy_child(-1);
 	for (first = 1;; first = 0) {
 		if (!pop_authorize(&conn, &cred, first))
 			return auth_status(&conn);
@@ -380,6 +389,7 @@ auth_peer_init(int fd)
 
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		auth_proxied = proxy_trusted(&ss, len);
 		if (ss.ss_family == AF_UNIX)
 			s = "local";
 		else if (getnameinfo((struct sockaddr *)&ss, len, host,
@@ -394,6 +404,45 @@ auth_peer_init(int fd)
 	for (i = 0; i < sizeof(auth_peer) - 1 && s[i] != '\0'; i++)
 		auth_peer[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
 	auth_peer[i] = '\0';
+	(void)snprintf(auth_rhost, sizeof(auth_rhost), "%s", auth_peer);
+}
+
+/*
+ * The PROXY header (proxy.c) of a --proxy-from peer, read before the
+ * greeting by the pre-login child, which sends the client's address to
+ * the monitor over sp, or by the single process (sp -1).  A refused
+ * header (logged) ends the session.
+ */
+static void
+auth_proxy_child(int sp)
+{
+	struct proxy_addr pa;
+
+	memset(&pa, 0, sizeof(pa));
+	if (proxy_read(&conn, &pa, auth_peer) == -1)
+		_exit(POP3_EX_CLOSED);
+	if (sp == -1) {
+		if (proxy_peer(&pa, sizeof(pa), auth_peer, sizeof(auth_peer),
+		    auth_rhost, sizeof(auth_rhost)) == -1)
+			fatalx("PROXY address");
+	} else if (send(sp, &pa, sizeof(pa), MSG_NOSIGNAL) != sizeof(pa))
+		fatal("send to monitor");
+}
+
+/* The monitor's side: 0 (also if the child ended), -1 a bad record. */
+static int
+auth_proxy_monitor(int sp)
+{
+	struct proxy_addr pa;
+	ssize_t		 n;
+
+	n = auth_recv(sp, &pa, sizeof(pa), POP3_SESSION_MAX * 1000);
+	if (n == 0 || (n > 0 && proxy_peer(&pa, (size_t)n, auth_peer,
+	    sizeof(auth_peer), auth_rhost, sizeof(auth_rhost)) == 0))
+		return 0;
+	pop_log(LOG_ERR, "pre-login process sent a bad PROXY address; "
+	    "killing it");
+	return -1;
 }
 
 /*
@@ -604,7 +653,7 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 	if ((rv = pam_set_item(h, PAM_FAIL_DELAY,
 	    (const void *)(uintptr_t)auth_pam_delay)) != PAM_SUCCESS ||
 	    (auth_peer_known &&
-	    (rv = pam_set_item(h, PAM_RHOST, auth_peer)) != PAM_SUCCESS)) {
+	    (rv = pam_set_item(h, PAM_RHOST, auth_rhost)) != PAM_SUCCESS)) {
 		pop_log(LOG_ERR, "pam_set_item: %s", pam_strerror(h, rv));
 		verdict = AUTH_ERROR;
 		goto fail;
@@ -961,6 +1010,8 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 	auth_sandbox(root, uid, gid);
 	pop_conn_init(&conn, 0, 1);
 	sbx_prelogin();
+	if (auth_proxied)
+		auth_proxy_child(sp);
 	for (first = 1;; first = 0) {
 		if (!pop_authorize(&conn, &cred, first))
 			_exit(auth_status(&conn));
@@ -1401,6 +1452,13 @@ auth_root(void)
 	}
 	if (close(sp[1]) == -1)
 		fatal("close");
+	if (auth_proxied && auth_proxy_monitor(sp[0]) == -1) {
+		(void)kill(pid, SIGKILL);
+		(void)auth_wait(pid);
+		if (tmp)
+			(void)rmdir(empty);
+		return POP3_EX_SOFTWARE;
+	}
 
 	for (;;) {
 		memset(&rec, 0, sizeof(rec));

@@ -26,7 +26,7 @@
  * Time: CLOCK_MONOTONIC (io_ms(), the maildrop's clock too), so a clock
  * step cannot end or stretch a session.
  */
-static int64_t
+int64_t
 pop_now_ms(void)
 {
 	return (int64_t)io_ms();
@@ -239,7 +239,7 @@ pop_bye(struct pop_conn *c, const char *msg)
  */
 
 /* Drops n octets from the front of the input buffer, wiping the tail. */
-static void
+void
 pop_consume(struct pop_conn *c, size_t n)
 {
 	memmove(c->ibuf, c->ibuf + n, c->ilen - n);
@@ -259,20 +259,17 @@ pop_input_ready(const struct pop_conn *c)
 	return poll(&pfd, 1, 0) > 0;
 }
 
-/* Reads more input: 1 read, 0 EOF, -1 errno (ETIMEDOUT, EPIPE...). */
-static int
-pop_fill(struct pop_conn *c, int64_t deadline)
+/* Reads more input, c->ibuf then holding at most want octets: 1 read, 0
+ * EOF, -1 errno (ETIMEDOUT...). */
+int
+pop_fill_to(struct pop_conn *c, size_t want, int64_t deadline)
 {
 	ssize_t	 n;
 
-	if (c->olen > 0 && !pop_input_ready(c) && pop_flush(c) == -1) {
-		errno = EPIPE;
-		return -1;
-	}
 	for (;;) {
 		if (pop_wait(c->in, POLLIN, deadline) == -1)
 			return -1;
-		n = read(c->in, c->ibuf + c->ilen, sizeof(c->ibuf) - c->ilen);
+		n = read(c->in, c->ibuf + c->ilen, want - c->ilen);
 		if (n > 0) {
 			c->ilen += (size_t)n;
 			return 1;
@@ -282,6 +279,17 @@ pop_fill(struct pop_conn *c, int64_t deadline)
 		if (errno != EINTR && errno != EAGAIN)
 			return -1;
 	}
+}
+
+/* Reads more input: 1 read, 0 EOF, -1 errno (ETIMEDOUT, EPIPE...). */
+static int
+pop_fill(struct pop_conn *c, int64_t deadline)
+{
+	if (c->olen > 0 && !pop_input_ready(c) && pop_flush(c) == -1) {
+		errno = EPIPE;
+		return -1;
+	}
+	return pop_fill_to(c, sizeof(c->ibuf), deadline);
 }
 
 /*

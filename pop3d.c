@@ -51,6 +51,9 @@ usage(void)
 "  -m, --min-uid=UID          lowest uid served (default 1000)\n"
 "  -f, --fail-delay=MS        failed login answered MS after PASS\n"
 "                             (default %d)\n"
+"  -x, --proxy-from=LIST      comma list of proxy addresses or networks\n"
+"                             (ADDR/BITS) that must send a PROXY header\n"
+"                             (v1 or v2) naming the client (default none)\n"
 "  -d, --debug                log to stderr instead of syslog\n"
 "  -S, --no-sandbox           no seccomp filters and no Landlock ruleset\n"
 "                             (for debugging; default: both on)\n"
@@ -114,6 +117,7 @@ main(int argc, char *argv[])
 		{ "prelogin-user", required_argument, NULL, 'u' },
 		{ "min-uid", required_argument, NULL, 'm' },
 		{ "fail-delay", required_argument, NULL, 'f' },
+		{ "proxy-from", required_argument, NULL, 'x' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "no-sandbox", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
@@ -122,7 +126,7 @@ main(int argc, char *argv[])
 	};
 	int	 ch;
 
-	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:dSVh", longopts,
+	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:x:dSVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -165,6 +169,10 @@ main(int argc, char *argv[])
 		case 'f':
 			opt.fail_delay_ms = (int)optnum("fail delay", optarg,
 			    0, 60000);
+			break;
+		case 'x':
+			if (proxy_opt(optarg) == -1)
+				badopt("proxy address list", optarg);
 			break;
 		case 'd':
 			opt.debug = 1;

@@ -90,6 +90,28 @@
 #define MD_HASH_MAX		(64 * 1024)
 
 /*
+ * PROXY protocol limits (proxy.c; HAProxy's proxy-protocol.txt, the spec).
+ */
+/* Spec 2.1: a v1 line is at most 107 octets with its CRLF. */
+#define PROXY_V1_MAX		107
+/* Spec 2.1: the shortest v1 line, "PROXY UNKNOWN" CRLF: the first read
+ * asks for no more, so that it cannot go past any header. */
+#define PROXY_V1_MIN		15
+/* Spec 2.2: a v2 header is 16 octets, then a 16-bit length of addresses
+ * and TLVs (at most 65535, read and skipped, never stored). */
+#define PROXY_V2_HDR		16
+/* Spec 2.2: address blocks of AF_INET (2 addresses, 2 ports), AF_INET6,
+ * AF_UNIX (two 108-octet paths); a shorter block is malformed. */
+#define PROXY_V2_INET		12
+#define PROXY_V2_INET6		36
+#define PROXY_V2_UNIX		216
+/* A proxy sends its header at once: a peer that says nothing for this
+ * long is not a proxy (and waits for a greeting it will not get). */
+#define PROXY_TIMEOUT		10
+/* Entries (addresses or networks) of --proxy-from. */
+#define PROXY_NETS_MAX		32
+
+/*
  * Exit statuses (sysexits.h values; pop3d.8 EXIT STATUS lists each).
  */
 #define POP3_EX_OK		0	/* session ended by QUIT */
@@ -120,6 +142,7 @@ struct pop_opts {
 	int		 locks;		/* --lock fcntl,dotlock (POP3_LOCK_*) */
 	int		 debug;		/* -d: log to stderr, not syslog */
 	int		 sandbox;	/* 0: --no-sandbox (sandbox.c) */
+	int		 proxy;		/* --proxy-from given (proxy.c) */
 };
 extern struct pop_opts opt;
 
@@ -213,6 +236,40 @@ void	pop_bye(struct pop_conn *, const char *);
 int	pop_getline(struct pop_conn *, char *, size_t *);
 /* Wipes secrets (explicit_bzero), the portable way. */
 void	pop_wipe(void *, size_t);
+
+/* For proxy.c: time on CLOCK_MONOTONIC in ms; a read into c->ibuf that
+ * leaves it at most want octets, within a deadline (1 read, 0 EOF, -1
+ * errno, ETIMEDOUT); dropping n octets from its front (wiped). */
+int64_t	pop_now_ms(void);
+int	pop_fill_to(struct pop_conn *, size_t, int64_t);
+void	pop_consume(struct pop_conn *, size_t);
+
+/*
+ * proxy.c: the PROXY protocol header (v1 and v2) that a trusted proxy
+ * sends before the client's bytes.
+ */
+/* The client's address as the pre-login process read it; sent to the
+ * monitor as is, which trusts none of it (proxy_peer).  family 0: the
+ * header named no client (v1 UNKNOWN, v2 LOCAL, UNSPEC or UNIX). */
+struct proxy_addr {
+	uint8_t		 family;		/* 0, 4 or 6 */
+	uint8_t		 addr[16];
+	uint16_t	 port;
+};
+/* --proxy-from LIST: comma list of addresses and networks (ADDR/BITS);
+ * 0, or -1 if it is not one. */
+int	proxy_opt(const char *);
+/* Is this peer (getpeername) one that --proxy-from lists? */
+int	proxy_trusted(const void *, size_t);
+/* Reads the header from c->in within PROXY_TIMEOUT; bytes after it stay
+ * in c->ibuf.  0 with *pa set, or -1 after a log line naming peer. */
+int	proxy_read(struct pop_conn *, struct proxy_addr *, const char *);
+/* The monitor's check of what the pre-login process sent (n octets):
+ * -1 if it is not a struct proxy_addr it could have made, else 0, and for
+ * a client address: log names "CLIENT via proxy PEER" (peer: log's old
+ * value, the proxy), rhost "CLIENT" (PAM_RHOST). */
+int	proxy_peer(const struct proxy_addr *, size_t, char *, size_t, char *,
+	    size_t);
 
 /*
  * auth.c: everything that runs as root, and credential checks.

@@ -81,6 +81,37 @@ pop_auth_failed(struct pop_conn *c, const struct pop_cred *cred)
 	abort();
 }
 
+/* The PROXY header (proxy.c) is fuzz_proxy's. */
+int
+proxy_trusted(const void *sa, size_t len)
+{
+	(void)sa;
+	(void)len;
+	abort();
+}
+
+int
+proxy_read(struct pop_conn *c, struct proxy_addr *pa, const char *peer)
+{
+	(void)c;
+	(void)pa;
+	(void)peer;
+	abort();
+}
+
+int
+proxy_peer(const struct proxy_addr *pa, size_t n, char *log, size_t logsize,
+    char *rhost, size_t rhsize)
+{
+	(void)pa;
+	(void)n;
+	(void)log;
+	(void)logsize;
+	(void)rhost;
+	(void)rhsize;
+	abort();
+}
+
 int
 pop_transaction(struct pop_conn *c, const struct pop_user *u)
 {

@@ -26,6 +26,14 @@ auth_main(void)
 	abort();
 }
 
+/* main() is never run: --proxy-from is proxy.c's (fuzz_proxy). */
+int
+proxy_opt(const char *arg)
+{
+	(void)arg;
+	abort();
+}
+
 /* The maildrop is never reached from here. */
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *u)

@@ -203,6 +203,14 @@ auth_main(void)
 	abort();
 }
 
+/* main() is never run: --proxy-from is proxy.c's (fuzz_proxy). */
+int
+proxy_opt(const char *arg)
+{
+	(void)arg;
+	abort();
+}
+
 /*
  * The reply checker.
  */

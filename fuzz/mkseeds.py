@@ -119,3 +119,24 @@ put("passwd", "malformed", b"alice\n:x\n.alice:x\n-bob:x\nbob:\n"
     b"bob:h:01:002:rel/path\nbob:h:1:2:/ok\n\tx:y\n")
 put("passwd", "long", b"alice:" + b"h" * 300 + b"\nbob:" + b"x" * 5000 +
     b"\nbob:h\n" + b"dave:h\0\ndave:h2")
+
+# ---- fuzz_proxy: 1 control octet (read size), then the proxy's octets.
+import struct  # noqa: E402
+
+SIG = b"\r\n\r\n\0\r\nQUIT\n"
+V4 = bytes([192, 0, 2, 10, 192, 0, 2, 1]) + struct.pack("!HH", 56324, 110)
+V6 = bytes(15) + b"\x10" + bytes(15) + b"\x01" + struct.pack("!HH", 1, 2)
+AFTER = b"USER alice\r\nPASS pw\r\n"
+put("proxy", "v1-tcp4", b"\0PROXY TCP4 192.0.2.10 192.0.2.1 56324 110\r\n" +
+    AFTER)
+put("proxy", "v1-tcp6", b"\x01PROXY TCP6 2001:db8::10 2001:db8::1 1 2\r\n" +
+    AFTER)
+put("proxy", "v1-unknown", b"\0PROXY UNKNOWN\r\n" + AFTER)
+put("proxy", "v1-107", b"\x05PROXY UNKNOWN " + b"x" * 91 + b"\r\n" + AFTER)
+put("proxy", "v2-inet", b"\0" + SIG + b"\x21\x11\x00\x0c" + V4 + AFTER)
+put("proxy", "v2-inet6", b"\x03" + SIG + b"\x21\x21\x00\x24" + V6 + AFTER)
+put("proxy", "v2-local", b"\0" + SIG + b"\x20\x00\x00\x00" + AFTER)
+put("proxy", "v2-tlv", b"\x07" + SIG + b"\x21\x11\x00\x17" + V4 +
+    b"\x04\x00\x02ab\x05\x00\x03uid" + AFTER)
+put("proxy", "v2-unix", b"\0" + SIG + b"\x21\x31\x00\xd8" + bytes(216) +
+    AFTER)

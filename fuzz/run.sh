@@ -26,6 +26,7 @@ proto)	maxlen=8192 ;;
 mbox)	maxlen=16384 ;;
 passwd)	maxlen=16384 ;;
 plain)	maxlen=1024 ;;
+proxy)	maxlen=66000 ;;
 *)	echo "fuzz/run.sh: unknown target $name" >&2; exit 2 ;;
 esac
 mkdir -p "$work" "$art" build/log
