@@ -223,6 +223,13 @@ demo: deps-build
 	@$(MAKE) --no-print-directory pop3d
 	@sh tests/demo.sh
 
+# The PROXY protocol and several hosts (issue 14): tests/test_proxy.py and
+# the slow tests/test_proxy_hosts.py (real nginx and HAProxy in network
+# namespaces, as root); make check runs them with the rest.
+.PHONY: check-proxy
+check-proxy: pop3d
+	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py
+
 # Benchmark (issue 6; helper "bench" owns bench/): not part of check.
 # Writes build/bench/ and the generated block of BENCH.md.
 # SIZES="S M L" adds the 100,000-message 1.7 GB mailbox; RUNS >= 5.

@@ -1,0 +1,441 @@
+"""Several hosts (issue 14): real nginx (mail module) and real HAProxy in
+front of pop3d backends, each a network namespace of its own.
+
+The test makes the hosts: namespaces joined by veth pairs, addressed from
+192.0.2.0/24 (RFC 5737) only inside them, removed at the end, so no packet
+leaves the machine:
+
+    client 192.0.2.2 --- 192.0.2.1 proxy 192.0.2.17 --- 192.0.2.18 backend 1
+                                         192.0.2.25 --- 192.0.2.26 backend 2
+
+The proxy runs the shipped deploy/nginx-pop3.conf or deploy/haproxy-pop3.cfg
+as they are (only nginx's pid and error log moved); each backend runs
+xinetd with the shipped xinetd.d/pop3 (port 110, bound to its address,
+pop3d's arguments set, --proxy-from naming the proxy), in a mount
+namespace whose /dev/log is a socket of the test: its syslog.  Clients
+(poplib, curl) run in the client namespace.  Expected mail is what the
+test wrote.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, need, shared_copy
+from test_deploy import BIN, mbox, xinetd_conf
+
+USERS = {"alice": ("Shard-one pw", 2001), "bob": ("Shard-two pw", 2002)}
+CLIENT, FRONT = "192.0.2.2", "192.0.2.1"
+BACK = {1: ("192.0.2.17", "192.0.2.18"), 2: ("192.0.2.25", "192.0.2.26")}
+UNTRUSTED = "192.0.2.20"	# a second address of the proxy, not listed
+
+
+def msg(user, i):
+	return (b"From: sender%d@example.org\nTo: %s@example.org\n"
+	    b"Subject: %s %d\n\nline one of %d\n.dot-started line\n\n"
+	    b"From the body, not a From_ line\nend\n" % (i, user.encode(),
+	    user.encode(), i, i))
+
+
+FROMS = [b"From sender%d@example.org Thu Nov 26 12:%02d:00 2026\n" % (i, i)
+    for i in range(4)]
+
+CLIENT_PY = r"""
+import json, poplib, sys
+host, user, pw, dele = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+poplib._MAXLINE = 1 << 20
+p = poplib.POP3(host, 110, timeout=30)
+out = {"welcome": p.getwelcome().decode()}
+p.user(user)
+p.pass_(pw)
+out["stat"] = list(p.stat())
+out["list"] = [l.decode() for l in p.list()[1]]
+out["retr"] = [(b"\n".join(p.retr(i + 1)[1]) + b"\n").hex()
+    for i in range(out["stat"][0])]
+if dele != "-":
+	out["dele"] = p.dele(int(dele)).decode()
+out["quit"] = p.quit().decode()
+print(json.dumps(out))
+"""
+
+
+def run(*argv, check=True, **kw):
+	return subprocess.run(argv, check=check, capture_output=True,
+	    timeout=60, **kw)
+
+
+class Hosts:
+	"""The namespaces, links, backends and the proxy of one test."""
+
+	def __init__(self, base, exe, shared_spool):
+		self.base, self.exe = base, exe
+		tag = "p14x%d" % (os.getpid() % 100000)
+		self.ns = {r: "%s%s" % (tag, r) for r in ("c", "p", "b1", "b2")}
+		self.procs, self.logs = [], {}
+		self.made = []
+		for ns in self.ns.values():
+			run("ip", "netns", "add", ns)
+			self.made.append(ns)
+			self.ip(ns, "link", "set", "lo", "up")
+		self.link("c", CLIENT, "p", FRONT, 29)
+		for i, (p, b) in BACK.items():
+			self.link("p", p, "b%d" % i, b, 29)
+		self.ip(self.ns["p"], "addr", "add", UNTRUSTED + "/29", "dev",
+		    "v" + self.ns["p"] + "b1")
+		self.passwd = base / "passwd"
+		self.passwd.write_text("".join("%s:%s:%d:%d\n" % (u, run(
+		    "openssl", "passwd", "-6", pw, text=True).stdout.strip(), uid,
+		    uid) for u, (pw, uid) in USERS.items()))
+		self.passwd.chmod(0o600)
+		self.spool = {}
+		for i in (1, 2):
+			d = base / ("spool" if shared_spool else "spool%d" % i)
+			if not d.exists():
+				d.mkdir()
+				d.chmod(0o1777)
+			self.spool[i] = d
+
+	def ip(self, ns, *argv):
+		run("ip", "-n", ns, *argv)
+
+	def link(self, r1, a1, r2, a2, bits):
+		n1, n2 = self.ns[r1], self.ns[r2]
+		v1, v2 = "v" + n1 + r2, "v" + n2 + r1
+		run("ip", "link", "add", v1[:15], "netns", n1, "type", "veth",
+		    "peer", "name", v2[:15], "netns", n2)
+		for ns, v, a in ((n1, v1, a1), (n2, v2, a2)):
+			self.ip(ns, "addr", "add", "%s/%d" % (a, bits), "dev", v[:15])
+			self.ip(ns, "link", "set", v[:15], "up")
+
+	def write_mbox(self, i, user, msgs):
+		uid = USERS[user][1]
+		p = self.spool[i] / user
+		p.write_bytes(mbox(msgs, FROMS[:len(msgs)]))
+		os.chown(p, uid, uid)
+		p.chmod(0o600)
+
+	def start(self, role, argv, port=None, addr=None, syslog=None):
+		"""argv in namespace role, its own session; waits for it to listen
+		on addr:port.  syslog: a path that becomes its /dev/log."""
+		pre = ["ip", "netns", "exec", self.ns[role]]
+		if syslog:
+			pre += ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o "
+			    "mode=755 none /dev && mknod -m 666 /dev/null c 1 3 && "
+			    "ln -s %s /dev/log && exec \"$@\"" % syslog, "sh"]
+		out = open(self.base / ("%s-%s.out" % (role, Path(argv[0]).name)),
+		    "wb")
+		p = subprocess.Popen(pre + argv, stdin=subprocess.DEVNULL,
+		    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+		out.close()
+		self.procs.append(p)
+		deadline = time.monotonic() + 15
+		while port and not self.listening(role, addr, port):
+			if p.poll() is not None or time.monotonic() > deadline:
+				pytest.fail("%s did not listen on %s:%d: %s" % (argv[0],
+				    addr, port, self.report()))
+			time.sleep(0.05)
+		return p
+
+	def listening(self, role, addr, port):
+		r = run("ip", "netns", "exec", self.ns[role], "ss", "-Hltn",
+		    "src", "%s:%d" % (addr, port), check=False, text=True)
+		return r.stdout.strip() != ""
+
+	def backend(self, i, extra=()):
+		"""xinetd with the shipped xinetd.d/pop3 on backend i."""
+		d = self.base / ("b%d" % i)
+		d.mkdir()
+		d.chmod(0o755)
+		sock = d / "log"
+		s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+		s.bind(str(sock))
+		sock.chmod(0o666)
+		self.logs[i] = s
+		args = ["--spool=" + str(self.spool[i]), "--auth=passwd:" +
+		    str(self.passwd), "--prelogin-user=nobody", "--min-uid=1000",
+		    "--proxy-from=" + BACK[i][0]] + list(extra)
+
+		class Site:
+			def server(_):
+				return (str(self.exe), args)
+		conf = xinetd_conf(Site(), 110, "xinetd.d/pop3",
+		    d / "xinetd-service.log")
+		conf = conf.replace("bind\t= 127.0.0.1", "bind\t= " + BACK[i][1])
+		assert "bind\t= " + BACK[i][1] in conf
+		(d / "xinetd.conf").write_text(conf)
+		self.start("b%d" % i, ["xinetd", "-dontfork", "-f",
+		    str(d / "xinetd.conf"), "-pidfile", str(d / "xinetd.pid"),
+		    "-filelog", str(d / "xinetd-own.log")], 110, BACK[i][1],
+		    syslog=sock)
+
+	def syslog(self, i):
+		"""The syslog lines backend i sent so far."""
+		s, got = self.logs[i], []
+		s.settimeout(0.3)
+		while True:
+			try:
+				got.append(s.recv(4096).decode("utf-8", "replace"))
+			except socket.timeout:
+				break
+		return got
+
+	def client(self, *argv, role="c"):
+		return run("ip", "netns", "exec", self.ns[role], *argv,
+		    check=False)
+
+	def poplib(self, user, dele="-"):
+		py = self.base / "client.py"
+		py.write_text(CLIENT_PY)
+		r = self.client("/usr/bin/python3", str(py), FRONT, user,
+		    USERS[user][0], str(dele))
+		assert r.returncode == 0, r.stderr.decode() + self.report()
+		return json.loads(r.stdout)
+
+	def report(self):
+		text = ""
+		for p in sorted(self.base.glob("**/*.out")) + sorted(
+		    self.base.glob("**/*.log")):
+			if p.is_file():
+				text += "\n--- %s\n%s" % (p.name, p.read_text(
+				    errors="replace")[-2000:])
+		return text
+
+	def close(self):
+		for p in self.procs:
+			if p.poll() is None:
+				os.killpg(p.pid, signal.SIGTERM)
+				try:
+					p.wait(10)
+				except subprocess.TimeoutExpired:
+					os.killpg(p.pid, signal.SIGKILL)
+					p.wait(10)
+			try:
+				os.killpg(p.pid, signal.SIGKILL)
+			except ProcessLookupError:
+				pass
+		for ns in self.made:
+			r = run("ip", "netns", "pids", ns, check=False, text=True)
+			for pid in r.stdout.split():
+				try:
+					os.kill(int(pid), signal.SIGKILL)
+				except ProcessLookupError:
+					pass
+			run("ip", "netns", "del", ns, check=False)
+		for s in self.logs.values():
+			s.close()
+
+
+@pytest.fixture(scope="module")
+def exe():
+	need(os.geteuid() == 0, "network namespaces and launchers need root")
+	need(BIN.exists(), "%s (make pop3d)" % BIN)
+	for prog in ("ip", "xinetd", "unshare", "curl", "ss"):
+		need(shutil.which(prog), "%s (tests/packages.txt)" % prog)
+	return Path(shared_copy(BIN))
+
+
+def make_hosts(exe, shared_spool):
+	base = Path(tempfile.mkdtemp(prefix="pop3d-hosts-"))
+	base.chmod(0o755)
+	try:
+		return Hosts(base, exe, shared_spool)
+	except BaseException:
+		shutil.rmtree(base, ignore_errors=True)
+		raise
+
+
+@pytest.fixture
+def shards(exe):
+	need(shutil.which("nginx") and
+	    Path("/usr/lib/nginx/modules/ngx_mail_module.so").exists(),
+	    "nginx with its mail module (nginx-light, libnginx-mod-mail)")
+	h = make_hosts(exe, shared_spool=False)
+	try:
+		h.msgs = {"alice": [msg("alice", i) for i in range(3)],
+		    "bob": [msg("bob", i) for i in range(2)]}
+		h.write_mbox(1, "alice", h.msgs["alice"])
+		h.write_mbox(2, "bob", h.msgs["bob"])
+		h.backend(1)
+		h.backend(2)
+		n = h.base / "nginx"
+		n.mkdir()
+		h.start("p", ["nginx", "-c", str(REPO / "deploy/nginx-pop3.conf"),
+		    "-e", str(n / "error.log"), "-g", "daemon off; pid %s; "
+		    "error_log %s info;" % (n / "nginx.pid", n / "error.log")],
+		    110, FRONT)
+		yield h
+	finally:
+		h.close()
+		shutil.rmtree(h.base, ignore_errors=True)
+
+
+def login_lines(lines):
+	return [ln for ln in lines if "login: user" in ln]
+
+
+def test_nginx_routes_each_user_to_its_shard(shards):
+	"""poplib through nginx: alice's mail from backend 1, bob's from
+	backend 2, byte-exact; DELE and QUIT change only that shard's
+	mailbox; each backend's syslog names the client's address, with the
+	proxy's, and sees only its own user."""
+	h = shards
+	a = h.poplib("alice", dele=2)
+	assert a["welcome"].startswith("+OK")
+	want = h.msgs["alice"]
+	assert a["stat"] == [len(want), sum(len(m.replace(b"\n", b"\r\n"))
+	    for m in want)]
+	assert a["list"] == ["%d %d" % (i + 1, len(m.replace(b"\n", b"\r\n")))
+	    for i, m in enumerate(want)]
+	assert [bytes.fromhex(x) for x in a["retr"]] == want
+	assert a["dele"].startswith("+OK") and a["quit"].startswith("+OK")
+	assert (h.spool[1] / "alice").read_bytes() == mbox(
+	    [want[0], want[2]], [FROMS[0], FROMS[2]])
+	b = h.poplib("bob")
+	assert [bytes.fromhex(x) for x in b["retr"]] == h.msgs["bob"]
+	assert not (h.spool[2] / "alice").exists()
+	assert not (h.spool[1] / "bob").exists()
+	l1, l2 = login_lines(h.syslog(1)), login_lines(h.syslog(2))
+	assert len(l1) == 1 and "user alice uid 2001" in l1[0], l1
+	assert len(l2) == 1 and "user bob uid 2002" in l2[0], l2
+	assert "from %s via proxy %s" % (CLIENT, BACK[1][0]) in l1[0], l1
+	assert "from %s via proxy %s" % (CLIENT, BACK[2][0]) in l2[0], l2
+
+
+def test_curl_through_nginx(shards):
+	"""curl (libcurl's POP3) through nginx: LIST, RETR of each message
+	(CRLF, as sent), DELE; bob's shard changes."""
+	h = shards
+	url = "pop3://%s/" % FRONT
+	auth = "bob:" + USERS["bob"][0]
+	r = h.client("curl", "-sS", "--max-time", "30", "-u", auth, url)
+	assert r.returncode == 0, r.stderr
+	want = h.msgs["bob"]
+	assert r.stdout.decode().splitlines() == ["%d %d" % (i + 1, len(
+	    m.replace(b"\n", b"\r\n"))) for i, m in enumerate(want)]
+	for i, m in enumerate(want):
+		r = h.client("curl", "-sS", "--max-time", "30", "-u", auth,
+		    url + str(i + 1))
+		assert r.returncode == 0, r.stderr
+		assert r.stdout == m.replace(b"\n", b"\r\n"), i
+	r = h.client("curl", "-sS", "--max-time", "30", "-u", auth, "-X",
+	    "DELE 1", "-I", url)
+	assert r.returncode == 0, r.stderr
+	assert (h.spool[2] / "bob").read_bytes() == mbox(want[1:], FROMS[1:2])
+	lines = login_lines(h.syslog(2))
+	assert len(lines) == len(want) + 2, lines
+	assert all("from %s via proxy %s" % (CLIENT, BACK[2][0]) in ln
+	    for ln in lines), lines
+
+
+def test_wrong_password_through_nginx(shards):
+	"""The backend checks the password: nginx relays its refusal, and the
+	backend logs the client's address."""
+	h = shards
+	r = h.client("curl", "-sS", "--max-time", "30", "-u", "alice:wrong",
+	    "pop3://%s/" % FRONT)
+	assert r.returncode != 0
+	got = h.syslog(1)
+	assert any("login failed: user alice from %s via proxy %s" % (CLIENT,
+	    BACK[1][0]) in ln for ln in got), got
+	assert (h.spool[1] / "alice").read_bytes() == mbox(h.msgs["alice"],
+	    FROMS[:3])
+
+
+def test_proxy_header_from_an_untrusted_peer_is_a_command(shards):
+	"""A PROXY line from an address --proxy-from does not list (the proxy
+	host's second address) is an unknown command after the greeting; the
+	session then goes on, logged with the real peer."""
+	h = shards
+	py = h.base / "raw.py"
+	py.write_text(
+	    "import socket\n"
+	    "s = socket.create_connection(('%s', 110), 10, ('%s', 0))\n"
+	    "s.sendall(b'PROXY TCP4 198.51.100.7 %s 1234 110\\r\\n"
+	    "USER alice\\r\\nPASS %s\\r\\nSTAT\\r\\nQUIT\\r\\n')\n"
+	    "out = b''\n"
+	    "while True:\n"
+	    "    c = s.recv(4096)\n"
+	    "    if not c: break\n"
+	    "    out += c\n"
+	    "print(out.decode())\n" % (BACK[1][1], UNTRUSTED, BACK[1][1],
+	    USERS["alice"][0]))
+	r = h.client("/usr/bin/python3", str(py), role="p")
+	assert r.returncode == 0, r.stderr
+	lines = r.stdout.decode().splitlines()
+	assert lines[0].startswith("+OK") and lines[1].startswith("-ERR"), lines
+	assert [ln[:3] for ln in lines[2:6]] == ["+OK"] * 4, lines
+	got = login_lines(h.syslog(1))
+	assert len(got) == 1 and got[0].endswith("from " + UNTRUSTED), got
+	assert "198.51.100.7" not in "".join(h.syslog(1))
+
+
+@pytest.fixture
+def shared(exe):
+	need(shutil.which("haproxy"), "haproxy (tests/packages.txt)")
+	h = make_hosts(exe, shared_spool=True)
+	try:
+		h.msgs = {"alice": [msg("alice", i) for i in range(4)]}
+		h.write_mbox(1, "alice", h.msgs["alice"])
+		h.backend(1)
+		h.backend(2)
+		h.start("p", ["haproxy", "-db", "-f",
+		    str(REPO / "deploy/haproxy-pop3.cfg")], 110, FRONT)
+		yield h
+	finally:
+		h.close()
+		shutil.rmtree(h.base, ignore_errors=True)
+
+
+def test_haproxy_balances_over_a_shared_spool(shared):
+	"""poplib through HAProxy (send-proxy-v2, round robin): two sessions
+	in turn reach the two backends, each byte-exact against what the test
+	wrote, each logged with the client's address; the DELE of the first
+	is seen by the second."""
+	h = shared
+	want = h.msgs["alice"]
+	a = h.poplib("alice", dele=1)
+	assert [bytes.fromhex(x) for x in a["retr"]] == want
+	b = h.poplib("alice")
+	assert [bytes.fromhex(x) for x in b["retr"]] == want[1:]
+	assert (h.spool[1] / "alice").read_bytes() == mbox(want[1:], FROMS[1:4])
+	l1, l2 = login_lines(h.syslog(1)), login_lines(h.syslog(2))
+	assert len(l1) == 1 and len(l2) == 1, (l1, l2)
+	assert "from %s via proxy %s" % (CLIENT, BACK[1][0]) in l1[0], l1
+	assert "from %s via proxy %s" % (CLIENT, BACK[2][0]) in l2[0], l2
+
+
+def test_second_session_through_the_other_front_end_is_in_use(shared):
+	"""While alice's session through HAProxy holds her mailbox on one
+	backend, the next one (round robin: the other backend, the same
+	spool) gets -ERR [IN-USE]; nothing changes."""
+	h = shared
+	py = h.base / "two.py"
+	py.write_text(
+	    "import poplib, sys\n"
+	    "a = poplib.POP3('%s', 110, timeout=30)\n"
+	    "a.user('alice'); a.pass_(sys.argv[1]); a.stat()\n"
+	    "b = poplib.POP3('%s', 110, timeout=30)\n"
+	    "b.user('alice')\n"
+	    "try:\n"
+	    "    b.pass_(sys.argv[1]); print('second: ok')\n"
+	    "except poplib.error_proto as e:\n"
+	    "    print('second:', e.args[0].decode())\n"
+	    "print('first:', a.quit().decode())\n" % (FRONT, FRONT))
+	before = (h.spool[1] / "alice").read_bytes()
+	r = h.client("/usr/bin/python3", str(py), USERS["alice"][0])
+	assert r.returncode == 0, r.stderr.decode()
+	out = r.stdout.decode()
+	assert re.search(r"^second: -ERR \[IN-USE\]", out, re.M), out
+	assert re.search(r"^first: \+OK", out, re.M), out
+	assert (h.spool[1] / "alice").read_bytes() == before
+	assert len(login_lines(h.syslog(1))) == 1
+	assert len(login_lines(h.syslog(2))) == 1
