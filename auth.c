@@ -143,7 +143,6 @@ struct auth_pwent {
 static struct pop_conn	 conn;		/* one per process, 66 KB: static */
 static char		 auth_peer[128] = "unknown";
 static int		 auth_peer_known;	/* auth_peer is an address */
-static char		 auth_rhost[128];	/* PAM_RHOST: the client */
 static int		 auth_proxied;		/* a PROXY header is due */
 static volatile sig_atomic_t auth_child;	/* the child signals go to */
 static volatile sig_atomic_t auth_sig;		/* last one forwarded */
@@ -404,7 +403,6 @@ auth_peer_init(int fd)
 	for (i = 0; i < sizeof(auth_peer) - 1 && s[i] != '\0'; i++)
 		auth_peer[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
 	auth_peer[i] = '\0';
-	(void)snprintf(auth_rhost, sizeof(auth_rhost), "%s", auth_peer);
 }
 
 /*
@@ -422,8 +420,8 @@ auth_proxy_child(int sp)
 	if (proxy_read(&conn, &pa, auth_peer) == -1)
 		_exit(POP3_EX_CLOSED);
 	if (sp == -1) {
-		if (proxy_peer(&pa, sizeof(pa), auth_peer, sizeof(auth_peer),
-		    auth_rhost, sizeof(auth_rhost)) == -1)
+		if (proxy_peer(&pa, sizeof(pa), auth_peer,
+		    sizeof(auth_peer)) == -1)
 			fatalx("PROXY address");
 	} else if (send(sp, &pa, sizeof(pa), MSG_NOSIGNAL) != sizeof(pa))
 		fatal("send to monitor");
@@ -438,7 +436,7 @@ auth_proxy_monitor(int sp)
 
 	n = auth_recv(sp, &pa, sizeof(pa), POP3_SESSION_MAX * 1000);
 	if (n == 0 || (n > 0 && proxy_peer(&pa, (size_t)n, auth_peer,
-	    sizeof(auth_peer), auth_rhost, sizeof(auth_rhost)) == 0))
+	    sizeof(auth_peer)) == 0))
 		return 0;
 	pop_log(LOG_ERR, "pre-login process sent a bad PROXY address; "
 	    "killing it");
@@ -653,7 +651,7 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 	if ((rv = pam_set_item(h, PAM_FAIL_DELAY,
 	    (const void *)(uintptr_t)auth_pam_delay)) != PAM_SUCCESS ||
 	    (auth_peer_known &&
-	    (rv = pam_set_item(h, PAM_RHOST, auth_rhost)) != PAM_SUCCESS)) {
+	    (rv = pam_set_item(h, PAM_RHOST, auth_peer)) != PAM_SUCCESS)) {
 		pop_log(LOG_ERR, "pam_set_item: %s", pam_strerror(h, rv));
 		verdict = AUTH_ERROR;
 		goto fail;

@@ -265,11 +265,10 @@ int	proxy_trusted(const void *, size_t);
  * in c->ibuf.  0 with *pa set, or -1 after a log line naming peer. */
 int	proxy_read(struct pop_conn *, struct proxy_addr *, const char *);
 /* The monitor's check of what the pre-login process sent (n octets):
- * -1 if it is not a struct proxy_addr it could have made, else 0, and for
- * a client address: log names "CLIENT via proxy PEER" (peer: log's old
- * value, the proxy), rhost "CLIENT" (PAM_RHOST). */
-int	proxy_peer(const struct proxy_addr *, size_t, char *, size_t, char *,
-	    size_t);
+ * -1 if it is not a struct proxy_addr it could have made, else 0 after a
+ * log line naming the proxy (peer) and the client, which then replaces
+ * the proxy in peer[size]. */
+int	proxy_peer(const struct proxy_addr *, size_t, char *, size_t);
 
 /*
  * auth.c: everything that runs as root, and credential checks.

@@ -21,8 +21,10 @@
  *   input (the pre-login process hands it on as it does pipelined input).
  * - A malformed, truncated or late header is logged, naming the peer and
  *   why, and the connection is closed without a greeting.
- * - v1 UNKNOWN and v2 LOCAL, UNSPEC and UNIX name no client: the peer's own
- *   address is kept.
+ * - The client's address becomes the peer's everywhere (log lines,
+ *   PAM_RHOST); one line "PROXY header from PROXY: client CLIENT" ties the
+ *   two.  v1 UNKNOWN and v2 LOCAL, UNSPEC and UNIX name no client: the
+ *   peer's own address is kept.
  * Only read(2) and poll(2) on the client (and clock_gettime) are needed.
  */
 
@@ -388,24 +390,26 @@ proxy_read(struct pop_conn *c, struct proxy_addr *pa, const char *peer)
  * The monitor's side.
  */
 int
-proxy_peer(const struct proxy_addr *pa, size_t n, char *log, size_t logsize,
-    char *rhost, size_t rhsize)
+proxy_peer(const struct proxy_addr *pa, size_t n, char *peer, size_t size)
 {
 	static const uint8_t zero[12];
-	char	 client[INET6_ADDRSTRLEN], proxy[128];
+	char	 client[INET6_ADDRSTRLEN];
 
 	if (n != sizeof(*pa))
 		return -1;
-	if (pa->family == 0)
-		return memcmp(pa->addr, zero, sizeof(zero)) == 0 &&
-		    memcmp(pa->addr + 12, zero, 4) == 0 ? 0 : -1;
+	if (pa->family == 0) {
+		if (memcmp(pa->addr, zero, sizeof(zero)) != 0 ||
+		    memcmp(pa->addr + 12, zero, 4) != 0)
+			return -1;
+		pop_log(LOG_INFO, "PROXY header from %s names no client", peer);
+		return 0;
+	}
 	if ((pa->family != 4 && pa->family != 6) || (pa->family == 4 &&
 	    memcmp(pa->addr + 4, zero, sizeof(zero)) != 0) ||
 	    inet_ntop(pa->family == 4 ? AF_INET : AF_INET6, pa->addr, client,
 	    sizeof(client)) == NULL)
 		return -1;
-	(void)snprintf(proxy, sizeof(proxy), "%s", log);
-	(void)snprintf(log, logsize, "%s via proxy %s", client, proxy);
-	(void)snprintf(rhost, rhsize, "%s", client);
+	pop_log(LOG_INFO, "PROXY header from %s: client %s", peer, client);
+	(void)snprintf(peer, size, "%s", client);
 	return 0;
 }

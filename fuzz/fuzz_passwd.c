@@ -100,15 +100,12 @@ proxy_read(struct pop_conn *c, struct proxy_addr *pa, const char *peer)
 }
 
 int
-proxy_peer(const struct proxy_addr *pa, size_t n, char *log, size_t logsize,
-    char *rhost, size_t rhsize)
+proxy_peer(const struct proxy_addr *pa, size_t n, char *peer, size_t size)
 {
 	(void)pa;
 	(void)n;
-	(void)log;
-	(void)logsize;
-	(void)rhost;
-	(void)rhsize;
+	(void)peer;
+	(void)size;
 	abort();
 }
 

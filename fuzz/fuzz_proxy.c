@@ -172,11 +172,11 @@ fz_ref_v2(const uint8_t *d, size_t n, struct fz_ref *r)
 static void
 fz_monitor(const struct proxy_addr *pa, const struct fz_ref *r)
 {
-	char	 log[128] = "192.0.2.1", rhost[128] = "192.0.2.1";
+	char	 rhost[128] = "192.0.2.1";
 	char	 want[INET6_ADDRSTRLEN];
 
-	FZ_CHECK(proxy_peer(pa, sizeof(*pa), log, sizeof(log), rhost,
-	    sizeof(rhost)) == 0, "the monitor refused the reader's address");
+	FZ_CHECK(proxy_peer(pa, sizeof(*pa), rhost, sizeof(rhost)) == 0,
+	    "the monitor refused the reader's address");
 	if (r->family == 0) {
 		FZ_CHECK(strcmp(rhost, "192.0.2.1") == 0, "rhost changed");
 		return;
@@ -190,14 +190,13 @@ static void
 fz_raw_monitor(const uint8_t *d, size_t n)
 {
 	struct proxy_addr pa;
-	char	 log[128] = "p", rhost[128] = "p";
+	char	 rhost[128] = "p";
 	uint8_t	 a[16];
 
 	if (n < sizeof(pa))
 		return;
 	memcpy(&pa, d, sizeof(pa));
-	if (proxy_peer(&pa, sizeof(pa), log, sizeof(log), rhost,
-	    sizeof(rhost)) == -1)
+	if (proxy_peer(&pa, sizeof(pa), rhost, sizeof(rhost)) == -1)
 		return;
 	/* Only what the reader can make: family 0 (all zero), 4 (zero
 	 * after the 4 octets) or 6. */

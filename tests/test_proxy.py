@@ -11,6 +11,7 @@ ordinary user (one process, the password file).
 """
 
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -150,18 +151,23 @@ def refused(d, data):
 	assert "PROXY header from 127.0.0.1 refused" in d.stderr(), d.stderr()
 
 
-def assert_client(m, d, client):
+def login_lines(log):
+	return re.findall(r"login: user alice uid \d+ mech \w+ from (\S+)$", log,
+	    re.M)
+
+
+def assert_client(m, d, client, proxy="127.0.0.1"):
 	log = d.stderr()
-	assert "login: user alice uid" in log, log
-	assert ("from %s via proxy 127.0.0.1" % client) in log, log
+	assert login_lines(log) == [client], log
+	assert ("PROXY header from %s: client %s\n" % (proxy, client)) in log, log
 	if m.name == "root":
 		assert m.rhosts() == [client], m.env.pam_events()
 
 
 def assert_no_client(m, d):
 	log = d.stderr()
-	assert "login: user alice uid" in log and "via proxy" not in log, log
-	assert " from 127.0.0.1" in log, log
+	assert login_lines(log) == ["127.0.0.1"], log
+	assert ": client " not in log, log
 	if m.name == "root":
 		assert m.rhosts() == ["127.0.0.1"], m.env.pam_events()
 
@@ -239,7 +245,7 @@ def test_ipv4_client_of_an_ipv6_socket_is_trusted(user, pop3d_bin):
 	e.cleanup += [d.kill, errf.close]
 	g, r, out, rc = session(user, d, v1())
 	assert g is not None and g.ok and rc == 0, out
-	assert "from %s via proxy ::ffff:127.0.0.1" % CLIENT4 in d.stderr()
+	assert_client(user, d, CLIENT4, "::ffff:127.0.0.1")
 
 
 # ---------------------------------------------------------------- after it

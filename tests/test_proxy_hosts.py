@@ -32,6 +32,7 @@ import pytest
 
 from conftest import REPO, need, shared_copy
 from test_deploy import BIN, mbox, xinetd_conf
+from test_fail2ban import FILTER, matched_ips
 
 USERS = {"alice": ("Shard-one pw", 2001), "bob": ("Shard-two pw", 2002)}
 CLIENT, FRONT = "192.0.2.2", "192.0.2.1"
@@ -282,6 +283,16 @@ def login_lines(lines):
 	return [ln for ln in lines if "login: user" in ln]
 
 
+def proxied(lines, proxy, client=CLIENT):
+	"""The login lines name the client, and the line of each PROXY header
+	names both."""
+	heads = [ln for ln in lines if "PROXY header" in ln]
+	logins = login_lines(lines)
+	return logins and all(ln.endswith(" from " + client) for ln in logins) \
+	    and heads and all(ln.endswith("PROXY header from %s: client %s" %
+	    (proxy, client)) for ln in heads)
+
+
 def test_nginx_routes_each_user_to_its_shard(shards):
 	"""poplib through nginx: alice's mail from backend 1, bob's from
 	backend 2, byte-exact; DELE and QUIT change only that shard's
@@ -303,11 +314,11 @@ def test_nginx_routes_each_user_to_its_shard(shards):
 	assert [bytes.fromhex(x) for x in b["retr"]] == h.msgs["bob"]
 	assert not (h.spool[2] / "alice").exists()
 	assert not (h.spool[1] / "bob").exists()
-	l1, l2 = login_lines(h.syslog(1)), login_lines(h.syslog(2))
+	s1, s2 = h.syslog(1), h.syslog(2)
+	l1, l2 = login_lines(s1), login_lines(s2)
 	assert len(l1) == 1 and "user alice uid 2001" in l1[0], l1
 	assert len(l2) == 1 and "user bob uid 2002" in l2[0], l2
-	assert "from %s via proxy %s" % (CLIENT, BACK[1][0]) in l1[0], l1
-	assert "from %s via proxy %s" % (CLIENT, BACK[2][0]) in l2[0], l2
+	assert proxied(s1, BACK[1][0]) and proxied(s2, BACK[2][0]), (s1, s2)
 
 
 def test_curl_through_nginx(shards):
@@ -330,22 +341,42 @@ def test_curl_through_nginx(shards):
 	    "DELE 1", "-I", url)
 	assert r.returncode == 0, r.stderr
 	assert (h.spool[2] / "bob").read_bytes() == mbox(want[1:], FROMS[1:2])
-	lines = login_lines(h.syslog(2))
-	assert len(lines) == len(want) + 2, lines
-	assert all("from %s via proxy %s" % (CLIENT, BACK[2][0]) in ln
-	    for ln in lines), lines
+	got = h.syslog(2)
+	assert len(login_lines(got)) == len(want) + 2, got
+	assert proxied(got, BACK[2][0]), got
+
+
+def fail2ban_ips(h, lines):
+	"""The addresses the shipped fail2ban filter finds in syslog lines
+	(written as rsyslog writes them)."""
+	need(shutil.which("fail2ban-regex") and os.path.isdir("/etc/fail2ban"),
+	    "fail2ban (tests/packages.txt)")
+	conf = h.base / "fail2ban"
+	shutil.copytree("/etc/fail2ban", conf)
+	shutil.copy(FILTER, conf / "filter.d/pop3d.conf")
+	out = []
+	for d in lines:
+		m = re.match(r"<\d+>(\w{3} [ \d]\d \d\d:\d\d:\d\d) (.*)$", d,
+		    re.S)
+		assert m, d
+		out.append("%s backend %s" % (m.group(1), m.group(2).rstrip()))
+	return matched_ips(conf, h.base, out)
 
 
 def test_wrong_password_through_nginx(shards):
 	"""The backend checks the password: nginx relays its refusal, and the
-	backend logs the client's address."""
+	backend logs the client's address, which the shipped fail2ban filter
+	finds (not the proxy's)."""
 	h = shards
 	r = h.client("curl", "-sS", "--max-time", "30", "-u", "alice:wrong",
 	    "pop3://%s/" % FRONT)
 	assert r.returncode != 0
 	got = h.syslog(1)
-	assert any("login failed: user alice from %s via proxy %s" % (CLIENT,
-	    BACK[1][0]) in ln for ln in got), got
+	assert fail2ban_ips(h, got) == [CLIENT], got
+	assert any(ln.endswith("login failed: user alice from %s: wrong "
+	    "password" % CLIENT) for ln in got), got
+	assert any(ln.endswith("PROXY header from %s: client %s" % (BACK[1][0],
+	    CLIENT)) for ln in got), got
 	assert (h.spool[1] / "alice").read_bytes() == mbox(h.msgs["alice"],
 	    FROMS[:3])
 
@@ -373,9 +404,11 @@ def test_proxy_header_from_an_untrusted_peer_is_a_command(shards):
 	lines = r.stdout.decode().splitlines()
 	assert lines[0].startswith("+OK") and lines[1].startswith("-ERR"), lines
 	assert [ln[:3] for ln in lines[2:6]] == ["+OK"] * 4, lines
-	got = login_lines(h.syslog(1))
+	log = h.syslog(1)
+	got = login_lines(log)
 	assert len(got) == 1 and got[0].endswith("from " + UNTRUSTED), got
-	assert "198.51.100.7" not in "".join(h.syslog(1))
+	assert "198.51.100.7" not in "".join(log) and \
+	    not any("PROXY header" in ln for ln in log), log
 
 
 @pytest.fixture
@@ -407,10 +440,9 @@ def test_haproxy_balances_over_a_shared_spool(shared):
 	b = h.poplib("alice")
 	assert [bytes.fromhex(x) for x in b["retr"]] == want[1:]
 	assert (h.spool[1] / "alice").read_bytes() == mbox(want[1:], FROMS[1:4])
-	l1, l2 = login_lines(h.syslog(1)), login_lines(h.syslog(2))
-	assert len(l1) == 1 and len(l2) == 1, (l1, l2)
-	assert "from %s via proxy %s" % (CLIENT, BACK[1][0]) in l1[0], l1
-	assert "from %s via proxy %s" % (CLIENT, BACK[2][0]) in l2[0], l2
+	s1, s2 = h.syslog(1), h.syslog(2)
+	assert len(login_lines(s1)) == 1 and len(login_lines(s2)) == 1, (s1, s2)
+	assert proxied(s1, BACK[1][0]) and proxied(s2, BACK[2][0]), (s1, s2)
 
 
 def test_second_session_through_the_other_front_end_is_in_use(shared):
