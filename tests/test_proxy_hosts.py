@@ -12,9 +12,11 @@ The proxy runs the shipped deploy/nginx-pop3.conf or deploy/haproxy-pop3.cfg
 as they are (only nginx's pid and error log moved); each backend runs
 xinetd with the shipped xinetd.d/pop3 (port 110, bound to its address,
 pop3d's arguments set, --proxy-from naming the proxy), in a mount
-namespace whose /dev/log is a socket of the test: its syslog.  Clients
-(poplib, curl) run in the client namespace.  Expected mail is what the
-test wrote.
+namespace whose /dev/log is a socket of the test: its syslog.  Backends
+check passwords with a password file, or (one test) with PAM: the cwrap
+stack of test_auth_root.py, given to pop3d by xinetd's env attribute,
+whose module logs PAM_RHOST.  Clients (poplib, curl) run in the client
+namespace.  Expected mail is what the test wrote.
 """
 
 import json
@@ -32,6 +34,7 @@ import pytest
 
 from conftest import REPO, need, shared_copy
 from test_deploy import BIN, mbox, xinetd_conf
+from test_auth_root import MSGS, PW, RootEnv, tools	# noqa: F401
 from test_fail2ban import FILTER, matched_ips
 
 USERS = {"alice": ("Shard-one pw", 2001), "bob": ("Shard-two pw", 2002)}
@@ -151,8 +154,10 @@ class Hosts:
 		    "src", "%s:%d" % (addr, port), check=False, text=True)
 		return r.stdout.strip() != ""
 
-	def backend(self, i, extra=()):
-		"""xinetd with the shipped xinetd.d/pop3 on backend i."""
+	def backend(self, i, extra=(), auth=None, env=None):
+		"""xinetd with the shipped xinetd.d/pop3 on backend i; auth:
+		pop3d's options for another spool and login check; env: pop3d's
+		environment (xinetd's env attribute)."""
 		d = self.base / ("b%d" % i)
 		d.mkdir()
 		d.chmod(0o755)
@@ -161,9 +166,9 @@ class Hosts:
 		s.bind(str(sock))
 		sock.chmod(0o666)
 		self.logs[i] = s
-		args = ["--spool=" + str(self.spool[i]), "--auth=passwd:" +
-		    str(self.passwd), "--prelogin-user=nobody", "--min-uid=1000",
-		    "--proxy-from=" + BACK[i][0]] + list(extra)
+		args = (auth or ["--spool=" + str(self.spool[i]), "--auth=passwd:" +
+		    str(self.passwd), "--prelogin-user=nobody"]) + [
+		    "--min-uid=1000", "--proxy-from=" + BACK[i][0]] + list(extra)
 
 		class Site:
 			def server(_):
@@ -172,6 +177,9 @@ class Hosts:
 		    d / "xinetd-service.log")
 		conf = conf.replace("bind\t= 127.0.0.1", "bind\t= " + BACK[i][1])
 		assert "bind\t= " + BACK[i][1] in conf
+		if env:
+			conf = conf.replace("\tbind\t=", "\tenv\t= %s\n\tbind\t=" %
+			    " ".join("%s=%s" % kv for kv in env.items()), 1)
 		(d / "xinetd.conf").write_text(conf)
 		self.start("b%d" % i, ["xinetd", "-dontfork", "-f",
 		    str(d / "xinetd.conf"), "-pidfile", str(d / "xinetd.pid"),
@@ -193,11 +201,11 @@ class Hosts:
 		return run("ip", "netns", "exec", self.ns[role], *argv,
 		    check=False)
 
-	def poplib(self, user, dele="-"):
+	def poplib(self, user, dele="-", pw=None):
 		py = self.base / "client.py"
 		py.write_text(CLIENT_PY)
 		r = self.client("/usr/bin/python3", str(py), FRONT, user,
-		    USERS[user][0], str(dele))
+		    pw or USERS[user][0], str(dele))
 		assert r.returncode == 0, r.stderr.decode() + self.report()
 		return json.loads(r.stdout)
 
@@ -254,11 +262,24 @@ def make_hosts(exe, shared_spool):
 		raise
 
 
-@pytest.fixture
-def shards(exe):
+def start_nginx(h):
+	n = h.base / "nginx"
+	n.mkdir()
+	h.start("p", ["nginx", "-c", str(REPO / "deploy/nginx-pop3.conf"),
+	    "-e", str(n / "error.log"), "-g", "daemon off; pid %s; "
+	    "error_log %s info;" % (n / "nginx.pid", n / "error.log")],
+	    110, FRONT)
+
+
+def need_nginx():
 	need(shutil.which("nginx") and
 	    Path("/usr/lib/nginx/modules/ngx_mail_module.so").exists(),
 	    "nginx with its mail module (nginx-light, libnginx-mod-mail)")
+
+
+@pytest.fixture
+def shards(exe):
+	need_nginx()
 	h = make_hosts(exe, shared_spool=False)
 	try:
 		h.msgs = {"alice": [msg("alice", i) for i in range(3)],
@@ -267,12 +288,29 @@ def shards(exe):
 		h.write_mbox(2, "bob", h.msgs["bob"])
 		h.backend(1)
 		h.backend(2)
-		n = h.base / "nginx"
-		n.mkdir()
-		h.start("p", ["nginx", "-c", str(REPO / "deploy/nginx-pop3.conf"),
-		    "-e", str(n / "error.log"), "-g", "daemon off; pid %s; "
-		    "error_log %s info;" % (n / "nginx.pid", n / "error.log")],
-		    110, FRONT)
+		start_nginx(h)
+		yield h
+	finally:
+		h.close()
+		shutil.rmtree(h.base, ignore_errors=True)
+
+
+@pytest.fixture
+def pam_shard(exe, tools):
+	"""Backend 1 logs in with PAM: test_auth_root.py's stack (cwrap's
+	pam_wrapper and nss_wrapper, its module that logs PAM_RHOST), through
+	xinetd's env attribute."""
+	need_nginx()
+	h = make_hosts(exe, shared_spool=False)
+	try:
+		d = h.base / "pam"
+		d.mkdir()
+		h.pam = RootEnv(str(exe), d, tools)
+		env = h.pam.env()
+		env["LD_PRELOAD"] = env["LD_PRELOAD"].replace(" ", ":")
+		h.backend(1, auth=["--spool=" + str(h.pam.spool),
+		    "--prelogin-user=pop3d"], env=env)
+		start_nginx(h)
 		yield h
 	finally:
 		h.close()
@@ -471,3 +509,18 @@ def test_second_session_through_the_other_front_end_is_in_use(shared):
 	assert (h.spool[1] / "alice").read_bytes() == before
 	assert len(login_lines(h.syslog(1))) == 1
 	assert len(login_lines(h.syslog(2))) == 1
+
+
+def test_pam_rhost_is_the_clients_namespace_address(pam_shard):
+	"""Through nginx to a backend that logs in with PAM: every PAM call of
+	the session saw PAM_RHOST = the client's namespace address (the
+	module's log, whole), not the proxy's; the mail is what the test
+	wrote."""
+	h = pam_shard
+	a = h.poplib("alice", pw=PW)
+	assert [bytes.fromhex(x) for x in a["retr"]] == MSGS
+	ev = h.pam.pamlog.read_text().splitlines()
+	assert [e.split()[0] for e in ev] == ["auth", "acct",
+	    "setcred-establish", "open", "close", "setcred-delete", "end"], ev
+	assert {e.split(" rhost=", 1)[1] for e in ev} == {CLIENT}, ev
+	assert proxied(h.syslog(1), BACK[1][0]), h.syslog(1)
