@@ -30,10 +30,8 @@
  *   auth_mailbox
  *   auth_passwd_root, pw_check,   the password file, in the password child
  *   pw_getline, pw_parse
- *   auth_sandbox                  the pre-login child's drop (until its
- *                                 setresuid)
- *   auth_become                   the user's process's drop (until its
- *                                 setresuid)
+ *   auth_sandbox, auth_become,    each child's preparation and drop
+ *   auth_drop                     (until auth_drop's setresuid)
  *   auth_user_syntax, auth_user_valid, auth_log_fail, auth_peer_init
  *                                 names, log lines, the client's address
  *   auth_proxy_monitor            the client's address from the pre-login
@@ -174,6 +172,7 @@ static void	auth_pam_delay(int, unsigned int, void *);
 static void	auth_pam_close(pam_handle_t *);
 static int	auth_user_ids(struct pop_user *, int, uid_t, gid_t);
 static void	auth_emptydir(char *, size_t, int *);
+static void	auth_drop(uid_t, gid_t, int, const gid_t *);
 static void	auth_sandbox(const char *, uid_t, gid_t);
 static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
 		    __attribute__((noreturn));
@@ -949,6 +948,34 @@ fallback:
 }
 
 /*
+ * Becomes uid and gid for good, with the ng (0 or 1) supplementary groups
+ * in groups, and no new privileges; checks that all of it holds and that
+ * root cannot be regained (fatal otherwise).  Both children's drops.
+ */
+static void
+auth_drop(uid_t uid, gid_t gid, int ng, const gid_t *groups)
+{
+	uid_t		 ru, eu, su;
+	gid_t		 rg, eg, sg, g[2];
+
+	if (setgroups((size_t)ng, groups) == -1)
+		fatal("setgroups");
+	if (setresgid(gid, gid, gid) == -1)
+		fatal("setresgid %lu", (unsigned long)gid);
+	if (setresuid(uid, uid, uid) == -1)
+		fatal("setresuid %lu", (unsigned long)uid);
+	if (setuid(0) != -1 || setgid(0) != -1)
+		fatalx("could regain root after the drop");
+	if (getresuid(&ru, &eu, &su) == -1 || getresgid(&rg, &eg, &sg) == -1 ||
+	    ru != uid || eu != uid || su != uid || rg != gid || eg != gid ||
+	    sg != gid || getgroups(2, g) != ng ||
+	    (ng == 1 && g[0] != groups[0]))
+		fatalx("privilege drop did not hold");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+/*
  * The pre-login child's cell: empty chroot, the unprivileged user, no
  * groups, no new privileges, no new files, processes or descriptors.
  */
@@ -956,26 +983,12 @@ static void
 auth_sandbox(const char *root, uid_t uid, gid_t gid)
 {
 	struct rlimit	 zero = { 0, 0 }, three = { 3, 3 };
-	uid_t		 ru, eu, su;
-	gid_t		 rg, eg, sg;
 
 	if (chroot(root) == -1)
 		fatal("chroot %s", root);
 	if (chdir("/") == -1)
 		fatal("chdir /");
-	if (setgroups(0, NULL) == -1)
-		fatal("setgroups");
-	if (setresgid(gid, gid, gid) == -1)
-		fatal("setresgid");
-	if (setresuid(uid, uid, uid) == -1)
-		fatal("setresuid");
-	if (setuid(0) != -1 || getresuid(&ru, &eu, &su) == -1 ||
-	    getresgid(&rg, &eg, &sg) == -1 || ru != uid || eu != uid ||
-	    su != uid || rg != gid || eg != gid || sg != gid ||
-	    getgroups(0, NULL) != 0)
-		fatalx("pre-login privilege drop did not hold");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+	auth_drop(uid, gid, 0, NULL);
 	/*
 	 * No new descriptor: 0, 1 and 2 are taken and 3 is the limit (poll(2)
 	 * needs nfds within it); the monitor socket and syslog's stay
@@ -1183,9 +1196,7 @@ auth_become(const struct pop_user *u, int in, int out)
 	struct stat	 st;
 	char		 dir[sizeof(u->mailbox)];
 	char		*slash;
-	gid_t		 mail = 0, g[2];
-	uid_t		 ru, eu, su;
-	gid_t		 rg, eg, sg;
+	gid_t		 mail = 0;
 	int		 ng = 0;
 
 	memcpy(dir, u->mailbox, sizeof(dir));
@@ -1204,21 +1215,7 @@ auth_become(const struct pop_user *u, int in, int out)
 	}
 	/* After the lookups (nothing they opened stays), as root (syslog). */
 	(void)auth_child_fds(in, out, -1);
-	if (setgroups((size_t)ng, &mail) == -1)
-		fatal("setgroups");
-	if (setresgid(u->gid, u->gid, u->gid) == -1)
-		fatal("setresgid %lu", (unsigned long)u->gid);
-	if (setresuid(u->uid, u->uid, u->uid) == -1)
-		fatal("setresuid %lu", (unsigned long)u->uid);
-	if (setuid(0) != -1 || setgid(0) != -1)
-		fatalx("could regain root after the drop");
-	if (getresuid(&ru, &eu, &su) == -1 || getresgid(&rg, &eg, &sg) == -1 ||
-	    ru != u->uid || eu != u->uid || su != u->uid || rg != u->gid ||
-	    eg != u->gid || sg != u->gid ||
-	    getgroups(2, g) != ng || (ng == 1 && g[0] != mail))
-		fatalx("privilege drop did not hold");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+	auth_drop(u->uid, u->gid, ng, &mail);
 }
 
 /*
