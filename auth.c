@@ -16,7 +16,12 @@
  *
  * Code that runs as root, for audit (every other line of pop3d runs as
  * the pre-login user or the mail's owner):
- *   auth_main, auth_root          the monitor and its loop
+ *   auth_main, auth_root,         the monitor: set-up, the pre-login
+ *   auth_signals,                 phase and its loop, the user's phase,
+ *   auth_prelogin_ids,            one cleanup
+ *   auth_client_move,
+ *   auth_monitor_prelogin,
+ *   auth_logins, auth_monitor_user
  *   auth_hygiene, auth_emptydir,  fds, umask, core limit, tzset, syslog;
  *   auth_closefrom,               the chroot directory; each child's fds
  *   auth_child_fds
@@ -31,7 +36,7 @@
  *   auth_passwd_root, pw_check,   the password file, in the password child
  *   pw_getline, pw_parse
  *   auth_sandbox, auth_become,    each child's preparation and drop
- *   auth_drop                     (until auth_drop's setresuid)
+ *   auth_drop, auth_user_process  (until auth_drop's setresuid)
  *   auth_user_syntax, auth_user_valid, auth_log_fail, auth_peer_init
  *                                 names, log lines, the client's address
  *   auth_proxy_monitor            the client's address from the pre-login
@@ -181,6 +186,15 @@ static int	auth_verify(const struct auth_rec *, struct pop_user *,
 		    pam_handle_t **);
 static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
 static void	auth_become(const struct pop_user *, int, int);
+struct auth_mon;
+static void	auth_signals(void);
+static int	auth_prelogin_ids(uid_t *, gid_t *);
+static void	auth_client_move(int *, int *);
+static int	auth_monitor_prelogin(struct auth_mon *, uid_t, gid_t);
+static int	auth_logins(struct auth_mon *, int);
+static int	auth_monitor_user(struct auth_mon *);
+static void	auth_user_process(struct auth_mon *)
+		    __attribute__((noreturn));
 static int	auth_wait(pid_t);
 static void	auth_forward(int);
 static void	auth_fwdset(sigset_t *);
@@ -1368,28 +1382,69 @@ auth_fork(int forward)
 }
 
 /*
+ * What the monitor holds across its phases: the client's private
+ * descriptors, the chroot of the pre-login child, and after a good login
+ * the record, the user and the open PAM handle.  One per process,
+ * static in auth_root().
+ */
+struct auth_mon {
+	struct auth_rec	 rec;
+	struct pop_user	 u;
+	pam_handle_t	*pamh;
+	char		 empty[64];
+	int		 tmp;		/* empty is ours to remove */
+	int		 in, out;	/* the client */
+};
+
+/* The monitor's phases end with an exit status, or with one of these. */
+#define AUTH_LOGGED_IN	(-1)	/* a good login: the user's process next */
+#define AUTH_SIGNALLED	(-2)	/* a signal before the session began */
+#define AUTH_CHILD_GONE	(-3)	/* the pre-login child ended by itself */
+
+/*
  * Root: the monitor.  Forks the pre-login child, checks its logins, and
- * on success forks the user's process and waits for it.
+ * on success forks the user's process and waits for it.  Every way out
+ * of the session passes the one cleanup at the end.
  */
 static int
 auth_root(void)
 {
-	static struct auth_rec rec;
-	struct sigaction sa;
-	struct pop_user	 u;
-	struct passwd	*pw;
-	struct timespec	 t;
-	pam_handle_t	*pamh = NULL;
-	char		 empty[64];
-	ssize_t		 n;
-	pid_t		 pid;
+	static struct auth_mon m;
 	uid_t		 pre_uid;
 	gid_t		 pre_gid;
-	int		 sp[2], in, out, null, tmp, fails = 0, r, status;
-	char		 v;
+	int		 status;
 
 	auth_hygiene();
-	/* Forwarded from the start; none left blocked by whoever ran us. */
+	auth_signals();
+	if (auth_prelogin_ids(&pre_uid, &pre_gid) == -1)
+		return POP3_EX_CONFIG;
+	auth_peer_init(0);
+	auth_emptydir(m.empty, sizeof(m.empty), &m.tmp);
+	auth_client_move(&m.in, &m.out);
+	status = auth_monitor_prelogin(&m, pre_uid, pre_gid);
+	if (m.tmp)
+		(void)rmdir(m.empty);
+	if (status == AUTH_LOGGED_IN)
+		status = auth_monitor_user(&m);
+	if (status == AUTH_SIGNALLED) {
+		pop_log(LOG_INFO, "signal %d before the session began",
+		    (int)auth_sig);
+		status = POP3_EX_CLOSED;
+	}
+	pop_wipe(&m.rec, sizeof(m.rec));
+	auth_pam_close(m.pamh);
+	return status;
+}
+
+/*
+ * SIGTERM, SIGHUP, SIGINT forwarded from the start, none left blocked by
+ * whoever ran us; SIGPIPE ignored.
+ */
+static void
+auth_signals(void)
+{
+	struct sigaction sa;
+
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = auth_forward;
 	if (sigemptyset(&sa.sa_mask) == -1 ||
@@ -1403,90 +1458,136 @@ auth_root(void)
 	auth_fwdset(&sa.sa_mask);
 	if (pthread_sigmask(SIG_UNBLOCK, &sa.sa_mask, NULL) != 0)
 		fatalx("pthread_sigmask");
+}
+
+/* The --prelogin-user's uid and gid; -1 (logged) if it is unusable. */
+static int
+auth_prelogin_ids(uid_t *uid, gid_t *gid)
+{
+	struct passwd	*pw;
+
 	if ((pw = getpwnam(opt.prelogin_user)) == NULL) {
 		pop_log(LOG_ERR, "pre-login user %s does not exist (create it: "
 		    "see pop3d(8))", opt.prelogin_user);
-		return POP3_EX_CONFIG;
+		return -1;
 	}
 	if (pw->pw_uid == 0 || pw->pw_gid == 0) {
 		pop_log(LOG_ERR, "pre-login user %s must not have uid or gid 0",
 		    opt.prelogin_user);
-		return POP3_EX_CONFIG;
+		return -1;
 	}
-	pre_uid = pw->pw_uid;
-	pre_gid = pw->pw_gid;
-	auth_peer_init(0);
-	auth_emptydir(empty, sizeof(empty), &tmp);
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
+}
 
-	/*
-	 * The client moves to private descriptors that only the children
-	 * use; 0, 1 (and 2 without -d) become /dev/null, so nothing that
-	 * runs here, PAM modules included, can talk to the client.
-	 */
-	if ((in = fcntl(0, F_DUPFD_CLOEXEC, 3)) == -1 ||
-	    (out = fcntl(1, F_DUPFD_CLOEXEC, 3)) == -1)
+/*
+ * The client moves to private descriptors (*in, *out) that only the
+ * children use; 0, 1 (and 2 without -d) become /dev/null, so nothing that
+ * runs here, PAM modules included, can talk to the client.
+ */
+static void
+auth_client_move(int *in, int *out)
+{
+	int	null;
+
+	if ((*in = fcntl(0, F_DUPFD_CLOEXEC, 3)) == -1 ||
+	    (*out = fcntl(1, F_DUPFD_CLOEXEC, 3)) == -1)
 		fatal("client descriptors");
 	if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) == -1)
 		fatal("/dev/null");
 	if (dup2(null, 0) == -1 || dup2(null, 1) == -1 ||
 	    (!opt.debug && dup2(null, 2) == -1) || close(null) == -1)
 		fatal("dup2 /dev/null");
+}
+
+/*
+ * The pre-login phase: forks the pre-login child, answers its logins, and
+ * reaps it.  AUTH_LOGGED_IN (m->rec, m->u and m->pamh hold the login),
+ * AUTH_SIGNALLED, or the session's exit status.
+ */
+static int
+auth_monitor_prelogin(struct auth_mon *m, uid_t uid, gid_t gid)
+{
+	pid_t		 pid;
+	int		 sp[2], r, status;
+	char		 v;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		fatal("socketpair");
 	if ((pid = auth_fork(1)) == -1 && errno != EINTR)
 		fatal("fork");
-	if (pid == -1) {
-		if (tmp)
-			(void)rmdir(empty);
-		goto ended;
-	}
+	if (pid == -1)
+		return AUTH_SIGNALLED;
 	if (pid == 0) {
 		(void)close(sp[0]);
-		auth_prelogin(sp[1], in, out, empty, pre_uid, pre_gid);
+		auth_prelogin(sp[1], m->in, m->out, m->empty, uid, gid);
 	}
 	if (close(sp[1]) == -1)
 		fatal("close");
-	if (auth_proxied && auth_proxy_monitor(sp[0]) == -1) {
+	if (auth_proxied && auth_proxy_monitor(sp[0]) == -1)
+		r = POP3_EX_SOFTWARE;
+	else
+		r = auth_logins(m, sp[0]);
+	/* The pre-login child ends before the user's process talks. */
+	if (r == AUTH_LOGGED_IN && (send(sp[0], "y", 1, MSG_NOSIGNAL) != 1 ||
+	    auth_recv(sp[0], &v, 1, AUTH_CHILD_EXIT_MS) != 0))
+		pop_log(LOG_WARNING, "pre-login process did not end; killing "
+		    "it");
+	if (r != AUTH_CHILD_GONE)
 		(void)kill(pid, SIGKILL);
-		(void)auth_wait(pid);
-		if (tmp)
-			(void)rmdir(empty);
+	status = auth_wait(pid);
+	(void)close(sp[0]);
+	if (r == AUTH_CHILD_GONE)
+		return status;
+	if (r != AUTH_LOGGED_IN)
+		return r;
+	if (auth_sig != 0)
+		return AUTH_SIGNALLED;
+	if (status != POP3_EX_OK) {
+		pop_log(LOG_ERR, "pre-login process ended with status %d",
+		    status);
 		return POP3_EX_SOFTWARE;
 	}
+	return AUTH_LOGGED_IN;
+}
 
-	for (;;) {
-		memset(&rec, 0, sizeof(rec));
-		n = auth_recv(sp[0], &rec, sizeof(rec),
+/*
+ * Answers the pre-login child's records on sp, each after the fixed
+ * deadline of a failure, until a good login (AUTH_LOGGED_IN), its end
+ * (AUTH_CHILD_GONE: QUIT, EOF, timeout, or the last failure), a signal
+ * (AUTH_SIGNALLED) or a record that shows it is not ours
+ * (POP3_EX_SOFTWARE).
+ */
+static int
+auth_logins(struct auth_mon *m, int sp)
+{
+	struct timespec	 t;
+	ssize_t		 n;
+	int		 fails, r;
+
+	for (fails = 0;; fails++) {
+		memset(&m->rec, 0, sizeof(m->rec));
+		n = auth_recv(sp, &m->rec, sizeof(m->rec),
 		    POP3_SESSION_MAX * 1000);
-		if (n == 0) {
-			/* QUIT, EOF, timeout, or the last failure. */
-			status = auth_wait(pid);
-			if (tmp)
-				(void)rmdir(empty);
-			return status;
-		}
+		if (n == 0)
+			return AUTH_CHILD_GONE;
 		(void)clock_gettime(CLOCK_MONOTONIC, &t);
-		if (n < 0 || auth_rec_check(&rec, (size_t)n) == -1 ||
+		if (n < 0 || auth_rec_check(&m->rec, (size_t)n) == -1 ||
 		    fails >= POP3_AUTH_FAIL_MAX) {
 			if (n < 0 || fails >= POP3_AUTH_FAIL_MAX)
 				pop_log(LOG_ERR, "pre-login process misbehaved; "
 				    "killing it");
-			pop_wipe(&rec, sizeof(rec));
-			(void)kill(pid, SIGKILL);
-			(void)auth_wait(pid);
-			if (tmp)
-				(void)rmdir(empty);
+			pop_wipe(&m->rec, sizeof(m->rec));
 			return POP3_EX_SOFTWARE;
 		}
-		r = auth_verify(&rec, &u, &pamh);
-		pop_wipe(rec.pass, sizeof(rec.pass));
+		r = auth_verify(&m->rec, &m->u, &m->pamh);
+		pop_wipe(m->rec.pass, sizeof(m->rec.pass));
 		if (auth_sig != 0)
-			goto signalled;
+			return AUTH_SIGNALLED;
 		if (r == AUTH_OK)
-			break;
+			return AUTH_LOGGED_IN;
 		/* Our own deadline too: a subverted child gets no speed. */
-		fails++;
 		t.tv_sec += opt.fail_delay_ms / 1000;
 		t.tv_nsec += (long)(opt.fail_delay_ms % 1000) * 1000000L;
 		if (t.tv_nsec >= 1000000000L) {
@@ -1495,81 +1596,64 @@ auth_root(void)
 		}
 		auth_sleep_until(&t);
 		if (auth_sig != 0)
-			goto signalled;
-		if (send(sp[0], "n", 1, MSG_NOSIGNAL) != 1)
+			return AUTH_SIGNALLED;
+		if (send(sp, "n", 1, MSG_NOSIGNAL) != 1)
 			pop_log(LOG_ERR, "verdict to pre-login: %s",
 			    strerror(errno));
 	}
+}
 
-	/* The pre-login child ends before the user's process talks. */
-	if (send(sp[0], "y", 1, MSG_NOSIGNAL) != 1 ||
-	    auth_recv(sp[0], &v, 1, AUTH_CHILD_EXIT_MS) != 0)
-		pop_log(LOG_WARNING, "pre-login process did not end; killing "
-		    "it");
-	(void)kill(pid, SIGKILL);
-	status = auth_wait(pid);
-	if (tmp)
-		(void)rmdir(empty);
-	(void)close(sp[0]);
-	if (auth_sig != 0)
-		goto ended;
-	if (status != POP3_EX_OK) {
-		pop_log(LOG_ERR, "pre-login process ended with status %d",
-		    status);
-		pop_wipe(&rec, sizeof(rec));
-		auth_pam_close(pamh);
-		return POP3_EX_SOFTWARE;
-	}
-	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
-	    (unsigned long)u.uid, rec.mech, auth_peer);
+/*
+ * The user's phase: forks the user's process (auth_user_process) with
+ * the login of m and waits for it; its exit status, or AUTH_SIGNALLED.
+ */
+static int
+auth_monitor_user(struct auth_mon *m)
+{
+	pid_t		 pid;
 
+	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", m->u.name,
+	    (unsigned long)m->u.uid, m->rec.mech, auth_peer);
 	if ((pid = auth_fork(1)) == -1) {
 		if (errno == EINTR)
-			goto ended;
+			return AUTH_SIGNALLED;
 		pop_log(LOG_ERR, "fork: %s", strerror(errno));
-		pop_wipe(&rec, sizeof(rec));
-		auth_pam_close(pamh);
 		return POP3_EX_OSERR;
 	}
-	if (pid == 0) {
-		auth_become(&u, in, out);
-		pop_conn_init(&conn, 0, 1);
-		memcpy(conn.ibuf, rec.ibuf, rec.ilen);
-		conn.ilen = rec.ilen;
-		pop_wipe(&rec, sizeof(rec));
-		sbx_user(&u);
-		status = pop_transaction(&conn, &u);
-		/*
-		 * _exit: the monitor's atexit handlers and library destructors
-		 * (PAM's modules, libaudit...) are the monitor's business, and
-		 * running them here cost a tenth of the session's page faults.
-		 * Under ASan, exit() lets LeakSanitizer check this process.
-		 */
-#ifndef POP3D_ASAN
-		_exit(status);
-#endif
-		return status;
-	}
-	pop_wipe(&rec, sizeof(rec));
-	if (close(in) == -1 || close(out) == -1)
+	if (pid == 0)
+		auth_user_process(m);
+	pop_wipe(&m->rec, sizeof(m->rec));
+	if (close(m->in) == -1 || close(m->out) == -1)
 		pop_log(LOG_WARNING, "close: %s", strerror(errno));
-	status = auth_wait(pid);
-	auth_pam_close(pamh);
-	return status;
+	return auth_wait(pid);
+}
 
+/*
+ * The user's process: becomes the user, takes the client and what the
+ * client pipelined after the login, and runs TRANSACTION and UPDATE.
+ */
+static void
+auth_user_process(struct auth_mon *m)
+{
+	int	status;
+
+	auth_become(&m->u, m->in, m->out);
+	pop_conn_init(&conn, 0, 1);
+	memcpy(conn.ibuf, m->rec.ibuf, m->rec.ilen);
+	conn.ilen = m->rec.ilen;
+	pop_wipe(&m->rec, sizeof(m->rec));
+	sbx_user(&m->u);
+	status = pop_transaction(&conn, &m->u);
 	/*
-	 * SIGTERM, SIGHUP or SIGINT before the user's process started: the
-	 * session ends here (signalled: the pre-login child is still ours).
+	 * _exit: the monitor's atexit handlers and library destructors
+	 * (PAM's modules, libaudit...) are the monitor's business, and
+	 * running them here cost a tenth of the session's page faults.
+	 * Under ASan, exit() lets LeakSanitizer check this process (main()
+	 * would only have returned the status).
 	 */
-signalled:
-	(void)kill(pid, SIGKILL);
-	(void)auth_wait(pid);
-	if (tmp)
-		(void)rmdir(empty);
-ended:
-	pop_log(LOG_INFO, "signal %d before the session began",
-	    (int)auth_sig);
-	pop_wipe(&rec, sizeof(rec));
-	auth_pam_close(pamh);
-	return POP3_EX_CLOSED;
+#ifndef POP3D_ASAN
+	_exit(status);
+#else
+	exit(status);
+#endif
 }
