@@ -42,7 +42,7 @@ LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
 WERROR	=
 
 SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
-HDRS	= pop3d.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
+HDRS	= pop3d.h auth.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 

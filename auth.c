@@ -74,6 +74,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "pop3d.h"
 
 /* An AddressSanitizer build (gcc says so one way, clang another). */
@@ -91,20 +92,6 @@ enum auth_verdict {
 	AUTH_BADPASS,	/* known user, wrong password or account refused */
 	AUTH_UNKNOWN,	/* no such user: never log the name */
 	AUTH_ERROR	/* the backend failed (file unsafe, PAM error) */
-};
-
-/*
- * The one record the pre-login child sends to the root parent per login
- * attempt: fixed size, every string NUL-terminated inside its field.
- * Checklist: tests/test_auth_root.py's hostile child (SHIM) knows this
- * layout.
- */
-struct auth_rec {
-	char		 user[POP3_USER_MAX + 1];
-	char		 pass[POP3_PASS_MAX + 1];
-	char		 mech[16];
-	uint32_t	 ilen;			/* pipelined bytes in ibuf */
-	char		 ibuf[POP3_INBUF];
 };
 
 /* What the password-file child tells the root parent. */

@@ -173,7 +173,7 @@ pam_sm_close_session(pam_handle_t *h, int flags, int argc, const char **argv)
 }
 """
 
-# Must match struct auth_rec in auth.c.
+# The record is auth.h's struct auth_rec (compiled with -I the repository).
 SHIM = r"""
 #define _GNU_SOURCE
 #include <sys/socket.h>
@@ -183,29 +183,21 @@ SHIM = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "pop3d.h"
-
-struct rec {
-	char		 user[POP3_USER_MAX + 1];
-	char		 pass[POP3_PASS_MAX + 1];
-	char		 mech[16];
-	uint32_t	 ilen;
-	char		 ibuf[POP3_INBUF];
-};
+#include "auth.h"
 
 ssize_t
 send(int fd, const void *buf, size_t len, int flags)
 {
 	static ssize_t (*real)(int, const void *, size_t, int);
-	static char big[sizeof(struct rec) + 4096];
-	struct rec *r = (struct rec *)big;
+	static char big[sizeof(struct auth_rec) + 4096];
+	struct auth_rec *r = (struct auth_rec *)big;
 	const char *m = getenv("POP3D_TEST_RECORD");
 	size_t i;
 
 	if (real == NULL)
 		real = (ssize_t (*)(int, const void *, size_t, int))
 		    dlsym(RTLD_NEXT, "send");
-	if (m == NULL || len != sizeof(struct rec) || getuid() == 0)
+	if (m == NULL || len != sizeof(struct auth_rec) || getuid() == 0)
 		return real(fd, buf, len, flags);
 	memcpy(big, buf, len);
 	if (strcmp(m, "short") == 0)
