@@ -37,7 +37,8 @@
  *   pw_getline, pw_parse
  *   auth_sandbox, auth_become,    each child's preparation and drop
  *   auth_drop, auth_user_process  (until auth_drop's setresuid)
- *   auth_user_syntax, auth_user_valid, auth_log_fail, auth_peer_init
+ *   auth_user_valid, auth_log_fail, auth_peer_init (and pop3d.h's
+ *   pop_user_syntax, pop_after_ms)
  *                                 names, log lines, the client's address
  *   auth_proxy_monitor            the client's address from the pre-login
  *                                 child's PROXY header (proxy.c checks it)
@@ -147,7 +148,6 @@ static void	auth_proxy_child(int);
 static int	auth_proxy_monitor(int);
 static int	auth_status(const struct pop_conn *);
 static void	auth_log_fail(const char *, int, const char *);
-static int	auth_user_syntax(const char *);
 static int	auth_user_valid(const char *);
 static int	auth_mailbox(struct pop_user *, const char *, const char *);
 static int	pw_check(const char *, const char *, const char *,
@@ -325,29 +325,6 @@ auth_mailbox(struct pop_user *u, const char *user, const char *mailbox)
 }
 
 /*
- * A user name as pop3d.c's parser lets one through: 1..POP3_USER_MAX
- * octets 0x21..0x7e, no '/' or ':', not "." or "..".  Anything else in a
- * record from the pre-login process means that process is not ours.
- */
-static int
-auth_user_syntax(const char *user)
-{
-	size_t	i, len;
-
-	len = strnlen(user, POP3_USER_MAX + 1);
-	if (len == 0 || len > POP3_USER_MAX || strcmp(user, ".") == 0 ||
-	    strcmp(user, "..") == 0)
-		return 0;
-	for (i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)user[i];
-
-		if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == ':')
-			return 0;
-	}
-	return 1;
-}
-
-/*
  * A user name we serve, checked before it names a file or reaches PAM:
  * the syntax above and no leading '.' or '-' (never a hidden file, never
  * an option).  So "../x" never becomes a path.
@@ -355,7 +332,8 @@ auth_user_syntax(const char *user)
 static int
 auth_user_valid(const char *user)
 {
-	return auth_user_syntax(user) && user[0] != '.' && user[0] != '-';
+	return pop_user_syntax(user, strnlen(user, POP3_USER_MAX + 1)) &&
+	    user[0] != '.' && user[0] != '-';
 }
 
 /* One log line per failed login; an unknown name is never logged. */
@@ -1065,7 +1043,7 @@ auth_rec_check(const struct auth_rec *r, size_t n)
 	    memchr(r->pass, '\0', sizeof(r->pass)) == NULL ||
 	    memchr(r->mech, '\0', sizeof(r->mech)) == NULL)
 		why = "unterminated field";
-	else if (!auth_user_syntax(r->user))
+	else if (!pop_user_syntax(r->user, strlen(r->user)))
 		why = "impossible user name";
 	else if (strcmp(r->mech, "USER") != 0 && strcmp(r->mech, "PLAIN") != 0)
 		why = "unknown mechanism";
@@ -1575,12 +1553,7 @@ auth_logins(struct auth_mon *m, int sp)
 		if (r == AUTH_OK)
 			return AUTH_LOGGED_IN;
 		/* Our own deadline too: a subverted child gets no speed. */
-		t.tv_sec += opt.fail_delay_ms / 1000;
-		t.tv_nsec += (long)(opt.fail_delay_ms % 1000) * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
+		pop_after_ms(&t, opt.fail_delay_ms);
 		auth_sleep_until(&t);
 		if (auth_sig != 0)
 			return AUTH_SIGNALLED;

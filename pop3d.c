@@ -168,7 +168,7 @@ main(int argc, char *argv[])
 			break;
 		case 'f':
 			opt.fail_delay_ms = (int)optnum("fail delay", optarg,
-			    0, 60000);
+			    0, POP3_FAIL_DELAY_MAX);
 			break;
 		case 'x':
 			if (proxy_opt(optarg) == -1)

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #define POP3D_NAME	"pop3d"
@@ -43,6 +44,9 @@
 #define POP3_AUTH_FAIL_MAX	3
 /* A failed login is answered this long after PASS, whatever the cause. */
 #define POP3_FAIL_DELAY_MS	2000
+/* --fail-delay's cap: a minute answers any guessing rate, and a typo
+ * (seconds for ms) cannot hold a session for hours. */
+#define POP3_FAIL_DELAY_MAX	60000
 /* Longest user name and password accepted (both bounded by the line). */
 #define POP3_USER_MAX		64
 #define POP3_PASS_MAX		POP3_CMD_MAX
@@ -212,6 +216,40 @@ int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
  * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).
  */
 int	pop_transaction(struct pop_conn *, const struct pop_user *);
+/*
+ * A user name the parser (proto.c) accepts at all: len octets of the C
+ * string s, 1..POP3_USER_MAX octets 0x21..0x7e, no '/' or ':', not "." or
+ * "..".  No account can have another name; the monitor (auth.c) refuses
+ * any other in a record from the pre-login process (it is not ours then).
+ * Inline here, the one copy, so that the fuzz targets see it too.
+ */
+static inline int
+pop_user_syntax(const char *s, size_t len)
+{
+	size_t	 i;
+
+	if (len == 0 || len > POP3_USER_MAX)
+		return 0;
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (s[i] <= ' ' || s[i] >= 0x7f || s[i] == '/' || s[i] == ':')
+			return 0;
+	return 1;
+}
+
+/* *t moved ms milliseconds on: the fixed deadline of a failed login. */
+static inline void
+pop_after_ms(struct timespec *t, int ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+}
+
 /* proto.c: a strict decimal number (main()'s options use it too). */
 int	pop_number(const char *, uint64_t, uint64_t *);
 /*

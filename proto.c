@@ -166,26 +166,6 @@ pop_number(const char *s, uint64_t max, uint64_t *np)
 	return 0;
 }
 
-/*
- * A user name we accept at all: 1..POP3_USER_MAX printable ASCII octets,
- * no space, no '/' or ':', not "." or "..".  Refusing others reveals
- * nothing: no account can have such a name.
- */
-static int
-pop_valid_user(const char *s, size_t len)
-{
-	size_t	 i;
-
-	if (len == 0 || len > POP3_USER_MAX)
-		return 0;
-	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-		return 0;
-	for (i = 0; i < len; i++)
-		if (s[i] <= ' ' || s[i] >= 0x7f || s[i] == '/' || s[i] == ':')
-			return 0;
-	return 1;
-}
-
 static const struct pop_cmd *
 pop_lookup(const struct pop_cmd *cmds, size_t n, const char *name)
 {
@@ -373,7 +353,7 @@ cmd_user(struct pop_sess *s, char *argv[])
 	size_t	 len = strlen(argv[0]);
 
 	s->have_user = 0;
-	if (!pop_valid_user(argv[0], len)) {
+	if (!pop_user_syntax(argv[0], len)) {
 		(void)pop_reply(s->c, "-ERR invalid user name");
 		return RES_ERR;
 	}
@@ -464,7 +444,7 @@ pop_plain(struct pop_sess *s, const char *b64)
 	}
 	cid++;
 	pw++;
-	if (!pop_valid_user(cid, strlen(cid))) {
+	if (!pop_user_syntax(cid, strlen(cid))) {
 		pop_wipe(buf, sizeof(buf));
 		(void)pop_reply(s->c, "-ERR invalid user name");
 		return -1;
@@ -584,12 +564,7 @@ pop_auth_failed(struct pop_conn *c, const struct pop_cred *cred)
 	struct timespec	 t = cred->when;
 	int		 r;
 
-	t.tv_sec += opt.fail_delay_ms / 1000;
-	t.tv_nsec += (long)(opt.fail_delay_ms % 1000) * 1000000;
-	if (t.tv_nsec >= 1000000000) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000;
-	}
+	pop_after_ms(&t, opt.fail_delay_ms);
 	while ((r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t,
 	    NULL)) == EINTR)
 		;

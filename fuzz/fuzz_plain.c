@@ -176,7 +176,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		plen = (size_t)(zid + n - pw);
 		valid = memchr(pw, '\0', plen) == NULL && plen > 0 &&
 		    plen <= POP3_PASS_MAX &&
-		    pop_valid_user(cid, strlen(cid)) &&
+		    pop_user_syntax(cid, strlen(cid)) &&
 		    (*zid == '\0' || strcmp(zid, cid) == 0);
 	}
 

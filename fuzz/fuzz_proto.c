@@ -318,7 +318,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		FZ_CHECK(memchr(cred.user, '\0', sizeof(cred.user)) != NULL &&
 		    memchr(cred.pass, '\0', sizeof(cred.pass)) != NULL &&
-		    pop_valid_user(cred.user, strlen(cred.user)),
+		    pop_user_syntax(cred.user, strlen(cred.user)),
 		    "bad login record");
 		FZ_CHECK(strcmp(cred.mech, "USER") == 0 ||
 		    strcmp(cred.mech, "PLAIN") == 0, "mech %s", cred.mech);
