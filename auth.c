@@ -32,7 +32,7 @@
  *   auth_verify, auth_pam,        the login check: PAM (conversation,
  *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
- *   auth_mailbox
+ *   auth_mailbox, auth_pam_acct, auth_pam_open
  *   auth_passwd_root, pw_check,   the password file, in the password child
  *   pw_getline, pw_parse
  *   auth_sandbox, auth_become,    each child's preparation and drop
@@ -160,6 +160,8 @@ static int	auth_pam(const char *, const char *, struct pop_user *,
 		    pam_handle_t **, int);
 static int	auth_pam_conv(int, const struct pam_message **,
 		    struct pam_response **, void *);
+static int	auth_pam_acct(pam_handle_t *, char *, size_t);
+static int	auth_pam_open(pam_handle_t *, char *, size_t);
 static void	auth_pam_delay(int, unsigned int, void *);
 static void	auth_pam_close(pam_handle_t *);
 static int	auth_user_ids(struct pop_user *, int, uid_t, gid_t);
@@ -641,20 +643,8 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 		(void)snprintf(why, sizeof(why), "%s", pam_strerror(h, rv));
 		goto fail;
 	}
-	rv = pam_acct_mgmt(h, PAM_DISALLOW_NULL_AUTHTOK);
-	if (rv == PAM_NEW_AUTHTOK_REQD) {
-		(void)snprintf(why, sizeof(why), "password expired, must be "
-		    "changed (pam_acct_mgmt: %s)", pam_strerror(h, rv));
+	if ((rv = auth_pam_acct(h, why, sizeof(why))) != PAM_SUCCESS)
 		goto fail;
-	} else if (rv == PAM_ACCT_EXPIRED) {
-		(void)snprintf(why, sizeof(why), "account expired "
-		    "(pam_acct_mgmt: %s)", pam_strerror(h, rv));
-		goto fail;
-	} else if (rv != PAM_SUCCESS) {
-		(void)snprintf(why, sizeof(why), "account refused "
-		    "(pam_acct_mgmt: %s)", pam_strerror(h, rv));
-		goto fail;
-	}
 	if ((rv = pam_get_item(h, PAM_USER, &item)) != PAM_SUCCESS ||
 	    item == NULL || !auth_user_valid(name = item)) {
 		(void)snprintf(why, sizeof(why), "PAM_USER missing or invalid");
@@ -673,16 +663,7 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 		user = name;
 		goto fail;
 	}
-	if ((rv = pam_setcred(h, PAM_ESTABLISH_CRED)) != PAM_SUCCESS) {
-		(void)snprintf(why, sizeof(why), "pam_setcred: %s",
-		    pam_strerror(h, rv));
-		user = name;
-		goto fail;
-	}
-	if ((rv = pam_open_session(h, 0)) != PAM_SUCCESS) {
-		(void)snprintf(why, sizeof(why), "pam_open_session: %s",
-		    pam_strerror(h, rv));
-		(void)pam_setcred(h, PAM_DELETE_CRED);
+	if ((rv = auth_pam_open(h, why, sizeof(why))) != PAM_SUCCESS) {
 		user = name;
 		goto fail;
 	}
@@ -703,6 +684,50 @@ fail:
 	    why[0] == '\0' ? "PAM error" : why);
 	(void)pam_end(h, rv == PAM_SUCCESS ? PAM_AUTH_ERR : rv);
 	return verdict;
+}
+
+/*
+ * pam_acct_mgmt: PAM_SUCCESS, or its error with the reason for the log
+ * in why.
+ */
+static int
+auth_pam_acct(pam_handle_t *h, char *why, size_t size)
+{
+	int	rv;
+
+	rv = pam_acct_mgmt(h, PAM_DISALLOW_NULL_AUTHTOK);
+	if (rv == PAM_NEW_AUTHTOK_REQD)
+		(void)snprintf(why, size, "password expired, must be changed "
+		    "(pam_acct_mgmt: %s)", pam_strerror(h, rv));
+	else if (rv == PAM_ACCT_EXPIRED)
+		(void)snprintf(why, size, "account expired (pam_acct_mgmt: %s)",
+		    pam_strerror(h, rv));
+	else if (rv != PAM_SUCCESS)
+		(void)snprintf(why, size, "account refused (pam_acct_mgmt: %s)",
+		    pam_strerror(h, rv));
+	return rv;
+}
+
+/*
+ * Sets the credentials and opens the session: PAM_SUCCESS, or the error
+ * with the reason in why (credentials set are deleted again).
+ */
+static int
+auth_pam_open(pam_handle_t *h, char *why, size_t size)
+{
+	int	rv;
+
+	if ((rv = pam_setcred(h, PAM_ESTABLISH_CRED)) != PAM_SUCCESS) {
+		(void)snprintf(why, size, "pam_setcred: %s",
+		    pam_strerror(h, rv));
+		return rv;
+	}
+	if ((rv = pam_open_session(h, 0)) != PAM_SUCCESS) {
+		(void)snprintf(why, size, "pam_open_session: %s",
+		    pam_strerror(h, rv));
+		(void)pam_setcred(h, PAM_DELETE_CRED);
+	}
+	return rv;
 }
 
 /*
