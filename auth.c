@@ -34,7 +34,7 @@
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
  *   auth_mailbox, auth_pam_acct, auth_pam_open
  *   auth_passwd_root, pw_check,   the password file, in the password child
- *   pw_getline, pw_parse
+ *   pw_getline, pw_parse, pw_open
  *   auth_sandbox, auth_become,    each child's preparation and drop
  *   auth_drop, auth_user_process  (until auth_drop's setresuid)
  *   auth_user_valid, auth_log_fail, auth_peer_init (and pop3d.h's
@@ -155,6 +155,7 @@ static int	pw_check(const char *, const char *, const char *,
 static int	pw_parse(char *, unsigned long, const char *,
 		    struct auth_pwent *, const char **);
 static int	pw_getline(FILE *, char *, size_t);
+static FILE	*pw_open(const char *, int);
 static int	auth_passwd_local(const struct pop_cred *, struct pop_user *);
 static int	auth_pam(const char *, const char *, struct pop_user *,
 		    pam_handle_t **, int);
@@ -441,40 +442,15 @@ pw_check(const char *file, const char *user, const char *pass,
 	static char	 line[AUTH_LINE_MAX + 1];
 	static char	 model[AUTH_HASH_MAX + 1];
 	struct auth_pwent cur;
-	struct stat	 st;
 	FILE		*fp;
 	const char	*name, *res;
 	unsigned long	 lineno;
 	size_t		 len;
-	int		 fd, found = 0, r, verdict;
+	int		 found = 0, r, verdict;
 
 	memset(e, 0, sizeof(*e));
-	if ((fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY |
-	    O_CLOEXEC)) == -1) {
-		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+	if ((fp = pw_open(file, root)) == NULL)
 		return AUTH_ERROR;
-	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		pop_log(LOG_ERR, "%s: not a regular file", file);
-		(void)close(fd);
-		return AUTH_ERROR;
-	}
-	if ((root && (st.st_uid != 0 || (st.st_mode & (S_IRGRP | S_IWGRP |
-	    S_IROTH | S_IWOTH)) != 0)) ||
-	    (!root && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
-		pop_log(LOG_ERR, "%s: refused: must %s by group or others "
-		    "(mode %03o, owner %lu)", file, root ? "be owned by root "
-		    "and not readable or writable" : "not be writable",
-		    (unsigned int)(st.st_mode & 07777),
-		    (unsigned long)st.st_uid);
-		(void)close(fd);
-		return AUTH_ERROR;
-	}
-	if ((fp = fdopen(fd, "r")) == NULL) {
-		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
-		(void)close(fd);
-		return AUTH_ERROR;
-	}
 	model[0] = '\0';
 	for (lineno = 1; (r = pw_getline(fp, line, sizeof(line))) != 0;
 	    lineno++) {
@@ -522,6 +498,46 @@ pw_check(const char *file, const char *user, const char *pass,
 	pop_wipe(model, sizeof(model));
 	pop_wipe(e->hash, sizeof(e->hash));
 	return verdict;
+}
+
+/*
+ * The password file opened for pw_check(), with the rules above on its
+ * owner and mode; NULL (logged) if it is refused or unusable.
+ */
+static FILE *
+pw_open(const char *file, int root)
+{
+	struct stat	 st;
+	FILE		*fp;
+	int		 fd;
+
+	if ((fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY |
+	    O_CLOEXEC)) == -1) {
+		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		pop_log(LOG_ERR, "%s: not a regular file", file);
+		(void)close(fd);
+		return NULL;
+	}
+	if ((root && (st.st_uid != 0 || (st.st_mode & (S_IRGRP | S_IWGRP |
+	    S_IROTH | S_IWOTH)) != 0)) ||
+	    (!root && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
+		pop_log(LOG_ERR, "%s: refused: must %s by group or others "
+		    "(mode %03o, owner %lu)", file, root ? "be owned by root "
+		    "and not readable or writable" : "not be writable",
+		    (unsigned int)(st.st_mode & 07777),
+		    (unsigned long)st.st_uid);
+		(void)close(fd);
+		return NULL;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		pop_log(LOG_ERR, "%s: %s", file, strerror(errno));
+		(void)close(fd);
+		return NULL;
+	}
+	return fp;
 }
 
 /*
