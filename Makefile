@@ -141,7 +141,10 @@ hardening: pop3d
 # The call graph between the server's files, from nm on the objects; fails
 # on a circle other than the known back-edges of tests/layers.allow, and
 # when a file of the maildrop but io.c makes a write-like call itself
-# (fault injection wraps them all: io.c).
+# (fault injection wraps them all: io.c), and when a function of the
+# server is longer than FUNC_MAX lines (style(9): its name at the start of
+# a line, its body closed by a "}" there).
+FUNC_MAX = 100
 MD_WRITES = write|pwrite|pwrite64|fsync|fdatasync|ftruncate|ftruncate64|rename|unlink|link|copy_file_range
 .PHONY: layers
 layers: $(OBJS)
@@ -149,6 +152,12 @@ layers: $(OBJS)
 	@! nm -A -u maildrop.o lock.o mbox.o journal.o | \
 	    grep -wE 'U ($(MD_WRITES))' || { echo 'layers: a write-like call of the maildrop outside io.c' >&2; exit 1; }
 	@echo 'layers: every write-like call of the maildrop goes through io.c'
+	@awk -v max=$(FUNC_MAX) '/^[a-z_][a-z_0-9]*\(/ { name = $$0; start = FNR } \
+	    /^}/ && start { n = FNR - start + 1; if (n > top) { top = n; \
+	    where = FILENAME ": " name } if (n > max) { print "layers: " \
+	    FILENAME ": " name ": " n " lines, over " max; bad = 1 } start = 0 } \
+	    END { print "layers: longest function " top " lines (" where ")"; \
+	    exit bad }' $(SRCS)
 
 # The one test command (README, .ci/run): packages, a -Werror build from
 # scratch (-B: objects of a plain build are not reused), the hardening
