@@ -2,8 +2,8 @@
  * auth.c: authentication (PAM, passwd:FILE), and every line of pop3d that
  * runs as root.
  *
- * Started as root (euid 0), pop3d splits into processes as STYLE.md's
- * "Privilege split" draws it (popa3d's DESIGN is the model):
+ * Started as root (euid 0), pop3d splits into processes the way popa3d
+ * and OpenSSH do (popa3d's DESIGN is the model):
  *   root monitor     hygiene, forks the pre-login child, checks its records,
  *                    verifies logins, holds PAM, forks the user's process,
  *                    waits; never reads or writes the client

@@ -54,7 +54,7 @@
  * "-ERR", a bad command.  RES_NEXT: a login is ready (AUTHORIZATION ends).
  * RES_QUIT: QUIT, answered.  RES_FAIL: the session is over, all was said.
  */
-/* (RES_, not STYLE.md's R_: unistd.h defines R_OK.) */
+/* (RES_, not R_: unistd.h defines R_OK.) */
 enum pop_res { RES_OK, RES_ERR, RES_DONE, RES_NEXT, RES_QUIT, RES_FAIL };
 /* Argument rules, checked by the loop.  A_SASL: zero to two (AUTH). */
 enum pop_arg { A_NONE, A_OPT, A_ONE, A_TWO, A_SASL, A_REST };

@@ -460,7 +460,7 @@ def openbsd_inetd():
     tests/install-deps.sh (make check runs it; here only if that has not
     been done), with the libraries it needs installed: it conflicts with
     xinetd as a package, so it is not installed."""
-    inetd = ROOT / "build/unpack/openbsd-inetd/root/usr/sbin/inetd"
+    inetd = ROOT / "build" / "unpack" / "openbsd-inetd" / "root" / "usr" / "sbin" / "inetd"
     if not inetd.exists():
         r = subprocess.run(["sh", str(ROOT / "tests/install-deps.sh"),
             "unpack"], capture_output=True, text=True, timeout=600)

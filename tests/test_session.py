@@ -22,7 +22,7 @@ M3 = (b"From: dave@example.org\nSubject: three\n\n.\n..two dots\n.dot\n"
 THREE = [M1, M2, M3]
 
 # A varied corpus: every case where the size of a message is easy to get
-# wrong (see LESSONS.md, "Mailbox format").
+# wrong (popa3d does).
 CORPUS = [
 	M1,
 	M3,
