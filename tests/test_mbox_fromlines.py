@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import refmbox
-from conftest import expected_retr, login, mbox, need
+from conftest import expected_retr, login, mbox, need, stored_retr
 
 M1 = b"From: Bank <alerts@bank.example>\nSubject: statement\n\nready\n"
 M2 = b"Subject: urgent\n\nconfirm your PIN at https://evil.example/\n"
@@ -116,16 +116,7 @@ def serve(pop3, data, n=None):
 	assert sizes(t[3]) == [refmbox.size(m) for _, m in ref]
 	out = [t[4 + i].data for i in range(n)]
 	for i, (_, m) in enumerate(ref):
-		assert out[i] == _retr(m), i
-	return out
-
-
-def _retr(octets):
-	"""RETR's octets of a message from its stored octets (the transcript
-	has undone byte-stuffing)."""
-	out = re.sub(rb"(?<!\r)\n", b"\r\n", octets)
-	if octets and not octets.endswith(b"\n"):
-		out += b"\n" if octets.endswith(b"\r") else b"\r\n"
+		assert out[i] == stored_retr(m), i
 	return out
 
 
