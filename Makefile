@@ -233,11 +233,13 @@ demo: deps-build
 	@sh tests/demo.sh
 
 # The PROXY protocol and several hosts (issue 14): tests/test_proxy.py and
-# the slow tests/test_proxy_hosts.py (real nginx and HAProxy in network
-# namespaces, as root); make check runs them with the rest.
+# the slow tests/test_proxy_hosts.py and tests/test_shared_spool.py (real
+# nginx and HAProxy in network namespaces, as root; NFS's lock semantics);
+# make check runs them with the rest.
 .PHONY: check-proxy
 check-proxy: pop3d
-	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py
+	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py \
+	    tests/test_shared_spool.py
 
 # Benchmark (issue 6; helper "bench" owns bench/): not part of check.
 # Writes build/bench/ and the generated block of BENCH.md.
