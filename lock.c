@@ -21,12 +21,16 @@
  * NFS-safe link(2) technique) are held only while indexing and updating,
  * never across the client's think time, and never one while waiting for
  * the other.  A dotlock older than MD_DOTLOCK_STALE seconds or naming a
- * dead process is removed; ours is refreshed every MD_DOTLOCK_REFRESH.
+ * dead process (not on NFS, where the pid may be another host's) is
+ * removed; ours is refreshed every MD_DOTLOCK_REFRESH.
  */
 
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/vfs.h>
+
+#include <linux/magic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,6 +92,10 @@ lock_wait(void)
  * their owner's, so a second session in one process is told here. */
 static int	lock_ses_held;
 
+/* Is the spool on NFS (lock_session() asks)?  Then a dotlock's pid may
+ * be another host's process. */
+static int	lock_nfs;
+
 static int	lock_fcntl(int, short);
 
 /* No session-lock file: flock(2) of the whole mailbox, never waiting. */
@@ -116,6 +124,7 @@ lock_session(int fd, const char *path, uid_t uid, int *sfd)
 	static const char sfx[] = ".pop3d-session";
 	const char	*slash = strrchr(path, '/');
 	char		 sp[MD_PATH];
+	struct statfs	 sf;
 	struct stat	 st;
 	enum md_res	 res;
 	size_t		 d, n;
@@ -124,6 +133,7 @@ lock_session(int fd, const char *path, uid_t uid, int *sfd)
 	*sfd = -1;
 	if (lock_ses_held)
 		return MD_INUSE;
+	lock_nfs = fstatfs(fd, &sf) == 0 && sf.f_type == NFS_SUPER_MAGIC;
 	d = slash == NULL ? 0 : (size_t)(slash - path) + 1;
 	n = strlen(path + d);
 	if (d + 1 + n + sizeof(sfx) > sizeof(sp))
@@ -263,9 +273,10 @@ lock_dot_stale(const char *lockpath)
 			pid = strtol(buf, NULL, 10);
 		}
 	}
-	/* Our own pid in a lock we do not hold: left by a failed unlink. */
-	if (pid > 1 && (pid == (long)getpid() || (kill((pid_t)pid, 0) == -1 &&
-	    errno == ESRCH)))
+	/* Our own pid in a lock we do not hold: left by a failed unlink.  On
+	 * NFS the pid may be another host's: the age alone decides. */
+	if (!lock_nfs && pid > 1 && (pid == (long)getpid() ||
+	    (kill((pid_t)pid, 0) == -1 && errno == ESRCH)))
 		dead = 1;
 	now = time(NULL);
 	if (!dead && now - st.st_mtime <= MD_DOTLOCK_STALE)

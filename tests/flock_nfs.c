@@ -15,17 +15,26 @@
  * the same process.  LOCK_NB maps to F_OFD_SETLK, else F_OFD_SETLKW;
  * a busy lock fails with EWOULDBLOCK, as flock does.
  *
+ * And fstatfs(2) says NFS (NFS_SUPER_MAGIC) for every file, as it does
+ * for a spool mounted over NFS.
+ *
  * Build: cc -shared -fPIC -o flock_nfs.so flock_nfs.c
  */
 
 #define _GNU_SOURCE
 #include <sys/file.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+
+#include <linux/magic.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 int	flock(int, int);
+int	fstatfs(int, struct statfs *);
 
 int
 flock(int fd, int op)
@@ -55,5 +64,14 @@ flock(int fd, int op)
 			errno = EWOULDBLOCK;
 		return -1;
 	}
+	return 0;
+}
+
+int
+fstatfs(int fd, struct statfs *buf)
+{
+	if (syscall(SYS_fstatfs, fd, buf) == -1)
+		return -1;
+	buf->f_type = NFS_SUPER_MAGIC;
 	return 0;
 }

@@ -302,3 +302,29 @@ def test_shared_spool_in_use_and_deliveries_under_nfs_locks(nfs_shared):
 	st = os.lstat(h.spool[1] / SESSION_LOCK)
 	assert (st.st_uid, st.st_mode & 0o7777, st.st_size) == (UID, 0o600, 0)
 
+
+def test_dotlock_of_another_host_is_not_taken_for_stale(nfs_shared):
+	"""On NFS a dotlock's pid may be a live process of another host: a
+	fresh USER.lock naming a pid that does not exist here (as a live
+	MDA's on another host) is left alone, and the login waits for it;
+	when its owner removes it, the login goes on (well within
+	MD_LOCK_WAIT)."""
+	h = nfs_shared
+	gone = subprocess.Popen(["true"])
+	gone.wait()
+	lock = h.spool[1] / (USER + ".lock")
+	lock.write_text("%d\n" % gone.pid)
+	os.chown(lock, UID, UID)
+	ino = lock.stat().st_ino
+	got = {}
+	t = threading.Thread(target=lambda: got.update(h.poplib(USER)))
+	t0 = time.monotonic()
+	t.start()
+	time.sleep(3)
+	held = lock.exists() and lock.stat().st_ino == ino
+	lock.unlink(missing_ok=True)
+	t.join(60)
+	assert held, "pop3d removed a live dotlock of another host"
+	assert got["stat"][0] == len(h.msgs), got
+	assert time.monotonic() - t0 < LIMITS["MD_LOCK_WAIT"]
+	assert [bytes.fromhex(x) for x in got["retr"]] == h.msgs
