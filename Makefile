@@ -7,7 +7,7 @@ MANDIR	?= $(PREFIX)/share/man
 PAMDIR	?= /etc/pam.d
 # For a package (debian/rules sets them); empty, make install leaves
 # them out: systemd/'s units go to SYSTEMDUNITDIR, the xinetd, inetd,
-# stunnel and fail2ban examples to EXAMPLEDIR.  These and the manual
+# stunnel, fail2ban and proxy (deploy/) examples to EXAMPLEDIR.  These and the manual
 # name the binary as installed: /usr/local/sbin/pop3d made
 # $(SBINDIR)/pop3d (SBINPATH).
 SYSTEMDUNITDIR ?=
@@ -15,7 +15,8 @@ EXAMPLEDIR ?=
 UNITFILES = systemd/pop3d.socket systemd/pop3d@.service
 EXAMPLES = xinetd.d/pop3 xinetd.d/pop3-stunnel contrib/inetd.conf \
 	   stunnel/pop3s.conf stunnel/pop3-stls.conf \
-	   contrib/fail2ban/filter.d/pop3d.conf contrib/fail2ban/jail.d/pop3d.conf
+	   contrib/fail2ban/filter.d/pop3d.conf contrib/fail2ban/jail.d/pop3d.conf \
+	   deploy/nginx-pop3.conf deploy/haproxy-pop3.cfg
 SBINPATH = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
 
 CC	?= cc
