@@ -140,6 +140,25 @@ def test_session_lock_file_of_another_user_is_refused(pop3):
 	assert os.lstat(p).st_uid == 0
 
 
+
+def test_spool_directory_the_user_cannot_write_still_locks(pop3):
+	"""A spool directory the user cannot write (0555), --lock=fcntl: no
+	session-lock file can be made, and the session lock is flock on the
+	mailbox, as before (a local spool): the login works, a second
+	session gets [IN-USE], and nothing is created."""
+	pop3.write_mbox(LOCAL_MSGS)
+	os.chmod(pop3.spool, 0o555)
+	try:
+		a = pop3.session("--lock=fcntl")
+		assert a.login().ok, a.log
+		t = pop3.run(login() + ["STAT", "QUIT"], "--lock=fcntl")
+		assert t[1].err and "[IN-USE]" in t[1].text, t
+		assert a.cmd("STAT").text.startswith("+OK 2 "), a.log
+		assert a.cmd("QUIT").ok and a.wait() == 0
+		assert sorted(p.name for p in pop3.spool.iterdir()) == [USER]
+	finally:
+		os.chmod(pop3.spool, 0o755)
+
 def flock_keeps_fcntl_out(path, mode, shim=None):
 	env = {"LD_PRELOAD": str(shim)} if shim else {}
 	r = subprocess.run([PY, "-c", PROBE_PY, str(path), mode], env=env,
