@@ -7,7 +7,7 @@ MANDIR	?= $(PREFIX)/share/man
 PAMDIR	?= /etc/pam.d
 # For a package (debian/rules sets them); empty, make install leaves
 # them out: systemd/'s units go to SYSTEMDUNITDIR, the xinetd, inetd,
-# stunnel and fail2ban examples to EXAMPLEDIR.  These and the manual
+# stunnel, fail2ban and proxy (deploy/) examples to EXAMPLEDIR.  These and the manual
 # name the binary as installed: /usr/local/sbin/pop3d made
 # $(SBINDIR)/pop3d (SBINPATH).
 SYSTEMDUNITDIR ?=
@@ -15,7 +15,8 @@ EXAMPLEDIR ?=
 UNITFILES = systemd/pop3d.socket systemd/pop3d@.service
 EXAMPLES = xinetd.d/pop3 xinetd.d/pop3-stunnel contrib/inetd.conf \
 	   stunnel/pop3s.conf stunnel/pop3-stls.conf \
-	   contrib/fail2ban/filter.d/pop3d.conf contrib/fail2ban/jail.d/pop3d.conf
+	   contrib/fail2ban/filter.d/pop3d.conf contrib/fail2ban/jail.d/pop3d.conf \
+	   deploy/nginx-pop3.conf deploy/haproxy-pop3.cfg
 SBINPATH = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g'
 
 CC	?= cc
@@ -233,11 +234,13 @@ demo: deps-build
 	@sh tests/demo.sh
 
 # The PROXY protocol and several hosts (issue 14): tests/test_proxy.py and
-# the slow tests/test_proxy_hosts.py (real nginx and HAProxy in network
-# namespaces, as root); make check runs them with the rest.
+# the slow tests/test_proxy_hosts.py and tests/test_shared_spool.py (real
+# nginx and HAProxy in network namespaces, as root; NFS's lock semantics);
+# make check runs them with the rest.
 .PHONY: check-proxy
 check-proxy: pop3d
-	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py
+	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py \
+	    tests/test_shared_spool.py
 
 # Benchmark (issue 6; helper "bench" owns bench/): not part of check.
 # Writes build/bench/ and the generated block of BENCH.md.

@@ -4,21 +4,33 @@
  * and the keep-alive of ours.  Calls io.c for every write-like call and
  * the clock; knows nothing of the mbox format.
  *
- * Locks.  The session lock is flock(2) on the mailbox, held for the whole
- * session: a second session gets MD_INUSE at once, and MDAs, which use
- * fcntl(2) and dotlocks, ignore it (they are independent of flock on
- * Linux local file systems; on NFS Linux emulates flock with fcntl locks,
- * so there the session lock would keep deliveries out: use a local spool).
+ * Locks.  The session lock is a whole-file fcntl(2) write lock on
+ * SPOOLDIR/.USER.pop3d-session, a file of its own that no MDA touches,
+ * held for the whole session: a second session, on this host or on any
+ * front end sharing the spool over NFS (NLM, NFSv4 locks), gets MD_INUSE
+ * at once, and deliveries, which lock the mailbox, never wait for it.
+ * Not flock(2) on the mailbox: the Linux NFS client emulates flock with
+ * a whole-file fcntl lock, which would keep every MDA out for the whole
+ * session, and which our own fcntl spool lock on the mailbox would
+ * release (a process's fcntl locks on a file are one lock).  The kernel
+ * or the NFS server drops the lock when the process dies, so the file
+ * needs no staleness rule; it stays, empty, between sessions.  Only if
+ * the user cannot create it (no write access to the spool directory) is
+ * the session lock flock(2) on the mailbox, right on a local spool only.
  * The spool locks (Debian Policy 11.6: fcntl, then USER.lock made with the
  * NFS-safe link(2) technique) are held only while indexing and updating,
  * never across the client's think time, and never one while waiting for
  * the other.  A dotlock older than MD_DOTLOCK_STALE seconds or naming a
- * dead process is removed; ours is refreshed every MD_DOTLOCK_REFRESH.
+ * dead process (not on NFS, where the pid may be another host's) is
+ * removed; ours is refreshed every MD_DOTLOCK_REFRESH.
  */
 
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/vfs.h>
+
+#include <linux/magic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,10 +88,22 @@ lock_wait(void)
 #define LOCK_WAIT_NOW()	MD_LOCK_WAIT
 #endif
 
-/* The session lock: flock(2) of the whole mailbox, never waiting. */
-enum md_res
-lock_session(int fd, const char *path)
+/* Session locks this process holds: fcntl locks never conflict with
+ * their owner's, so a second session in one process is told here. */
+static int	lock_ses_held;
+
+/* Is the spool on NFS (lock_session() asks)?  Then a dotlock's pid may
+ * be another host's process. */
+static int	lock_nfs;
+
+static int	lock_fcntl(int, short);
+
+/* No session-lock file: flock(2) of the whole mailbox, never waiting. */
+static enum md_res
+lock_session_flock(int fd, const char *path, const char *why)
 {
+	pop_log(LOG_NOTICE, "no session-lock file (%s): session lock on %s "
+	    "with flock(2), for a local spool only", why, path);
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EWOULDBLOCK)
 			return MD_INUSE;
@@ -87,6 +111,74 @@ lock_session(int fd, const char *path)
 		return MD_TEMP;
 	}
 	return MD_OK;
+}
+
+/*
+ * The session lock (the top of the file): *sfd is the open session-lock
+ * file while it is held, else -1.  fd and path are the mailbox's, uid
+ * the user's (the file must be his, regular, with one link).
+ */
+enum md_res
+lock_session(int fd, const char *path, uid_t uid, int *sfd)
+{
+	static const char sfx[] = ".pop3d-session";
+	const char	*slash = strrchr(path, '/');
+	char		 sp[MD_PATH];
+	struct statfs	 sf;
+	struct stat	 st;
+	enum md_res	 res;
+	size_t		 d, n;
+	int		 r, e;
+
+	*sfd = -1;
+	if (lock_ses_held)
+		return MD_INUSE;
+	lock_nfs = fstatfs(fd, &sf) == 0 && sf.f_type == NFS_SUPER_MAGIC;
+	d = slash == NULL ? 0 : (size_t)(slash - path) + 1;
+	n = strlen(path + d);
+	if (d + 1 + n + sizeof(sfx) > sizeof(sp))
+		return MD_PERM;
+	memcpy(sp, path, d);
+	sp[d] = '.';
+	memcpy(sp + d + 1, path + d, n);
+	memcpy(sp + d + 1 + n, sfx, sizeof(sfx));
+	*sfd = open(sp, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC, 0600);
+	if (*sfd == -1) {
+		e = errno;
+		if (e == EACCES || e == EPERM || e == EROFS)
+			return lock_session_flock(fd, path, strerror(e));
+		pop_log(LOG_ERR, "cannot open %s: %s", sp, strerror(e));
+		return e == ELOOP ? MD_PERM : MD_TEMP;
+	}
+	if (fstat(*sfd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != uid || st.st_nlink != 1) {
+		pop_log(LOG_ERR, "session-lock file %s refused: not a regular "
+		    "file of the user with one link (remove it)", sp);
+		res = MD_TEMP;
+	} else if ((r = lock_fcntl(*sfd, F_WRLCK)) == 0) {
+		lock_ses_held = 1;
+		return MD_OK;
+	} else if (r == 1)
+		res = MD_INUSE;
+	else {
+		pop_log(LOG_ERR, "cannot lock %s: %s", sp, strerror(errno));
+		res = MD_TEMP;
+	}
+	(void)close(*sfd);
+	*sfd = -1;
+	return res;
+}
+
+/* Gives the session lock back (closing the file drops it). */
+void
+lock_session_release(int *sfd)
+{
+	if (*sfd == -1)
+		return;
+	(void)close(*sfd);
+	*sfd = -1;
+	lock_ses_held = 0;
 }
 
 /*
@@ -181,9 +273,10 @@ lock_dot_stale(const char *lockpath)
 			pid = strtol(buf, NULL, 10);
 		}
 	}
-	/* Our own pid in a lock we do not hold: left by a failed unlink. */
-	if (pid > 1 && (pid == (long)getpid() || (kill((pid_t)pid, 0) == -1 &&
-	    errno == ESRCH)))
+	/* Our own pid in a lock we do not hold: left by a failed unlink.  On
+	 * NFS the pid may be another host's: the age alone decides. */
+	if (!lock_nfs && pid > 1 && (pid == (long)getpid() ||
+	    (kill((pid_t)pid, 0) == -1 && errno == ESRCH)))
 		dead = 1;
 	now = time(NULL);
 	if (!dead && now - st.st_mtime <= MD_DOTLOCK_STALE)
@@ -282,7 +375,7 @@ lock_dot_try(const char *lockpath)
 	return DOT_BUSY;
 }
 
-/* fcntl lock of the whole mailbox: 0, 1 if busy, -1 on error. */
+/* fcntl lock of the whole file: 0, 1 if busy, -1 on error. */
 static int
 lock_fcntl(int fd, short type)
 {

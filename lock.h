@@ -6,13 +6,19 @@
 #ifndef LOCK_H
 #define LOCK_H
 
+#include <sys/types.h>
+
 #include <stdint.h>
 
 #include "maildrop.h"
 
-/* flock(2) of the open mailbox for the whole session: MD_OK, MD_INUSE
- * when another session holds it, MD_TEMP. */
-enum md_res	lock_session(int, const char *);
+/* The session lock of the mailbox fd at path, of the user uid, held for
+ * the whole session (lock.c's first comment): MD_OK with the int the
+ * open session-lock file (-1: flock(2) on the mailbox), MD_INUSE when
+ * another session holds it, on any host sharing the spool, MD_TEMP,
+ * MD_PERM.  lock_session_release() gives it back (every path, twice). */
+enum md_res	lock_session(int, const char *, uid_t, int *);
+void		lock_session_release(int *);
 /* The spool locks of the mailbox fd at path, lockpath its dotlock:
  * MD_OK, MD_TEMP (busy for MD_LOCK_WAIT seconds, an error), MD_PERM. */
 enum md_res	lock_spool(int, const char *, const char *, int);

@@ -185,6 +185,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	(void)mallopt(M_ARENA_MAX, 1);
 	memset(md, 0, sizeof(*md));
 	md->fd = -1;
+	md->sfd = -1;
 	md->user = user;
 	if (snprintf(md->path, sizeof(md->path), "%s", user->mailbox) >=
 	    (int)sizeof(md->path) ||
@@ -195,8 +196,8 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	}
 	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
 		return r;
-	if ((r = lock_session(md->fd, md->path)) != MD_OK ||
-	    (r = md_lock(md)) != MD_OK)
+	if ((r = lock_session(md->fd, md->path, user->uid, &md->sfd)) !=
+	    MD_OK || (r = md_lock(md)) != MD_OK)
 		goto fail;
 	md_box(md, &box);
 	if ((r = jnl_repair(&box, &done)) != MD_OK) {
@@ -538,6 +539,7 @@ void
 md_close(struct maildrop *md)
 {
 	lock_dot_release(md->lockpath);
+	lock_session_release(&md->sfd);
 	if (md->fd != -1) {
 		(void)close(md->fd);
 		md->fd = -1;
@@ -647,7 +649,7 @@ md_new(void)
 	struct maildrop	*md;
 
 	if ((md = calloc(1, sizeof(*md))) != NULL)
-		md->fd = -1;
+		md->fd = md->sfd = -1;
 	return md;
 }
 

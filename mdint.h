@@ -16,6 +16,7 @@
 
 struct maildrop {
 	int		 fd;		/* the mbox, or -1 when it does not exist */
+	int		 sfd;		/* the session-lock file (lock.c), or -1 */
 	char		 path[MD_PATH_MAX];
 	char		 lockpath[MD_PATH_MAX + 8];
 	dev_t		 dev;

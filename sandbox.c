@@ -108,7 +108,7 @@ static const int sbx_base[] = {
 
 /*
  * The user's process besides: the mailbox, its locks (fcntl, flock, the
- * dotlock's link and kill(pid, 0) of its owner), the update journal and
+ * dotlock's link, kill(pid, 0) of its owner, fstatfs), the update journal and
  * its renames, the hash and index threads (clone with CLONE_THREAD only;
  * clone3, whose flags a filter cannot see, says ENOSYS and glibc falls
  * back to clone), gethostname (uname) for the dotlock, sysinfo (glibc's
@@ -126,6 +126,7 @@ static const int sbx_user_calls[] = {
 	SCMP_SYS(uname), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
 	SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_yield),
 	SCMP_SYS(fadvise64), SCMP_SYS(sysinfo), SCMP_SYS(connect),
+	SCMP_SYS(fstatfs),
 };
 
 #ifdef SBX_ASAN

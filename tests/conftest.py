@@ -76,6 +76,8 @@ STRICT = bool(os.environ.get("POP3D_STRICT")) or \
 
 FROM_LINE = b"From sender@example.org Thu Nov 26 12:00:00 2026"
 USER = "alice"
+# The session-lock file of USER's mailbox (lock.c), which pop3d leaves.
+SESSION_LOCK = ".%s.pop3d-session" % USER
 PASSWORD = "wonder land"		# a space: PASS takes the rest of the line
 
 
@@ -901,7 +903,11 @@ class Pop3Env:
 			os.close(fd)
 
 	def spool_files(self):
-		return sorted(p.name for p in self.spool.iterdir())
+		"""The spool's files, but the session-lock file, which stays
+		between sessions by design (lock.c; test_session.py checks
+		it)."""
+		return sorted(p.name for p in self.spool.iterdir()
+		    if p.name != SESSION_LOCK)
 
 	# --- running
 	def argv(self, *extra, fail_delay=None, auth=None):

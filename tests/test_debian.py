@@ -50,6 +50,8 @@ EXAMPLES = {
     "stunnel/pop3-stls.conf": "stunnel/pop3-stls.conf",
     "contrib/fail2ban/filter.d/pop3d.conf": "fail2ban/filter.d/pop3d.conf",
     "contrib/fail2ban/jail.d/pop3d.conf": "fail2ban/jail.d/pop3d.conf",
+    "deploy/nginx-pop3.conf": "deploy/nginx-pop3.conf",
+    "deploy/haproxy-pop3.cfg": "deploy/haproxy-pop3.cfg",
 }
 EXDIR = "/usr/share/doc/pop3d/examples/"
 

@@ -423,7 +423,8 @@ def test_xinetd_session(launch, site):
 def test_xinetd_debian_spool(launch, site):
     """A spool laid out as Debian's /var/mail: root:mail 2775, mailboxes
     USER:mail 0660.  The user's process keeps the mail group (and only
-    it) to make its dotlock; no lock or journal is left behind."""
+    it) to make its dotlock; no lock or journal is left behind, only the
+    session-lock file: the user's, 0600, empty."""
     mail = grp.getgrnam("mail").gr_gid
     os.chown(site.spool, 0, mail)
     site.spool.chmod(0o2775)
@@ -433,7 +434,11 @@ def test_xinetd_debian_spool(launch, site):
     x = start_xinetd(launch, site)
     poplib_session(x.port, site, dele=(2, 4),
         logged_in=lambda: check_privsep(x.proc.pid, groups=[mail]))
-    assert sorted(p.name for p in site.spool.iterdir()) == [USER]
+    session = "." + USER + ".pop3d-session"
+    assert sorted(p.name for p in site.spool.iterdir()) == [session, USER]
+    st = os.stat(site.spool / session)
+    assert (st.st_uid, st.st_mode & 0o7777, st.st_size) == \
+        (MAIL_UID, 0o600, 0)
     st = os.stat(site.mailbox)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
         (MAIL_UID, mail, 0o660)

@@ -21,8 +21,10 @@ import time
 
 import pytest
 
-from conftest import (LIMITS, PASSWORD, ROOT, Inetd, mbox, parse_replies)
-from test_auth_root import MSGS, PW, root, tools	# noqa: F401 (fixtures)
+from conftest import (LIMITS, PASSWORD, REPO, ROOT, Inetd, mbox,
+    parse_replies)
+from test_auth_root import (MSGS, NSS_WRAPPER, PAM_WRAPPER, PW, cc, root,	# noqa: F401 (fixtures)
+    tools)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 CLIENT4, CLIENT6 = "192.0.2.10", "2001:db8::10"
@@ -70,13 +72,14 @@ class Mode:
 		self.name, self.env = name, env
 		self.pw = PW if name == "root" else PASSWORD
 
-	def listen(self, *extra, **kw):
+	def listen(self, *extra, env=None, **kw):
+		"""env: pop3d's environment (root mode)."""
 		e = self.env
 		if self.name == "user":
 			return e.inetd(*extra, **kw)
 		errf = tempfile.NamedTemporaryFile(prefix="pop3d-err.",
 		    dir=e.base)
-		d = Inetd(e.argv(*extra, **kw), e.kw(), errf)
+		d = Inetd(e.argv(*extra, **kw), e.kw(env), errf)
 		e.watch(d)
 		e.cleanup.append(errf.close)
 		return d
@@ -428,3 +431,89 @@ def test_limits_are_the_specs():
 	assert (LIMITS["PROXY_V2_INET"], LIMITS["PROXY_V2_INET6"],
 	    LIMITS["PROXY_V2_UNIX"]) == (12, 36, 216)
 	assert len(b"PROXY UNKNOWN\r\n") == LIMITS["PROXY_V1_MIN"]
+
+
+# ------------------------------------------------- a hostile pre-login child
+
+# The pre-login child sends the monitor the client's address as a struct
+# proxy_addr (pop3d.h).  This shim rewrites that record as a hijacked
+# child could (send(2) of exactly a record's size, by a non-root process):
+# POP3D_TEST_PROXY names how; "none" sends it as it is.
+FORGE = r"""
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "pop3d.h"
+
+ssize_t
+send(int fd, const void *buf, size_t len, int flags)
+{
+	static ssize_t (*real)(int, const void *, size_t, int);
+	static char big[sizeof(struct proxy_addr) + 64];
+	struct proxy_addr *pa = (struct proxy_addr *)big;
+	const char *m = getenv("POP3D_TEST_PROXY");
+
+	if (real == NULL)
+		real = (ssize_t (*)(int, const void *, size_t, int))
+		    dlsym(RTLD_NEXT, "send");
+	if (m == NULL || len != sizeof(*pa) || getuid() == 0)
+		return real(fd, buf, len, flags);
+	memcpy(big, buf, len);
+	if (strcmp(m, "short") == 0)
+		len--;
+	else if (strcmp(m, "long") == 0)
+		len += 64;
+	else if (strcmp(m, "family") == 0)
+		pa->family = 5;
+	else if (strcmp(m, "v4-tail") == 0)
+		pa->addr[15] = 1;
+	else if (strcmp(m, "v0-addr") == 0) {
+		pa->family = 0;
+		pa->addr[0] = 192;
+	}
+	return real(fd, big, len, flags) == -1 ? -1 : (ssize_t)sizeof(*pa);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def forge(tools):	# noqa: F811
+	src = tools / "proxy_forge.c"
+	src.write_text(FORGE)
+	cc(src, tools / "proxy_forge.so", "-I", str(REPO), "-ldl")
+	return tools / "proxy_forge.so"
+
+
+def forged_session(root, forge, how):	# noqa: F811
+	m = Mode("root", root)
+	env = root.env(LD_PRELOAD="%s %s %s" % (forge, PAM_WRAPPER,
+	    NSS_WRAPPER), POP3D_TEST_PROXY=how)
+	d = m.listen("--proxy-from=127.0.0.1", env=env)
+	return m, d, session(m, d, v1())
+
+
+def test_unforged_record_through_the_shim_names_the_client(root, forge):	# noqa: F811
+	"""The control: the shim loaded, the record sent as made."""
+	m, d, (g, r, out, rc) = forged_session(root, forge, "none")
+	assert g is not None and g.ok and [x.ok for x in r] == [True] * 4, out
+	assert rc == 0, d.stderr()
+	assert_client(m, d, CLIENT4)
+
+
+@pytest.mark.parametrize("how", ["short", "long", "family", "v4-tail",
+    "v0-addr"])
+def test_forged_record_is_refused_by_the_monitor(root, forge, how):	# noqa: F811
+	"""A record the pre-login child could not have made from a header
+	(wrong size, an unknown family, octets after an IPv4 address, an
+	address with family 0): the root monitor ends the session with status
+	EX_SOFTWARE before any login; PAM never starts, so no forged
+	PAM_RHOST reaches it, and no login is logged."""
+	m, d, (g, r, out, rc) = forged_session(root, forge, how)
+	assert rc == LIMITS["POP3_EX_SOFTWARE"], (rc, d.stderr())
+	assert not any(x is not None and x.ok for x in r[1:]), out
+	assert root.pam_events() == []
+	assert login_lines(d.stderr()) == [], d.stderr()

@@ -271,6 +271,11 @@ def start_nginx(h):
 	    110, FRONT)
 
 
+def start_haproxy(h):
+	h.start("p", ["haproxy", "-db", "-f",
+	    str(REPO / "deploy/haproxy-pop3.cfg")], 110, FRONT)
+
+
 def need_nginx():
 	need(shutil.which("nginx") and
 	    Path("/usr/lib/nginx/modules/ngx_mail_module.so").exists(),
@@ -457,8 +462,7 @@ def shared(exe):
 		h.write_mbox(1, "alice", h.msgs["alice"])
 		h.backend(1)
 		h.backend(2)
-		h.start("p", ["haproxy", "-db", "-f",
-		    str(REPO / "deploy/haproxy-pop3.cfg")], 110, FRONT)
+		start_haproxy(h)
 		yield h
 	finally:
 		h.close()
