@@ -10,7 +10,7 @@
  *   pre-login child  the unprivileged --prelogin-user in an empty chroot:
  *                    greeting and AUTHORIZATION (pop3d.c), one record per
  *                    login to the monitor
- *   password child   short-lived, root: reads the password file, hashes,
+ *   check process    short-lived, root: reads the password file, hashes,
  *                    returns only a verdict (no hash stays in the monitor)
  *   user's process   the user's uid and gid: TRANSACTION and UPDATE
  *
@@ -33,8 +33,10 @@
  *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
  *   auth_mailbox, auth_pam_acct, auth_pam_open
- *   auth_passwd_root, pw_check,   the password file, in the password child
- *   pw_getline, pw_parse, pw_open
+ *   auth_checked, auth_check_run, the check process and its verdict
+ *   auth_passwd_result
+ *   pw_check, pw_getline,         the password file, in the check process
+ *   pw_parse, pw_open
  *   auth_sandbox, auth_become,    each child's preparation and drop
  *   auth_drop, auth_user_process  (until auth_drop's setresuid)
  *   auth_user_valid, auth_log_fail, auth_peer_init (and pop3d.h's
@@ -95,10 +97,10 @@ enum auth_verdict {
 	AUTH_ERROR	/* the backend failed (file unsafe, PAM error) */
 };
 
-/* What the password-file child tells the root parent. */
-struct auth_pwres {
+/* What the check process (auth_checked) tells the monitor. */
+struct auth_res {
 	int32_t		 verdict;
-	int32_t		 ids;			/* uid and gid fields given */
+	int32_t		 ids;			/* uid and gid given */
 	uint32_t	 uid, gid;
 	char		 mailbox[sizeof(((struct pop_user *)0)->mailbox)];
 };
@@ -174,7 +176,10 @@ static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
 static int	auth_rec_check(const struct auth_rec *, size_t);
 static int	auth_verify(const struct auth_rec *, struct pop_user *,
 		    pam_handle_t **);
-static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
+static int	auth_checked(const struct auth_rec *, struct pop_user *);
+static void	auth_check_run(const struct auth_rec *, struct auth_res *);
+static int	auth_passwd_result(const struct auth_rec *,
+		    const struct auth_res *, struct pop_user *);
 static void	auth_become(const struct pop_user *, int, int);
 struct auth_mon;
 static void	auth_signals(void);
@@ -1113,25 +1118,22 @@ auth_verify(const struct auth_rec *r, struct pop_user *u, pam_handle_t **hp)
 	}
 	if (opt.backend == POP3_AUTH_PAM)
 		return auth_pam(r->user, r->pass, u, hp, 1);
-	return auth_passwd_root(r, u);
+	return auth_checked(r, u);
 }
 
 /*
- * The password file, as root: read and hashed in a short-lived child so
- * that no hash is ever in the parent's memory; the child returns only a
- * verdict and the entry's uid, gid and mailbox.
+ * The login check, as root, in a short-lived child (the check process):
+ * the password file is read and hashed there, so that no hash is ever in
+ * the monitor's memory.  The child returns only a verdict and the
+ * entry's uid, gid and mailbox (struct auth_res).
  */
 static int
-auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
+auth_checked(const struct auth_rec *r, struct pop_user *u)
 {
-	struct auth_pwres res;
-	struct auth_pwent e;
-	struct passwd	*pw;
+	struct auth_res	 res;
 	ssize_t		 n;
 	pid_t		 pid;
 	int		 p[2], st;
-	uid_t		 uid;
-	gid_t		 gid;
 
 	if (pipe2(p, O_CLOEXEC) == -1) {
 		pop_log(LOG_ERR, "pipe: %s", strerror(errno));
@@ -1145,16 +1147,7 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 	}
 	if (pid == 0) {
 		(void)close(p[0]);
-		memset(&res, 0, sizeof(res));
-		res.verdict = pw_check(opt.passwd_file, r->user, r->pass, &e,
-		    1);
-		if (res.verdict == AUTH_OK) {
-			res.ids = e.ids;
-			res.uid = (uint32_t)e.uid;
-			res.gid = (uint32_t)e.gid;
-			memcpy(res.mailbox, e.mailbox, sizeof(res.mailbox));
-		}
-		pop_wipe(&e, sizeof(e));
+		auth_check_run(r, &res);
 		n = write(p[1], &res, sizeof(res));
 		_exit(n == (ssize_t)sizeof(res) ? 0 : POP3_EX_OSERR);
 	}
@@ -1166,25 +1159,54 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 	if (n != (ssize_t)sizeof(res) || st != 0 || res.verdict < AUTH_OK ||
 	    res.verdict > AUTH_ERROR ||
 	    memchr(res.mailbox, '\0', sizeof(res.mailbox)) == NULL) {
-		pop_log(LOG_ERR, "password check process failed");
+		pop_log(LOG_ERR, "login check process failed");
 		return AUTH_ERROR;
 	}
-	switch (res.verdict) {
+	return auth_passwd_result(r, &res, u);
+}
+
+/* The check process's work: the password file. */
+static void
+auth_check_run(const struct auth_rec *r, struct auth_res *res)
+{
+	struct auth_pwent e;
+
+	memset(res, 0, sizeof(*res));
+	res->verdict = pw_check(opt.passwd_file, r->user, r->pass, &e, 1);
+	if (res->verdict == AUTH_OK) {
+		res->ids = e.ids;
+		res->uid = (uint32_t)e.uid;
+		res->gid = (uint32_t)e.gid;
+		memcpy(res->mailbox, e.mailbox, sizeof(res->mailbox));
+	}
+	pop_wipe(&e, sizeof(e));
+}
+
+/* The password file's verdict: logged, and the user's ids resolved. */
+static int
+auth_passwd_result(const struct auth_rec *r, const struct auth_res *res,
+    struct pop_user *u)
+{
+	struct passwd	*pw;
+	uid_t		 uid;
+	gid_t		 gid;
+
+	switch (res->verdict) {
 	case AUTH_OK:
 		break;
 	case AUTH_BADPASS:
-		auth_log_fail(r->user, res.verdict, "wrong password");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "wrong password");
+		return res->verdict;
 	case AUTH_UNKNOWN:
-		auth_log_fail(r->user, res.verdict, "no such user");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "no such user");
+		return res->verdict;
 	default:
-		auth_log_fail(r->user, res.verdict, "password file unusable");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "password file unusable");
+		return res->verdict;
 	}
-	if (res.ids) {
-		uid = (uid_t)res.uid;
-		gid = (gid_t)res.gid;
+	if (res->ids) {
+		uid = (uid_t)res->uid;
+		gid = (gid_t)res->gid;
 	} else if ((pw = getpwnam(r->user)) != NULL) {
 		uid = pw->pw_uid;
 		gid = pw->pw_gid;
@@ -1194,7 +1216,7 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 		return AUTH_BADPASS;
 	}
 	if (auth_user_ids(u, 1, uid, gid) == -1 ||
-	    auth_mailbox(u, r->user, res.mailbox) == -1) {
+	    auth_mailbox(u, r->user, res->mailbox) == -1) {
 		auth_log_fail(r->user, AUTH_BADPASS, "user refused");
 		return AUTH_BADPASS;
 	}
