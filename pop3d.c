@@ -109,6 +109,21 @@ optlocks(const char *arg)
 	}
 }
 
+/* --auth: pam, or passwd:FILE. */
+static void
+optauth(const char *arg)
+{
+	if (strcmp(arg, "pam") == 0) {
+		opt.backend = POP3_AUTH_PAM;
+		opt.passwd_file = NULL;
+	} else if (strncmp(arg, "passwd:", 7) == 0 && arg[7] != '\0') {
+		opt.backend = POP3_AUTH_PASSWD;
+		opt.passwd_file = arg + 7;
+	} else
+		badopt("authentication backend", arg);
+}
+
+/* --pam-session: no, login or held. */
 static enum pop_pam_session
 optsession(const char *arg)
 {
@@ -152,15 +167,7 @@ main(int argc, char *argv[])
 			opt.spool = optarg;
 			break;
 		case 'a':
-			if (strcmp(optarg, "pam") == 0) {
-				opt.backend = POP3_AUTH_PAM;
-				opt.passwd_file = NULL;
-			} else if (strncmp(optarg, "passwd:", 7) == 0 &&
-			    optarg[7] != '\0') {
-				opt.backend = POP3_AUTH_PASSWD;
-				opt.passwd_file = optarg + 7;
-			} else
-				badopt("authentication backend", optarg);
+			optauth(optarg);
 			break;
 		case 't':
 			opt.timeout = (int)optnum("timeout", optarg, 1,
