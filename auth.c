@@ -5,13 +5,18 @@
  * Started as root (euid 0), pop3d splits into processes the way popa3d
  * and OpenSSH do (popa3d's DESIGN is the model):
  *   root monitor     hygiene, forks the pre-login child, checks its records,
- *                    verifies logins, holds PAM, forks the user's process,
- *                    waits; never reads or writes the client
+ *                    has logins verified; never reads or writes the
+ *                    client.  After a good login it becomes the user's
+ *                    process itself (the pid inetd started stays the
+ *                    session's, and no root process is left); with
+ *                    --pam-session=held it verifies PAM logins itself,
+ *                    holds the session, forks the user's process, waits
  *   pre-login child  the unprivileged --prelogin-user in an empty chroot:
  *                    greeting and AUTHORIZATION (pop3d.c), one record per
  *                    login to the monitor
- *   password child   short-lived, root: reads the password file, hashes,
- *                    returns only a verdict (no hash stays in the monitor)
+ *   check process    short-lived, root: PAM (but a held session) or the
+ *                    password file; returns only a verdict and the user,
+ *                    so no hash, PAM module or password copy stays
  *   user's process   the user's uid and gid: TRANSACTION and UPDATE
  *
  * Code that runs as root, for audit (every other line of pop3d runs as
@@ -21,20 +26,26 @@
  *   auth_prelogin_ids,            one cleanup
  *   auth_client_move,
  *   auth_monitor_prelogin,
- *   auth_logins, auth_monitor_user
+ *   auth_logins, auth_monitor_user,
+ *   auth_user_here, auth_log_login
  *   auth_hygiene, auth_emptydir,  fds, umask, core limit, tzset, syslog;
  *   auth_closefrom,               the chroot directory; each child's fds
  *   auth_child_fds
  *   auth_rec_check, auth_recv,    the record from the pre-login child,
  *   auth_readn, auth_wait,        treated as hostile; verdicts; children
  *   auth_forward, auth_sleep_until,
- *   auth_fwdset, auth_fork
+ *   auth_fwdset, auth_fork,
+ *   auth_sighandler
  *   auth_verify, auth_pam,        the login check: PAM (conversation,
  *   auth_pam_conv, auth_pam_delay, authenticate, acct_mgmt, setcred,
  *   auth_pam_close, auth_user_ids, sessions, end), uid/gid rules
- *   auth_mailbox, auth_pam_acct, auth_pam_open
- *   auth_passwd_root, pw_check,   the password file, in the password child
- *   pw_getline, pw_parse, pw_open
+ *   auth_mailbox, auth_pam_acct,
+ *   auth_pam_session, auth_pam_unsession
+ *   auth_checked, auth_check_run, the check process and its verdict
+ *   auth_pam_result,
+ *   auth_passwd_result
+ *   pw_check, pw_getline,         the password file, in the check process
+ *   pw_parse, pw_open
  *   auth_sandbox, auth_become,    each child's preparation and drop
  *   auth_drop, auth_user_process  (until auth_drop's setresuid)
  *   auth_user_valid, auth_log_fail, auth_peer_init (and pop3d.h's
@@ -95,11 +106,12 @@ enum auth_verdict {
 	AUTH_ERROR	/* the backend failed (file unsafe, PAM error) */
 };
 
-/* What the password-file child tells the root parent. */
-struct auth_pwres {
+/* What the check process (auth_checked) tells the monitor. */
+struct auth_res {
 	int32_t		 verdict;
-	int32_t		 ids;			/* uid and gid fields given */
+	int32_t		 ids;			/* uid and gid given */
 	uint32_t	 uid, gid;
+	char		 name[POP3_USER_MAX + 1];	/* PAM_USER */
 	char		 mailbox[sizeof(((struct pop_user *)0)->mailbox)];
 };
 
@@ -162,7 +174,8 @@ static int	auth_pam(const char *, const char *, struct pop_user *,
 static int	auth_pam_conv(int, const struct pam_message **,
 		    struct pam_response **, void *);
 static int	auth_pam_acct(pam_handle_t *, char *, size_t);
-static int	auth_pam_open(pam_handle_t *, char *, size_t);
+static int	auth_pam_session(pam_handle_t *, char *, size_t);
+static void	auth_pam_unsession(pam_handle_t *);
 static void	auth_pam_delay(int, unsigned int, void *);
 static void	auth_pam_close(pam_handle_t *);
 static int	auth_user_ids(struct pop_user *, int, uid_t, gid_t);
@@ -174,7 +187,12 @@ static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
 static int	auth_rec_check(const struct auth_rec *, size_t);
 static int	auth_verify(const struct auth_rec *, struct pop_user *,
 		    pam_handle_t **);
-static int	auth_passwd_root(const struct auth_rec *, struct pop_user *);
+static int	auth_checked(const struct auth_rec *, struct pop_user *);
+static void	auth_check_run(const struct auth_rec *, struct auth_res *);
+static int	auth_pam_result(const struct auth_rec *,
+		    const struct auth_res *, struct pop_user *);
+static int	auth_passwd_result(const struct auth_rec *,
+		    const struct auth_res *, struct pop_user *);
 static void	auth_become(const struct pop_user *, int, int);
 struct auth_mon;
 static void	auth_signals(void);
@@ -183,11 +201,15 @@ static void	auth_client_move(int *, int *);
 static int	auth_monitor_prelogin(struct auth_mon *, uid_t, gid_t);
 static int	auth_logins(struct auth_mon *, int);
 static int	auth_monitor_user(struct auth_mon *);
+static void	auth_log_login(const struct auth_mon *);
+static int	auth_user_here(struct auth_mon *);
+static void	auth_sig_exit(int);
 static void	auth_user_process(struct auth_mon *)
 		    __attribute__((noreturn));
 static int	auth_wait(pid_t);
 static void	auth_forward(int);
 static void	auth_fwdset(sigset_t *);
+static void	auth_sighandler(void (*)(int));
 static pid_t	auth_fork(int);
 static void	auth_sleep_until(const struct timespec *);
 static ssize_t	auth_recv(int, void *, size_t, int);
@@ -619,9 +641,10 @@ pw_parse(char *line, unsigned long lineno, const char *file,
 /*
  * PAM.  Starts a transaction for user, authenticates with pass, checks
  * the account, takes PAM_USER back (a module may change it) and resolves
- * it with getpwnam(); then sets credentials and opens the session.  On
- * AUTH_OK *hp holds the open handle (auth_pam_close() ends it), otherwise
- * the handle is already ended.  root = 0: only the invoking user.
+ * it with getpwnam(); then runs the session stack as --pam-session says
+ * (auth_pam_session).  On AUTH_OK *hp holds the handle (auth_pam_close()
+ * ends it), otherwise the handle is already ended.  root = 0: only the
+ * invoking user.
  */
 static int
 auth_pam(const char *user, const char *pass, struct pop_user *u,
@@ -679,13 +702,14 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 		user = name;
 		goto fail;
 	}
-	if ((rv = auth_pam_open(h, why, sizeof(why))) != PAM_SUCCESS) {
+	if ((rv = auth_pam_session(h, why, sizeof(why))) != PAM_SUCCESS) {
 		user = name;
 		goto fail;
 	}
 	/*
-	 * No copy of the password stays in the memory the user's process is
-	 * forked from: ours are wiped, and libpam wipes the PAM_AUTHTOK item
+	 * A held session: no copy of the password stays in the memory the
+	 * user's process is forked from (otherwise this is the check
+	 * process, which ends with the check): ours are wiped, and libpam wipes the PAM_AUTHTOK item
 	 * at the end of pam_authenticate() (an application may not set it;
 	 * test_auth_root.py's module stores it, as pam_unix does).
 	 */
@@ -725,14 +749,19 @@ auth_pam_acct(pam_handle_t *h, char *why, size_t size)
 }
 
 /*
- * Sets the credentials and opens the session: PAM_SUCCESS, or the error
- * with the reason in why (credentials set are deleted again).
+ * The session stack as --pam-session says: nothing (no); credentials set,
+ * session opened, then closed and credentials deleted at once (login); or
+ * credentials set and session opened until auth_pam_close() (held).
+ * PAM_SUCCESS, or the error with the reason in why (credentials set are
+ * deleted again).
  */
 static int
-auth_pam_open(pam_handle_t *h, char *why, size_t size)
+auth_pam_session(pam_handle_t *h, char *why, size_t size)
 {
 	int	rv;
 
+	if (opt.pam_session == POP3_PAM_NO)
+		return PAM_SUCCESS;
 	if ((rv = pam_setcred(h, PAM_ESTABLISH_CRED)) != PAM_SUCCESS) {
 		(void)snprintf(why, size, "pam_setcred: %s",
 		    pam_strerror(h, rv));
@@ -742,8 +771,25 @@ auth_pam_open(pam_handle_t *h, char *why, size_t size)
 		(void)snprintf(why, size, "pam_open_session: %s",
 		    pam_strerror(h, rv));
 		(void)pam_setcred(h, PAM_DELETE_CRED);
+		return rv;
 	}
-	return rv;
+	if (opt.pam_session == POP3_PAM_LOGIN)
+		auth_pam_unsession(h);
+	return PAM_SUCCESS;
+}
+
+/* Closes the session and deletes the credentials auth_pam_session() set. */
+static void
+auth_pam_unsession(pam_handle_t *h)
+{
+	int	rv;
+
+	if ((rv = pam_close_session(h, 0)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "pam_close_session: %s",
+		    pam_strerror(h, rv));
+	if ((rv = pam_setcred(h, PAM_DELETE_CRED)) != PAM_SUCCESS)
+		pop_log(LOG_WARNING, "pam_setcred(DELETE): %s",
+		    pam_strerror(h, rv));
 }
 
 /*
@@ -806,7 +852,7 @@ auth_pam_delay(int status, unsigned int usec, void *data)
 	(void)data;
 }
 
-/* Closes what auth_pam() opened; safe with NULL. */
+/* Closes what auth_pam() opened (a held session too); safe with NULL. */
 static void
 auth_pam_close(pam_handle_t *h)
 {
@@ -814,12 +860,8 @@ auth_pam_close(pam_handle_t *h)
 
 	if (h == NULL)
 		return;
-	if ((rv = pam_close_session(h, 0)) != PAM_SUCCESS)
-		pop_log(LOG_WARNING, "pam_close_session: %s",
-		    pam_strerror(h, rv));
-	if ((rv = pam_setcred(h, PAM_DELETE_CRED)) != PAM_SUCCESS)
-		pop_log(LOG_WARNING, "pam_setcred(DELETE): %s",
-		    pam_strerror(h, rv));
+	if (opt.pam_session == POP3_PAM_HELD)
+		auth_pam_unsession(h);
 	if ((rv = pam_end(h, PAM_SUCCESS)) != PAM_SUCCESS)
 		pop_log(LOG_WARNING, "pam_end: %s", pam_strerror(NULL, rv));
 }
@@ -1099,8 +1141,10 @@ auth_rec_check(const struct auth_rec *r, size_t n)
 }
 
 /*
- * Checks one record's login in the root parent.  On AUTH_OK *u is the
- * user to become and *hp the open PAM handle (or NULL).
+ * Checks one record's login in the root parent: in the monitor itself
+ * for a held PAM session (the handle stays there), else in a check
+ * process.  On AUTH_OK *u is the user to become and *hp the open PAM
+ * handle (or NULL).
  */
 static int
 auth_verify(const struct auth_rec *r, struct pop_user *u, pam_handle_t **hp)
@@ -1111,27 +1155,26 @@ auth_verify(const struct auth_rec *r, struct pop_user *u, pam_handle_t **hp)
 		auth_log_fail(r->user, AUTH_UNKNOWN, "invalid user name");
 		return AUTH_UNKNOWN;
 	}
-	if (opt.backend == POP3_AUTH_PAM)
+	if (opt.backend == POP3_AUTH_PAM && opt.pam_session == POP3_PAM_HELD)
 		return auth_pam(r->user, r->pass, u, hp, 1);
-	return auth_passwd_root(r, u);
+	return auth_checked(r, u);
 }
 
 /*
- * The password file, as root: read and hashed in a short-lived child so
- * that no hash is ever in the parent's memory; the child returns only a
- * verdict and the entry's uid, gid and mailbox.
+ * The login check, as root, in a short-lived child (the check process):
+ * the password file's hashes, PAM's modules and every copy of the
+ * password they make stay in a process that ends with the check, never
+ * in the one that becomes the user.  The child returns only a verdict
+ * and the user's ids, name and mailbox (struct auth_res).  Not used for a
+ * held PAM session, whose handle must stay in the monitor.
  */
 static int
-auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
+auth_checked(const struct auth_rec *r, struct pop_user *u)
 {
-	struct auth_pwres res;
-	struct auth_pwent e;
-	struct passwd	*pw;
+	struct auth_res	 res;
 	ssize_t		 n;
 	pid_t		 pid;
 	int		 p[2], st;
-	uid_t		 uid;
-	gid_t		 gid;
 
 	if (pipe2(p, O_CLOEXEC) == -1) {
 		pop_log(LOG_ERR, "pipe: %s", strerror(errno));
@@ -1145,16 +1188,7 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 	}
 	if (pid == 0) {
 		(void)close(p[0]);
-		memset(&res, 0, sizeof(res));
-		res.verdict = pw_check(opt.passwd_file, r->user, r->pass, &e,
-		    1);
-		if (res.verdict == AUTH_OK) {
-			res.ids = e.ids;
-			res.uid = (uint32_t)e.uid;
-			res.gid = (uint32_t)e.gid;
-			memcpy(res.mailbox, e.mailbox, sizeof(res.mailbox));
-		}
-		pop_wipe(&e, sizeof(e));
+		auth_check_run(r, &res);
 		n = write(p[1], &res, sizeof(res));
 		_exit(n == (ssize_t)sizeof(res) ? 0 : POP3_EX_OSERR);
 	}
@@ -1165,26 +1199,91 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 	st = auth_wait(pid);
 	if (n != (ssize_t)sizeof(res) || st != 0 || res.verdict < AUTH_OK ||
 	    res.verdict > AUTH_ERROR ||
+	    memchr(res.name, '\0', sizeof(res.name)) == NULL ||
 	    memchr(res.mailbox, '\0', sizeof(res.mailbox)) == NULL) {
-		pop_log(LOG_ERR, "password check process failed");
+		pop_log(LOG_ERR, "login check process failed");
 		return AUTH_ERROR;
 	}
-	switch (res.verdict) {
+	if (opt.backend == POP3_AUTH_PAM)
+		return auth_pam_result(r, &res, u);
+	return auth_passwd_result(r, &res, u);
+}
+
+/* The check process's work: PAM (which logs its failures), or the file. */
+static void
+auth_check_run(const struct auth_rec *r, struct auth_res *res)
+{
+	struct auth_pwent e;
+	struct pop_user	 u;
+	pam_handle_t	*h;
+
+	memset(res, 0, sizeof(*res));
+	if (opt.backend == POP3_AUTH_PAM) {
+		res->verdict = auth_pam(r->user, r->pass, &u, &h, 1);
+		if (res->verdict == AUTH_OK) {
+			auth_pam_close(h);
+			res->ids = 1;
+			res->uid = (uint32_t)u.uid;
+			res->gid = (uint32_t)u.gid;
+			memcpy(res->name, u.name, sizeof(res->name));
+		}
+		return;
+	}
+	res->verdict = pw_check(opt.passwd_file, r->user, r->pass, &e, 1);
+	if (res->verdict == AUTH_OK) {
+		res->ids = e.ids;
+		res->uid = (uint32_t)e.uid;
+		res->gid = (uint32_t)e.gid;
+		memcpy(res->mailbox, e.mailbox, sizeof(res->mailbox));
+	}
+	pop_wipe(&e, sizeof(e));
+}
+
+/*
+ * PAM's verdict from the check process, which logged any failure; the
+ * user it names (PAM_USER) checked again here.
+ */
+static int
+auth_pam_result(const struct auth_rec *r, const struct auth_res *res,
+    struct pop_user *u)
+{
+	if (res->verdict != AUTH_OK)
+		return res->verdict;
+	if (!auth_user_valid(res->name) ||
+	    auth_user_ids(u, 1, (uid_t)res->uid, (gid_t)res->gid) == -1 ||
+	    auth_mailbox(u, res->name, NULL) == -1) {
+		auth_log_fail(r->user, AUTH_ERROR, "check process named a "
+		    "user refused here");
+		return AUTH_ERROR;
+	}
+	return AUTH_OK;
+}
+
+/* The password file's verdict: logged, and the user's ids resolved. */
+static int
+auth_passwd_result(const struct auth_rec *r, const struct auth_res *res,
+    struct pop_user *u)
+{
+	struct passwd	*pw;
+	uid_t		 uid;
+	gid_t		 gid;
+
+	switch (res->verdict) {
 	case AUTH_OK:
 		break;
 	case AUTH_BADPASS:
-		auth_log_fail(r->user, res.verdict, "wrong password");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "wrong password");
+		return res->verdict;
 	case AUTH_UNKNOWN:
-		auth_log_fail(r->user, res.verdict, "no such user");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "no such user");
+		return res->verdict;
 	default:
-		auth_log_fail(r->user, res.verdict, "password file unusable");
-		return res.verdict;
+		auth_log_fail(r->user, res->verdict, "password file unusable");
+		return res->verdict;
 	}
-	if (res.ids) {
-		uid = (uid_t)res.uid;
-		gid = (gid_t)res.gid;
+	if (res->ids) {
+		uid = (uid_t)res->uid;
+		gid = (gid_t)res->gid;
 	} else if ((pw = getpwnam(r->user)) != NULL) {
 		uid = pw->pw_uid;
 		gid = pw->pw_gid;
@@ -1194,7 +1293,7 @@ auth_passwd_root(const struct auth_rec *r, struct pop_user *u)
 		return AUTH_BADPASS;
 	}
 	if (auth_user_ids(u, 1, uid, gid) == -1 ||
-	    auth_mailbox(u, r->user, res.mailbox) == -1) {
+	    auth_mailbox(u, r->user, res->mailbox) == -1) {
 		auth_log_fail(r->user, AUTH_BADPASS, "user refused");
 		return AUTH_BADPASS;
 	}
@@ -1339,6 +1438,21 @@ auth_readn(int fd, void *buf, size_t size)
 	return (ssize_t)got;
 }
 
+/* fn handles SIGTERM, SIGHUP and SIGINT, none blocked while it runs. */
+static void
+auth_sighandler(void (*fn)(int))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fn;
+	if (sigemptyset(&sa.sa_mask) == -1 ||
+	    sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    sigaction(SIGHUP, &sa, NULL) == -1 ||
+	    sigaction(SIGINT, &sa, NULL) == -1)
+		fatal("sigaction");
+}
+
 /* The signals the monitor forwards: SIGTERM, SIGHUP, SIGINT. */
 static void
 auth_fwdset(sigset_t *set)
@@ -1409,8 +1523,9 @@ struct auth_mon {
 
 /*
  * Root: the monitor.  Forks the pre-login child, checks its logins, and
- * on success forks the user's process and waits for it.  Every way out
- * of the session passes the one cleanup at the end.
+ * on success becomes the user's process itself, or, holding a PAM
+ * session, forks it and waits for it.  Every way out of the session but
+ * the user's process passes the one cleanup at the end.
  */
 static int
 auth_root(void)
@@ -1430,7 +1545,9 @@ auth_root(void)
 	status = auth_monitor_prelogin(&m, pre_uid, pre_gid);
 	if (m.tmp)
 		(void)rmdir(m.empty);
-	if (status == AUTH_LOGGED_IN)
+	if (status == AUTH_LOGGED_IN && m.pamh == NULL)
+		status = auth_user_here(&m);
+	else if (status == AUTH_LOGGED_IN)
 		status = auth_monitor_user(&m);
 	if (status == AUTH_SIGNALLED) {
 		pop_log(LOG_INFO, "signal %d before the session began",
@@ -1451,13 +1568,8 @@ auth_signals(void)
 {
 	struct sigaction sa;
 
+	auth_sighandler(auth_forward);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = auth_forward;
-	if (sigemptyset(&sa.sa_mask) == -1 ||
-	    sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    sigaction(SIGHUP, &sa, NULL) == -1 ||
-	    sigaction(SIGINT, &sa, NULL) == -1)
-		fatal("sigaction");
 	sa.sa_handler = SIG_IGN;
 	if (sigaction(SIGPIPE, &sa, NULL) == -1)
 		fatal("sigaction");
@@ -1604,17 +1716,64 @@ auth_logins(struct auth_mon *m, int sp)
 	}
 }
 
+/* The one log line of a good login. */
+static void
+auth_log_login(const struct auth_mon *m)
+{
+	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", m->u.name,
+	    (unsigned long)m->u.uid, m->rec.mech, auth_peer);
+}
+
 /*
- * The user's phase: forks the user's process (auth_user_process) with
- * the login of m and waits for it; its exit status, or AUTH_SIGNALLED.
+ * No PAM session to hold: the monitor, the pid that inetd or systemd
+ * started and waits for, becomes the user's process itself, so no root
+ * process stays (popa3d's two processes).  A signal already forwarded
+ * ends the session here (AUTH_SIGNALLED); from the drop on, SIGTERM,
+ * SIGHUP and SIGINT end it with status 1, as the monitor's would.
+ */
+static int
+auth_user_here(struct auth_mon *m)
+{
+	sigset_t	 set, old;
+
+	auth_log_login(m);
+	auth_fwdset(&set);
+	if (pthread_sigmask(SIG_BLOCK, &set, &old) != 0)
+		fatalx("pthread_sigmask");
+	if (auth_sig != 0) {
+		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+		return AUTH_SIGNALLED;
+	}
+	auth_sighandler(auth_sig_exit);
+	if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
+		fatalx("pthread_sigmask");
+	auth_user_process(m);
+}
+
+/*
+ * SIGTERM, SIGHUP, SIGINT in the user's process that the monitor became:
+ * status 1 (POP3_EX_CLOSED), as a monitor reports a session it ended by
+ * a signal.  Nothing else is safe in a handler; the update journal makes
+ * an exit at any point safe for the mailbox.
+ */
+static void
+auth_sig_exit(int sig)
+{
+	(void)sig;
+	_exit(POP3_EX_CLOSED);
+}
+
+/*
+ * The user's phase of a held PAM session: forks the user's process
+ * (auth_user_process) with the login of m and waits for it; its exit
+ * status, or AUTH_SIGNALLED.
  */
 static int
 auth_monitor_user(struct auth_mon *m)
 {
 	pid_t		 pid;
 
-	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", m->u.name,
-	    (unsigned long)m->u.uid, m->rec.mech, auth_peer);
+	auth_log_login(m);
 	if ((pid = auth_fork(1)) == -1) {
 		if (errno == EINTR)
 			return AUTH_SIGNALLED;

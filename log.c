@@ -21,6 +21,7 @@ struct pop_opts opt = {
 	.backend = POP3_AUTH_PAM,
 	.passwd_file = NULL,
 	.pam_service = "pop3",
+	.pam_session = POP3_PAM_NO,
 	.prelogin_user = "pop3d",
 	.min_uid = 1000,
 	.timeout = POP3_TIMEOUT,

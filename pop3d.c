@@ -46,6 +46,10 @@ usage(void)
 "  -t, --timeout=SECONDS      idle timeout (default %d)\n"
 "  -l, --lock=LIST            comma list of fcntl,dotlock (default both)\n"
 "  -P, --pam-service=NAME     PAM service (default pop3)\n"
+"  -p, --pam-session=no|login|held\n"
+"                             PAM session stack: none (default), opened\n"
+"                             and closed at login, or held open by a root\n"
+"                             process until the session ends\n"
 "  -u, --prelogin-user=NAME   unprivileged user for the pre-login process\n"
 "                             (default pop3d)\n"
 "  -m, --min-uid=UID          lowest uid served (default 1000)\n"
@@ -105,6 +109,33 @@ optlocks(const char *arg)
 	}
 }
 
+/* --auth: pam, or passwd:FILE. */
+static void
+optauth(const char *arg)
+{
+	if (strcmp(arg, "pam") == 0) {
+		opt.backend = POP3_AUTH_PAM;
+		opt.passwd_file = NULL;
+	} else if (strncmp(arg, "passwd:", 7) == 0 && arg[7] != '\0') {
+		opt.backend = POP3_AUTH_PASSWD;
+		opt.passwd_file = arg + 7;
+	} else
+		badopt("authentication backend", arg);
+}
+
+/* --pam-session: no, login or held. */
+static enum pop_pam_session
+optsession(const char *arg)
+{
+	if (strcmp(arg, "no") == 0)
+		return POP3_PAM_NO;
+	if (strcmp(arg, "login") == 0)
+		return POP3_PAM_LOGIN;
+	if (strcmp(arg, "held") != 0)
+		badopt("PAM session mode", arg);
+	return POP3_PAM_HELD;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -114,6 +145,7 @@ main(int argc, char *argv[])
 		{ "timeout", required_argument, NULL, 't' },
 		{ "lock", required_argument, NULL, 'l' },
 		{ "pam-service", required_argument, NULL, 'P' },
+		{ "pam-session", required_argument, NULL, 'p' },
 		{ "prelogin-user", required_argument, NULL, 'u' },
 		{ "min-uid", required_argument, NULL, 'm' },
 		{ "fail-delay", required_argument, NULL, 'f' },
@@ -126,7 +158,7 @@ main(int argc, char *argv[])
 	};
 	int	 ch;
 
-	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:x:dSVh", longopts,
+	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:p:u:m:f:x:dSVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -135,15 +167,7 @@ main(int argc, char *argv[])
 			opt.spool = optarg;
 			break;
 		case 'a':
-			if (strcmp(optarg, "pam") == 0) {
-				opt.backend = POP3_AUTH_PAM;
-				opt.passwd_file = NULL;
-			} else if (strncmp(optarg, "passwd:", 7) == 0 &&
-			    optarg[7] != '\0') {
-				opt.backend = POP3_AUTH_PASSWD;
-				opt.passwd_file = optarg + 7;
-			} else
-				badopt("authentication backend", optarg);
+			optauth(optarg);
 			break;
 		case 't':
 			opt.timeout = (int)optnum("timeout", optarg, 1,
@@ -156,6 +180,9 @@ main(int argc, char *argv[])
 			if (*optarg == '\0')
 				badopt("PAM service", optarg);
 			opt.pam_service = optarg;
+			break;
+		case 'p':
+			opt.pam_session = optsession(optarg);
 			break;
 		case 'u':
 			if (*optarg == '\0')

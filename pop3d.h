@@ -133,12 +133,21 @@
 
 enum pop_backend { POP3_AUTH_PAM, POP3_AUTH_PASSWD };
 
+/*
+ * --pam-session: whether PAM's session stack runs (README, DESIGN).  NO:
+ * authenticate and acct_mgmt only (Dovecot's default); LOGIN: the session
+ * opened and closed at login (Dovecot's session=yes); HELD: open while
+ * the user's process runs, closed by a root monitor that waits for it.
+ */
+enum pop_pam_session { POP3_PAM_NO, POP3_PAM_LOGIN, POP3_PAM_HELD };
+
 /* Options, set once by main() from the command line. */
 struct pop_opts {
 	const char	*spool;		/* --spool DIR: mailbox is SPOOL/USER */
 	enum pop_backend backend;	/* --auth pam | passwd:FILE */
 	const char	*passwd_file;	/* FILE of passwd:FILE */
 	const char	*pam_service;	/* --pam-service NAME, default "pop3" */
+	enum pop_pam_session pam_session; /* --pam-session, default no */
 	const char	*prelogin_user;	/* --prelogin-user NAME, default pop3d */
 	uid_t		 min_uid;	/* --min-uid N, default 1000 */
 	int		 timeout;	/* --timeout SECONDS, default 600 */

@@ -322,6 +322,24 @@ def one_child(pid, timeout=5):
 	raise AssertionError("pid %d has children %r" % (pid, children(pid)))
 
 
+# --pam-session values: the default (no), and the one that keeps a root
+# monitor (held).  "login" runs as "no" does, but for the session stack.
+HELD = "--pam-session=held"
+MODES = [[], ["--pam-session=login"], [HELD]]
+MODE_IDS = ["no", "login", "held"]
+
+
+def user_pid(s, extra):
+	"""The user's process of session s (run with options extra), after
+	the reply to PASS: the root monitor's one child when a PAM session is
+	held, else the session's own pid, which has become the user and has
+	no child (pop3d --pam-session, README DESIGN)."""
+	if HELD in extra:
+		return one_child(s.proc.pid)
+	assert children(s.proc.pid) == [], children(s.proc.pid)
+	return s.proc.pid
+
+
 class RootEnv(Pop3Env):
 	"""A spool, a fake user database and PAM stack, and pop3d as root:
 	Pop3Env's runner with root's argv(), environment and user (kw())."""
@@ -461,20 +479,6 @@ def test_pam_login_user_pass(root):
 	assert b"First." in t.replies[3].data
 	assert "login: user alice uid 2001 mech USER" in t.stderr, t
 	assert PW not in t.stderr
-
-
-def test_pam_session_opened_and_closed_by_root_monitor(root):
-	t = root.run(login("alice", PW) + ["QUIT"])
-	assert t.rc == 0, t
-	ev = root.pam_events()
-	names = [e[0] for e in ev]
-	assert names == ["auth", "acct", "setcred-establish", "open", "close",
-	    "setcred-delete", "end"], ev
-	# All in one process, the root parent, which outlived the session.
-	assert len({e[2] for e in ev}) == 1, ev
-	assert {e[3] for e in ev} == {"euid=0"}, ev
-	assert all(e[1] == "user=alice" for e in ev), ev
-	assert all(e[4] == "rhost=-" for e in ev), ev	# pipes: no address
 
 
 def test_auth_plain_initial_response_and_continuation(root):
@@ -624,14 +628,16 @@ def test_min_uid_both_sides(root, min_uid):
 	assert t.replies[2].err and t.replies[3].ok, t	# still AUTHORIZATION
 
 
-def test_pam_user_changed_by_module_is_used(root):
-	s = root.session()
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_pam_user_changed_by_module_is_used(root, extra):
+	"""Also when the check process reports it (PAM_USER, not the login)."""
+	s = root.session(*extra)
 	assert s.greeting().ok
 	assert s.cmd("USER al").ok
 	r = s.cmd("PASS al pw")
 	assert r.ok, (r, s.stderr())
 	assert s.cmd("STAT").text.startswith("+OK 2 ")	# alice's mailbox
-	st = proc_status(one_child(s.proc.pid))
+	st = proc_status(user_pid(s, extra))
 	assert st["Uid"].split() == ["2001"] * 4, st
 	assert s.cmd("QUIT").ok
 	assert s.wait() == 0
@@ -654,6 +660,121 @@ def test_pam_service_option(root):
 	assert t.replies[1].ok, t
 	t = root.run(login("alice", PW) + ["QUIT"])
 	assert t.replies[1].err, t
+
+
+# ---------------------------------------------------------------- PAM sessions
+# The test module logs every PAM call with the pid and euid that made it:
+# an oracle of its own, apart from pop3d's log.
+
+SESSION_CALLS = ["auth", "acct", "setcred-establish", "open", "close",
+    "setcred-delete", "end"]
+
+
+def session_tree(pid):
+	"""pid and all its live descendants, from /proc."""
+	out, todo = [], [pid]
+	while todo:
+		p = todo.pop()
+		out.append(p)
+		todo += children(p)
+	return sorted(out)
+
+
+def check_process_calls(root, pid, names):
+	"""The PAM calls so far are names, all made by one root process that
+	is neither the session's pid nor one of its live processes now: the
+	short-lived check process."""
+	ev = root.pam_events()
+	assert [e[0] for e in ev] == names, ev
+	pids = {int(e[2][4:]) for e in ev}
+	assert len(pids) == 1 and not pids & set(session_tree(pid)), \
+	    (ev, session_tree(pid))
+	assert {e[3] for e in ev} == {"euid=0"}, ev
+	assert all(e[1] == "user=alice" for e in ev), ev
+
+
+def alone_as_the_user(pid):
+	"""The session is one process, pid, as the user, and the process
+	above it is the test (no root pop3d is left)."""
+	assert session_tree(pid) == [pid], session_tree(pid)
+	st = proc_status(pid)
+	assert st["Uid"].split() == ["2001"] * 4, st
+	assert int(st["PPid"]) == os.getpid(), st
+
+
+def test_pam_default_no_session_and_no_root_process(root):
+	"""By default: authenticate and acct_mgmt only, in a root process
+	that ends with the check; before the login two processes (the root
+	one inetd started and the pre-login child), after it one, the user's,
+	which is the pid inetd started."""
+	s = root.session()
+	assert s.greeting().ok
+	pid = s.proc.pid
+	pre = one_child(pid)
+	assert session_tree(pid) == sorted([pid, pre])
+	assert proc_status(pid)["Uid"].split() == ["0"] * 4
+	assert proc_status(pre)["Uid"].split()[0] == str(PRE_UID)
+	assert s.cmd("USER alice").ok
+	assert s.cmd("PASS " + PW).ok, s.stderr()
+	check_process_calls(root, pid, ["auth", "acct", "end"])
+	alone_as_the_user(pid)
+	assert s.cmd("STAT").ok
+	alone_as_the_user(pid)
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0, s.stderr()
+	assert [e[0] for e in root.pam_events()] == ["auth", "acct", "end"]
+
+
+def test_pam_session_login_opens_and_closes_before_the_transaction(root):
+	"""--pam-session=login: the session stack opened and closed in the
+	check process, all of it done when the reply to PASS (the first one
+	of the user's process) comes; then one process, as by default."""
+	s = root.session("--pam-session=login")
+	s.login("alice", PW)
+	pid = s.proc.pid
+	check_process_calls(root, pid, SESSION_CALLS)
+	alone_as_the_user(pid)
+	assert s.cmd("STAT").ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0, s.stderr()
+	assert [e[0] for e in root.pam_events()] == SESSION_CALLS
+
+
+@pytest.mark.parametrize("end", ["QUIT", "drop"])
+def test_pam_session_held_until_the_session_ends(root, end):
+	"""--pam-session=held: the root pid inetd started authenticates,
+	opens the session and keeps it open while its one child, the user's
+	process, runs; it closes it when that ends, by QUIT or by the client
+	going away."""
+	s = root.session(HELD)
+	s.login("alice", PW)
+	pid = s.proc.pid
+	c = one_child(pid)
+	assert session_tree(pid) == sorted([pid, c])
+	assert proc_status(pid)["Uid"].split()[1] == "0"
+	assert proc_status(c)["Uid"].split() == ["2001"] * 4
+	assert s.cmd("STAT").ok
+	ev = root.pam_events()
+	assert [e[0] for e in ev] == SESSION_CALLS[:4], ev
+	assert {e[2] for e in ev} == {"pid=%d" % pid}, ev
+	if end == "QUIT":
+		assert s.cmd("QUIT").ok
+		assert s.wait() == 0, s.stderr()
+	else:
+		s.close_stdin()
+		assert s.wait() == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	ev = root.pam_events()
+	assert [e[0] for e in ev] == SESSION_CALLS, ev
+	assert {e[2] for e in ev} == {"pid=%d" % pid}, ev
+	assert {e[3] for e in ev} == {"euid=0"}, ev
+
+
+@pytest.mark.parametrize("arg", ["bogus", "", "yes", "HELD"])
+def test_pam_session_option_refuses_other_values(root, arg):
+	t = root.run(["QUIT"], "--pam-session=" + arg)
+	assert t.rc == LIMITS["POP3_EX_USAGE"], t
+	assert "invalid PAM session mode" in t.stderr, t.stderr
+	assert t.replies == [], t
 
 
 # ---------------------------------------------------------------- processes
@@ -688,15 +809,16 @@ def test_prelogin_process_is_sandboxed(root):
 	assert s.wait() == 0
 
 
-def test_user_process_runs_as_the_user(root):
-	s = root.session()
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_user_process_runs_as_the_user(root, extra):
+	s = root.session(*extra)
 	assert s.greeting().ok
 	client_fds = {os.readlink("/proc/self/fd/%d" % f.fileno())
 	    for f in (s.proc.stdin, s.proc.stdout)}	# our ends of the pipes
 	assert s.cmd("USER alice").ok
 	assert s.cmd("PASS " + PW).ok
 	pid = s.proc.pid
-	c = one_child(pid)
+	c = user_pid(s, extra)
 	st = proc_status(c)
 	assert st["Uid"].split() == ["2001"] * 4, st
 	assert st["Gid"].split() == ["2001"] * 4, st
@@ -709,10 +831,11 @@ def test_user_process_runs_as_the_user(root):
 	# The user's process has the client; the root parent does not.
 	assert {os.readlink("/proc/%d/fd/%d" % (c, fd)) for fd in (0, 1)} == \
 	    client_fds
-	pfds = {os.readlink("/proc/%d/fd/%s" % (pid, fd))
-	    for fd in os.listdir("/proc/%d/fd" % pid)}
-	assert not pfds & client_fds, pfds
-	assert proc_status(pid)["Uid"].split()[1] == "0"
+	if c != pid:
+		pfds = {os.readlink("/proc/%d/fd/%s" % (pid, fd))
+		    for fd in os.listdir("/proc/%d/fd" % pid)}
+		assert not pfds & client_fds, pfds
+		assert proc_status(pid)["Uid"].split()[1] == "0"
 	assert s.cmd("STAT").ok
 	assert s.cmd("QUIT").ok
 	assert s.wait() == 0
@@ -724,13 +847,15 @@ def fd_links(pid):
 	return {int(fd): os.readlink("%s/%s" % (d, fd)) for fd in os.listdir(d)}
 
 
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("debug", [True, False])
-def test_children_hold_no_descriptor_pam_opened(root, debug):
+def test_children_hold_no_descriptor_pam_opened(root, debug, extra):
 	"""A PAM module (tests/pam_holdfd.c) that opens a root-only 0600 file
 	in authenticate, acct_mgmt and open_session and keeps it open, as
 	pam_systemd or an LDAP module keeps its descriptor: the monitor holds
-	the file, the pre-login child (after a failed login) and the user's
-	process do not.  Each child has exactly the descriptors it owns: the
+	the file (--pam-session=held), the pre-login child (after a failed
+	login) and the user's process do not; by default no process left
+	holds it.  Each child has exactly the descriptors it owns: the
 	client on 0 and 1, 2 (stderr with -d, else /dev/null), the pre-login
 	child its socket to the monitor, the user's process its mailbox, and
 	without -d a syslog socket."""
@@ -741,7 +866,7 @@ def test_children_hold_no_descriptor_pam_opened(root, debug):
 	svc = root.pamdir / "pop3"
 	svc.write_text("".join("%s required %s\n" % (kind, hold) for kind in
 	    ("auth", "account", "session")) + svc.read_text())
-	s = root.session(debug=debug)
+	s = root.session(*extra, debug=debug)
 	assert s.greeting().ok
 	client = {os.readlink("/proc/self/fd/%d" % f.fileno())
 	    for f in (s.proc.stdin, s.proc.stdout)}	# our ends of the pipes
@@ -770,11 +895,14 @@ def test_children_hold_no_descriptor_pam_opened(root, debug):
 	check(pre, 1)
 	assert s.cmd("USER alice").ok
 	assert s.cmd("PASS " + PW).ok, s.stderr()
-	c = one_child(s.proc.pid)
+	c = user_pid(s, extra)
 	assert c != pre and proc_status(c)["Uid"].split() == ["2001"] * 4
-	# The module did hold the file, in the monitor (three times or more).
-	mon = list(fd_links(s.proc.pid).values())
-	assert mon.count(str(secret)) >= 3, mon
+	if c != s.proc.pid:
+		# The module did hold the file, in the monitor (three times).
+		mon = list(fd_links(s.proc.pid).values())
+		assert mon.count(str(secret)) >= 3, mon
+	# Otherwise the login passing shows that it held it (it fails when
+	# it cannot), in a process that is gone.
 	check(c, 0, [str(root.mailbox())])
 	assert s.cmd("STAT").ok
 	assert s.cmd("QUIT").ok
@@ -786,7 +914,7 @@ def test_no_mail_group_when_the_spool_does_not_need_it(root):
 	os.chmod(root.spool, 0o755)
 	s = root.session("--lock", "fcntl")
 	s.login("alice", PW)
-	st = proc_status(one_child(s.proc.pid))
+	st = proc_status(user_pid(s, []))
 	assert st["Groups"] == "", st
 	assert s.cmd("QUIT").ok
 	assert s.wait() == 0
@@ -797,9 +925,9 @@ def test_fcntl_only_on_a_debian_spool_can_still_update(root):
 	is still created in the spool, so the mail group stays and DELE of the
 	first message (a move that needs the journal) works."""
 	before = root.mailbox().read_bytes()
-	s = root.session("--lock", "fcntl")
+	s = root.session("--lock", "fcntl", HELD)
 	s.login("alice", PW)
-	st = proc_status(one_child(s.proc.pid))
+	st = proc_status(user_pid(s, [HELD]))
 	assert st["Groups"].split() == [str(MAIL_GID)], st
 	n = int(s.cmd("STAT").text.split()[1])
 	assert n >= 2
@@ -813,17 +941,28 @@ def test_fcntl_only_on_a_debian_spool_can_still_update(root):
 	assert not list(root.spool.glob(".*journal*"))
 
 
-def test_sigterm_to_the_monitor_ends_the_session_and_pam(root):
-	s = root.session()
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP,
+    signal.SIGINT], ids=["TERM", "HUP", "INT"])
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_signal_to_the_session_pid_ends_the_session_and_pam(root, extra,
+    sig):
+	"""SIGTERM, SIGHUP or SIGINT to the pid inetd started, once the
+	user's session runs: status 1 in every mode; a held PAM session is
+	closed, the others were closed at login."""
+	s = root.session(*extra)
 	s.login("alice", PW)
-	c = one_child(s.proc.pid)
-	os.kill(s.proc.pid, signal.SIGTERM)
+	c = user_pid(s, extra)
+	os.kill(s.proc.pid, sig)
 	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
-	assert "session ended by signal 15" in s.stderr(), s.stderr()
 	assert not os.path.exists("/proc/%d/status" % c) or \
 	    proc_status(c)["State"].startswith("Z")
 	ev = [e[0] for e in root.pam_events()]
-	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
+	assert ev.count("open") == ev.count("close"), ev
+	assert ev[-1] == "end" and ev.count("end") == 1, ev
+	if HELD in extra:
+		assert "session ended by signal %d" % sig in s.stderr(), \
+		    s.stderr()
+		assert ev[-3:] == ["close", "setcred-delete", "end"], ev
 
 
 def wait_for_pam(root, event, timeout=10):
@@ -834,7 +973,8 @@ def wait_for_pam(root, event, timeout=10):
 		time.sleep(0.01)
 
 
-def test_sigterm_at_any_moment_of_the_login_ends_the_session(root):
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_sigterm_at_any_moment_of_the_login_ends_the_session(root, extra):
 	"""SIGTERM to the monitor at the greeting, or while the login passes
 	from the pre-login child to the user's process (the reply to PASS is
 	on its way), ends everything with status 1: no process is left
@@ -842,7 +982,7 @@ def test_sigterm_at_any_moment_of_the_login_ends_the_session(root):
 	closed.  Before the fix a signal between fork and the monitor's note
 	of the new child was lost, or went to the reaped pre-login child."""
 	for i in range(60):
-		s = root.session()
+		s = root.session(*extra)
 		assert s.greeting().ok
 		if i % 4:
 			assert s.cmd("USER alice").ok
@@ -864,7 +1004,8 @@ def test_sigterm_at_any_moment_of_the_login_ends_the_session(root):
 	assert ev.count("auth") == ev.count("end"), ev
 
 
-def test_sigterm_between_the_two_children_is_kept(root):
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_sigterm_between_the_two_children_is_kept(root, extra):
 	"""The shim makes the pre-login child ignore SIGTERM once it has sent
 	its login record, and linger 3 s after the "y": a SIGTERM to the
 	monitor in that time reaches no child that acts on it.  The monitor
@@ -872,17 +1013,19 @@ def test_sigterm_between_the_two_children_is_kept(root):
 	client."""
 	env = root.env(LD_PRELOAD="%s %s %s" % (root.tools / "shim.so",
 	    PAM_WRAPPER, NSS_WRAPPER), POP3D_TEST_RECORD="deaf")
-	s = root.session(env=env)
+	s = root.session(*extra, env=env)
 	assert s.greeting().ok
 	assert s.cmd("USER alice").ok
 	s.send("PASS %s\r\n" % PW)
-	wait_for_pam(root, "open")	# the record is sent: the child is deaf
+	# The record is sent (the child is deaf) and the check is done.
+	wait_for_pam(root, "open" if HELD in extra else "end")
 	os.kill(s.proc.pid, signal.SIGTERM)
 	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
 	assert s.wait_eof(5) == b"", "no reply to PASS"
 	assert "signal 15 before the session began" in s.stderr(), s.stderr()
 	ev = [e[0] for e in root.pam_events()]
-	assert ev[-3:] == ["close", "setcred-delete", "end"], ev
+	assert ev.count("open") == ev.count("close"), ev
+	assert ev[-1] == "end", ev
 
 
 def test_sigterm_during_the_failed_login_delay_ends_at_once(root):
@@ -1193,15 +1336,18 @@ def memory_holds(pid, needle, records=()):
 	return False
 
 
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("auth", ["pam", "passwd"])
-def test_no_password_in_memory_after_login(root, auth):
-	"""After login neither the root monitor nor the user's process keeps
-	the password anywhere in its memory (PAM's copy included)."""
+def test_no_password_in_memory_after_login(root, auth, extra):
+	"""After login neither the root monitor (a held session) nor the
+	user's process keeps the password anywhere in its memory (PAM's copy
+	included)."""
 	a = "passwd:%s" % root.passwd if auth == "passwd" else None
-	s = root.session(auth=a) if a else root.session()
+	s = root.session(*extra, auth=a) if a else root.session(*extra)
 	s.login("alice", PW)
 	pid = s.proc.pid
-	child = one_child(pid)
+	child = one_child(pid) if a is None and HELD in extra else \
+	    user_pid(s, [])
 	assert s.cmd("STAT").ok
 	needle = PW.encode()
 	# pam_matrix compares with its cleartext database: the line it read

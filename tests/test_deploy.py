@@ -375,22 +375,22 @@ def proc_status(pid):
 
 
 def check_privsep(launcher_pid, groups=()):
-    """The session under the launcher: a root pop3d, its one child the
-    user's process (uid and gid 2001 in all slots, no supplementary group
-    but groups, no_new_privs), and no pre-login process left."""
+    """The session under the launcher: one pop3d, the one the launcher
+    started, which has become the user's process (uid and gid 2001 in all
+    slots, no supplementary group but groups, no_new_privs), with no child
+    (no pre-login process left) and no root pop3d above it."""
     procs = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             st = proc_status(d.name)
             if st and st["Name"] == ["pop3d"]:
                 procs[int(d.name)] = st
-    roots = [p for p, st in procs.items()
+    tops = [p for p, st in procs.items()
         if int(st["PPid"][0]) == launcher_pid]
-    assert len(roots) == 1, procs
-    assert procs[roots[0]]["Uid"] == ["0"] * 4
-    kids = [st for st in procs.values() if int(st["PPid"][0]) == roots[0]]
-    assert len(kids) == 1, "pre-login process still there? %r" % kids
-    k = kids[0]
+    assert len(tops) == 1, procs
+    kids = [st for st in procs.values() if int(st["PPid"][0]) == tops[0]]
+    assert kids == [], "a process under the user's: %r" % kids
+    k = procs[tops[0]]
     assert k["Uid"] == [str(MAIL_UID)] * 4 and k["Gid"] == [str(MAIL_UID)] * 4
     assert k.get("Groups", []) == [str(g) for g in groups]
     assert k["NoNewPrivs"] == ["1"]
@@ -401,7 +401,7 @@ def check_privsep(launcher_pid, groups=()):
 def test_xinetd_session(launch, site):
     """xinetd.d/pop3: poplib logs in, lists, retrieves all messages intact,
     deletes two, quits; the mailbox is updated in place.  During the
-    session, pop3d is a root process and the user's process under it.
+    session, pop3d is one process, the one xinetd started, as the user.
     xinetd logs the session's PID, HOST, DURATION and EXIT status."""
     site.fill()
     x = start_xinetd(launch, site)
