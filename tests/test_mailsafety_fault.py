@@ -555,9 +555,11 @@ ORDER_MODES = {"plain": None, "jshift0": {"POP3D_JSHIFT": "0"}}
 def test_update_order_on_disk(pop3, name, mode):
 	"""strace of the update: no octet the mailbox had is overwritten or
 	cut before every journal write issued before it and the journal's
-	directory entry are on disk; the journal's commit record is written
-	only once the rest of the journal is; a progress record or the
-	removal of the journal only once the mailbox changes before it are;
+	directory entry are on disk (the journal hashes all it holds, one
+	fsync may cover it: test_incomplete_journal_dropped); no octet cut
+	before every write of the mailbox before it is on disk; a progress
+	record or the removal of the journal only once the mailbox changes
+	before it are;
 	+OK to QUIT only once every change of the mailbox and the journal's
 	removal are (syncorder.check(), which knows nothing of the journal's
 	layout).  The mailbox keeps its name and inode: it is never renamed,
@@ -588,7 +590,7 @@ def test_update_order_on_disk(pop3, name, mode):
 	before, after = sc.before(appended), sc.after(appended)
 	assert pop3.read_mbox() == after
 	rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
-	    len(before), cwd=pop3.base)
+	    len(before), cwd=pop3.base, hashed=True)
 	ctx = "%s\nevents:\n%s" % ("\n".join(rep.violations),
 	    rep.timeline())
 	assert rep.violations == [], ctx
@@ -633,6 +635,10 @@ GOOD = """\
 100 close(4) = 0
 100 write(1, "+OK bye\\r\\n", 9) = 9
 """
+
+
+HASHED = "".join(ln + "\n" for i, ln in
+    enumerate(GOOD.splitlines(), 1) if i not in (5, 13, 14))
 
 
 def _lines(log, *idx):
@@ -702,6 +708,16 @@ RULE_CASES = {
 	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 8:
 	    '100 rename("/s/.t", "/s/.j") = 0\n100 openat(AT_FDCWD, "/s", '
 	    "O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5"}), None),
+	# pop3d's order (journal.c): a journal that hashes its data, one
+	# fsync for it; no progress record, the moves durable before the
+	# truncate.  Good only for a hashed journal.
+	"one_sync_hashed": (HASHED, None, True),
+	"one_sync_unhashed": (HASHED, "commit"),
+	"cut_before_moves_durable": (_edit(drop=[12, 13, 14]), "cut"),
+	"hashed_no_sync": (HASHED.replace("100 fdatasync(4) = 0\n", ""),
+	    "undo", True),
+	"hashed_no_cut_sync": (HASHED.replace("100 fdatasync(3) = 0\n", "",
+	    1), "cut", True),
 }
 
 
@@ -709,10 +725,10 @@ RULE_CASES = {
 def test_syncorder_rules(tmp_path, case):
 	"""syncorder.check() on hand-written logs: passes the good order and
 	its equivalents, names the broken rule of every other."""
-	text, rule = RULE_CASES[case]
+	text, rule, hashed = (RULE_CASES[case] + (False,))[:3]
 	log = tmp_path / "log"
 	log.write_text(text + "\n")
-	rep = syncorder.check(log, "/s/box", "/s/.j", 100)
+	rep = syncorder.check(log, "/s/box", "/s/.j", 100, hashed=hashed)
 	got = "\n".join(rep.violations)
 	if rule is None:
 		assert got == "", got + "\n" + rep.timeline()
