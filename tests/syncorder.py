@@ -29,7 +29,8 @@ Rules (check()), each for whatever layout the journal has:
 	 or removed), every journal write issued before that change is
 	 durable, and so is the journal's name (its directory entry).  A
 	 truncate alone, the update's only change, needs no journal: a
-	 crash leaves the file cut or whole.
+	 crash leaves the file cut or whole.  (A repair's log begins with
+	 the journal there, its name durable: check(there=True).)
   commit The journal write that commits it (its last one before the
 	 mailbox is first changed) is issued only when every earlier write
 	 of that journal is durable: a journal that does not hash its data
@@ -415,7 +416,11 @@ class Report:
 	change of the mailbox; journal, the journal's writes and names;
 	reply, the last write to standard output."""
 
-	def __init__(self, trace, mailbox, journal, size0):
+	# The journal's name when the log begins with it there, made durable
+	# by the session that wrote it (check(there=True): a repair).
+	THERE = "the journal there before the log"
+
+	def __init__(self, trace, mailbox, journal, size0, there=False):
 		self.trace = trace
 		self.violations = []
 		ev = trace.events
@@ -432,6 +437,7 @@ class Report:
 		    e.obj in jobjs]
 		self.journal = self.jw + self.jn
 		self.jpath = journal
+		self.there = there
 		self.guarded = []
 		kept = size0
 		for e in self.mailbox:
@@ -458,12 +464,14 @@ class Report:
 
 	def name_durable(self, e, t):
 		"""The name e made or removed is on disk at log line t."""
+		if e is self.THERE:
+			return True
 		return any(s.start > e.end and s.end < t and (s.kind == "sync" or
 		    (s.kind == "fsync" and e.dir in s.names)) for s in self.syncs)
 
 	def journal_named(self, t):
 		"""The create of the journal's name that stands at line t."""
-		last = None
+		last = self.THERE if self.there else None
 		for e in self.jn:
 			if e.end < t and e.path == self.jpath:
 				last = e if e.kind == "create" else None
@@ -548,14 +556,16 @@ class Report:
 			self.bad("reply: %r while the journal is still there", r)
 
 
-def check(log, mailbox, journal, size0, cwd=None, hashed=False):
+def check(log, mailbox, journal, size0, cwd=None, hashed=False,
+    there=False):
 	"""Checks the rules of this module's docstring on the strace log of a
 	session whose update began with a mailbox of size0 octets: a Report.
 	cwd: the session's working directory, for relative paths; hashed:
-	the journal holds digests of all its octets (no commit rule)."""
+	the journal holds digests of all its octets (no commit rule); there:
+	the journal was there, durable, when the log began (a repair)."""
 	tr = Trace(parse(log), cwd)
 	rep = Report(tr, os.path.normpath(mailbox), os.path.normpath(journal),
-	    size0)
+	    size0, there)
 	for c in tr.untracked:
 		rep.bad("a file operation on a descriptor the checker does not "
 		    "know (its tracking is incomplete): %r", c)

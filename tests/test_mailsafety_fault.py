@@ -550,6 +550,20 @@ ORDER_SHAPES = {
 ORDER_MODES = {"plain": None, "jshift0": {"POP3D_JSHIFT": "0"}}
 
 
+def strace_wrapper(pop3):
+	"""The strace command line that logs a session for syncorder.check(),
+	and the log's path (in a directory the session's user can write)."""
+	strace = shutil.which("strace")
+	need(strace, "strace (package strace)")
+	tdir = pop3.base / "trace"
+	tdir.mkdir()
+	if ROOT:
+		os.chown(tdir, 65534, 65534)
+	log = tdir / "log"
+	return [strace, "-f", "-qq", "-s", "64", "-o", str(log), "-e",
+	    syncorder.CLASSES], log
+
+
 @pytest.mark.parametrize("mode", list(ORDER_MODES))
 @pytest.mark.parametrize("name", list(ORDER_SHAPES))
 def test_update_order_on_disk(pop3, name, mode):
@@ -564,18 +578,10 @@ def test_update_order_on_disk(pop3, name, mode):
 	removal are (syncorder.check(), which knows nothing of the journal's
 	layout).  The mailbox keeps its name and inode: it is never renamed,
 	replaced or unlinked."""
-	strace = shutil.which("strace")
-	need(strace, "strace (package strace)")
 	sc = ORDER_SHAPES[name]
 	env = ORDER_MODES[mode]
 	reset(pop3, sc.initial)
-	tdir = pop3.base / "trace"
-	tdir.mkdir()
-	if ROOT:
-		os.chown(tdir, 65534, 65534)
-	log = tdir / "log"
-	argv = [strace, "-f", "-qq", "-s", "64", "-o", str(log), "-e",
-	    syncorder.CLASSES]
+	argv, log = strace_wrapper(pop3)
 	with Run(pop3, binary=fault_binary() if env else None, env=env,
 	    wrapper=argv, timeout=60) as r:
 		assert r.login().ok, r.log
@@ -607,6 +613,42 @@ def test_update_order_on_disk(pop3, name, mode):
 		assert len([e for e in rep.journal if e.kind == "write" and
 		    e.start > m0]) >= 2, ctx
 	assert not any(e.kind in ("create", "remove") for e in rep.mailbox), ctx
+
+
+def test_repair_order_on_disk(pop3):
+	"""strace of a repair that finds an update killed in its moves and
+	mail delivered since: the moves are redone, the new mail is moved by
+	a journal of its own that replaces the old one.  The same rules as
+	test_update_order_on_disk hold for it (the new journal's writes and
+	its name come only once the redone moves are on disk: "ahead"), and
+	the mailbox ends as the update leaves it, with the new mail."""
+	argv, log = strace_wrapper(pop3)
+	sc = ORDER_SHAPES["tenth"]
+	for n in range(1, MAX_STEPS):
+		reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % n)
+		assert res.killed, "no kill fell in the moves: %r" % res
+		now = pop3.read_mbox()
+		if journals(pop3) and now != sc.initial and \
+		    len(now) >= len(sc.initial):
+			break
+	new = message(251, tag="new")
+	pop3.append_mbox(mbox([new]))
+	size0 = len(pop3.read_mbox())
+	with Run(pop3, wrapper=argv, timeout=60) as r:
+		assert r.login().ok, r.log
+		q = r.cmd("QUIT", timeout=60)
+		r.close(timeout=60)
+	assert q is not None and q.ok, r.log + r.stderr
+	assert pop3.read_mbox() == mbox(sc.kept() + [new])
+	assert re.search(r"repaired an interrupted update .* [1-9]\d* "
+	    r"appended since kept", r.stderr), r.stderr
+	rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+	    size0, cwd=pop3.base, hashed=True, there=True)
+	ctx = "%s\nevents:\n%s" % ("\n".join(rep.violations),
+	    rep.timeline())
+	assert rep.violations == [], ctx
+	assert rep.guarded and any(e.kind == "create" for e in rep.jn), ctx
 
 
 # The checker itself, on logs written here: a good update, and for each
