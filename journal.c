@@ -35,10 +35,13 @@
  * Numbers are little-endian, 64 bits.
  *   [0, JNL_HDR)	the header: magic, dev, ino, D, F, N, L, X, J, then
  *			SHA-256 of the mailbox octets [D+N, F) (cut away by
- *			the truncate), of the extent table, and of all
- *			before it.  Written and fsynced last: a valid
- *			header means a complete journal, without hashing
- *			the data (SHA-256 runs at 1-2 GB/s).
+ *			the truncate), of the extent table, of the
+ *			journaled octets, and of all before it.  Written
+ *			with the rest and made durable by the same fsync:
+ *			a journal whose table or data do not match their
+ *			digests was never complete on disk, so the mailbox
+ *			was never touched (the fsync comes before the
+ *			first change of the mailbox).
  *   JNL_SLOT(0, 1)	two progress records, each in a block of its own:
  *			magic, sequence number, P, the first 16 octets of
  *			the header's digest, SHA-256 of all before it.  The
@@ -48,10 +51,14 @@
  *   jnl_data(X)	the octets of the journaled extents, J in all (then
  *			zeros up to a whole block).
  */
-#define JNL_MAGIC	"POP3DJ2\n"
+#define JNL_MAGIC	"POP3DJ3\n"
+/* The previous pop3d's: no digest of the journaled octets, which it made
+ * durable before it wrote the header; applied as it was. */
+#define JNL_MAGIC2	"POP3DJ2\n"
 #define JNL_MAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
 #define JNL_PMAGIC	"POP3DP2\n"
-#define JNL_HDR		(8 + 8 * 8 + 3 * 32)
+#define JNL_HDR		(8 + 8 * 8 + 4 * 32)
+#define JNL_HDR2	(8 + 8 * 8 + 3 * 32)
 #define JNL_HDR1	(8 + 6 * 8 + 2 * 32)
 #define JNL_BLK		4096
 #define JNL_SLOT(i)	((uint64_t)JNL_BLK * (1 + (i)))
@@ -88,7 +95,9 @@ struct jnl_hdr {
 	uint64_t	 j;		/* octets of extents in the journal */
 	unsigned char	 hc[32];	/* SHA-256 of mailbox [d + n, f) */
 	unsigned char	 ht[32];	/* SHA-256 of the extent table */
+	unsigned char	 hd[32];	/* SHA-256 of the journaled octets */
 	unsigned char	 hh[32];	/* SHA-256 of the header before it */
+	int		 v2;		/* a JNL_MAGIC2 journal: no hd */
 };
 
 /* A journal being applied. */
@@ -211,28 +220,33 @@ jnl_encode(struct jnl_hdr *h, unsigned char *p)
 	jnl_le64(p + 64, h->j);
 	memcpy(p + 72, h->hc, 32);
 	memcpy(p + 104, h->ht, 32);
-	jnl_sha(p, 136, h->hh);
-	memcpy(p + 136, h->hh, 32);
+	memcpy(p + 136, h->hd, 32);
+	jnl_sha(p, 168, h->hh);
+	memcpy(p + 168, h->hh, 32);
 }
 
 /*
  * Decodes the header of got octets at p: 0, -1 if it is not a valid one,
  * 1 if it is a valid header of an older pop3d's journal (magic POP3DJ1,
- * 88 octets and their SHA-256).
+ * 88 octets and their SHA-256).  A JNL_MAGIC2 header (the previous
+ * pop3d's, without hd) sets h->v2.
  */
 static int
 jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 {
 	unsigned char	dg[32];
+	size_t		len;
 
 	if (got >= JNL_HDR1 && memcmp(p, JNL_MAGIC1, 8) == 0) {
 		jnl_sha(p, JNL_HDR1 - 32, dg);
 		return memcmp(dg, p + JNL_HDR1 - 32, 32) == 0 ? 1 : -1;
 	}
-	if (got < JNL_HDR || memcmp(p, JNL_MAGIC, 8) != 0)
+	h->v2 = memcmp(p, JNL_MAGIC2, 8) == 0;
+	len = h->v2 ? JNL_HDR2 : JNL_HDR;
+	if (got < len || (!h->v2 && memcmp(p, JNL_MAGIC, 8) != 0))
 		return -1;
-	jnl_sha(p, 136, dg);
-	if (memcmp(dg, p + 136, 32) != 0)
+	jnl_sha(p, len - 32, dg);
+	if (memcmp(dg, p + len - 32, 32) != 0)
 		return -1;
 	h->dev = jnl_get64(p + 8);
 	h->ino = jnl_get64(p + 16);
@@ -244,6 +258,8 @@ jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 	h->j = jnl_get64(p + 64);
 	memcpy(h->hc, p + 72, 32);
 	memcpy(h->ht, p + 104, 32);
+	if (!h->v2)
+		memcpy(h->hd, p + 136, 32);
 	memcpy(h->hh, dg, 32);
 	if (h->d > h->f || h->n > h->f - h->d || h->l != h->f - h->d - h->n ||
 	    h->x > JNL_EXT_MAX || h->j > h->n)
@@ -335,13 +351,33 @@ jnl_hashrange(int fd, uint64_t off, uint64_t len, unsigned char *dg,
 	return 0;
 }
 
-/* jnl_hashrange() in a thread of its own (see jnl_write()). */
+/* The digests of a journal's header, in a thread of its own while the
+ * journal is written (see jnl_write()). */
 struct jnl_hjob {
-	int		 fd;
-	uint64_t	 off, len;
-	unsigned char	 dg[32];
-	int		 err;		/* 0, or the errno of a failure */
+	int			 fd;
+	uint64_t		 off, len;	/* the cut octets */
+	const struct jnl_ext	*ext;		/* x extents */
+	uint64_t		 x;
+	unsigned char		 dg[32];	/* of the cut octets: hc */
+	unsigned char		 dd[32];	/* of the journaled ones: hd */
+	int			 err;		/* 0, or the errno of a failure */
 };
+
+/* Hashes [off, off + len) of fd into ctx through buf (MD_BLOCK). */
+static int
+jnl_hjob_range(int fd, uint64_t off, uint64_t len, unsigned char *buf,
+    struct sha256_ctx *ctx)
+{
+	size_t	n;
+
+	for (; len > 0; off += n, len -= n) {
+		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
+		if (io_pread_exact(fd, buf, n, off) == -1)
+			return -1;
+		sha256_update(ctx, n, buf);
+	}
+	return 0;
+}
 
 static void *
 jnl_hjob_run(void *arg)
@@ -349,8 +385,7 @@ jnl_hjob_run(void *arg)
 	struct jnl_hjob		*h = arg;
 	struct sha256_ctx	 ctx;
 	unsigned char		*buf;
-	uint64_t		 off = h->off, len = h->len;
-	size_t			 n;
+	uint64_t		 i;
 
 	h->err = 0;
 	/* A block of its own: jnl_blk is the other thread's. */
@@ -359,15 +394,17 @@ jnl_hjob_run(void *arg)
 		return NULL;
 	}
 	sha256_init(&ctx);
-	for (; len > 0; off += n, len -= n) {
-		n = len > MD_BLOCK ? MD_BLOCK : (size_t)len;
-		if (io_pread_exact(h->fd, buf, n, off) == -1) {
-			h->err = errno;
-			break;
-		}
-		sha256_update(&ctx, n, buf);
-	}
+	if (jnl_hjob_range(h->fd, h->off, h->len, buf, &ctx) == -1)
+		h->err = errno;
 	sha256_digest(&ctx, 32, h->dg);
+	/* The journaled octets as jnl_wdata() writes them: the sources of
+	 * the journaled extents, in order. */
+	sha256_init(&ctx);
+	for (i = 0; i < h->x && h->err == 0; i++)
+		if (h->ext[i].joff != JNL_NONE && jnl_hjob_range(h->fd,
+		    h->ext[i].s, h->ext[i].len, buf, &ctx) == -1)
+			h->err = errno;
+	sha256_digest(&ctx, 32, h->dd);
 	free(buf);
 	return NULL;
 }
@@ -422,7 +459,8 @@ jnl_wtab(int jfd, const struct jnl_ext *ext, uint64_t x, unsigned char *ht)
  * to D+N, sources in order, not before their destination and not past
  * F, an extent moved within the mailbox never overlapping its own source,
  * journaled octets back to back from jnl_data(X), J of them.  0; -1 on a
- * read error (errno); 1 if the table is not valid.
+ * read error (errno); 2 if it is short or does not match its digest (not
+ * complete on disk), 1 if it does but breaks the rules.
  */
 static int
 jnl_rtab(int jfd, const struct jnl_hdr *h, struct jnl_ext **out)
@@ -445,7 +483,7 @@ jnl_rtab(int jfd, const struct jnl_hdr *h, struct jnl_ext **out)
 		if ((r = io_pread(jfd, jnl_blk, n, JNL_TAB + i * JNL_REC)) !=
 		    (ssize_t)n) {
 			free(ext);
-			return r == -1 ? -1 : 1;
+			return r == -1 ? -1 : 2;
 		}
 		sha256_update(&ctx, n, jnl_blk);
 		for (k = 0; k < n; k += JNL_REC, i++) {
@@ -456,8 +494,12 @@ jnl_rtab(int jfd, const struct jnl_hdr *h, struct jnl_ext **out)
 		}
 	}
 	sha256_digest(&ctx, 32, dg);
+	if (memcmp(dg, h->ht, 32) != 0) {
+		free(ext);
+		return 2;
+	}
 	pos = jnl_data(h->x);
-	for (i = 0; i < h->x && memcmp(dg, h->ht, 32) == 0; i++) {
+	for (i = 0; i < h->x; i++) {
 		e = &ext[i];
 		if (e->d != d || e->s < s || e->s < d || e->s > h->f ||
 		    e->len == 0 || e->len > h->f - e->s)
@@ -472,8 +514,7 @@ jnl_rtab(int jfd, const struct jnl_hdr *h, struct jnl_ext **out)
 		d += e->len;
 		s = e->s + e->len;
 	}
-	if (memcmp(dg, h->ht, 32) != 0 || i < h->x || d != h->d + h->n ||
-	    pos - jnl_data(h->x) != h->j) {
+	if (i < h->x || d != h->d + h->n || pos - jnl_data(h->x) != h->j) {
 		free(ext);
 		return 1;
 	}
@@ -516,7 +557,14 @@ jnl_slots(struct jnl_state *js)
 /*
  * A progress record: extents before p are done.  The mailbox is fsynced
  * first, the journal after: the record is on disk only once they are.
- * The slot of the record before it stays as it was.
+ * The slot of the record before it stays as it was.  Both syncs guard the
+ * sources the next move overwrites (jnl_moves()): without the first, a
+ * crash could keep the record and lose moves it counts as done, whose
+ * sources are then gone; without the second, the overwrite could reach
+ * the disk before the record, and a repair from the record before would
+ * copy those extents from sources already overwritten.  Neither can cover
+ * the other's file, and the record cannot be written before the mailbox
+ * is durable, so no sync covers a record and the move after it.
  */
 static int
 jnl_progress(const struct jnl_box *box, struct jnl_state *js, uint64_t p)
@@ -644,8 +692,8 @@ jnl_wdata(const struct jnl_box *box, int jfd, const struct jnl_state *js)
 /*
  * Writes the journal of js (header fields, table planned) to path,
  * created, never there before: the journaled extents' octets, the table,
- * fsync, the header, fsync.  js->fd is then the open journal, with no
- * progress.  0, or -1 (nothing left behind).
+ * the header with their digests, one fsync.  js->fd is then the open
+ * journal, with no progress.  0, or -1 (nothing left behind).
  */
 static int
 jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
@@ -665,13 +713,16 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 		    "");
 		return -1;
 	}
-	/* The digest of the cut octets (SHA-256 at 1-2 GB/s: 40 ms for a
-	 * tenth of 350 MB) on the other CPU while the journal is written. */
+	/* The digests of the cut and the journaled octets (SHA-256 at 1-2
+	 * GB/s: 40 ms for a tenth of 350 MB) on the other CPU while the
+	 * journal is written. */
 	hj.fd = box->fd;
 	hj.off = js->h.d + js->h.n;
 	hj.len = js->h.l;
+	hj.ext = js->ext;
+	hj.x = js->h.x;
 	(void)sigfillset(&all);
-	if (hj.len >= MD_BLOCK &&
+	if (hj.len + js->h.j >= MD_BLOCK &&
 	    pthread_sigmask(SIG_SETMASK, &all, &old) == 0) {
 		threaded = pthread_create(&th, NULL, jnl_hjob_run, &hj) == 0;
 		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -692,11 +743,19 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 		goto fail;
 	}
 	memcpy(js->h.hc, hj.dg, 32);
-	/* All of it on disk first: then a valid header means a complete
-	 * journal. */
+	memcpy(js->h.hd, hj.dd, 32);
+	js->h.v2 = 0;
+	/*
+	 * SYNC 1 of an update: the journal, header and all, durable before
+	 * the first change of the mailbox (any later write of the mailbox
+	 * may reach the disk at once, by writeback): without it a crash
+	 * could leave moved octets and no journal to finish or tell them.
+	 * One fsync for all: a crash before it returns leaves the mailbox
+	 * untouched and a journal that jnl_load() finds incomplete (its
+	 * table or octets do not match the header's digests) and removes.
+	 */
 	jnl_encode(&js->h, hdr);
-	if (io_fdatasync(jfd) == -1 ||
-	    io_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
+	if (io_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
 	    io_fdatasync(jfd) == -1)
 		goto fail;
 	js->fd = jfd;
@@ -714,8 +773,8 @@ fail:
 }
 
 /*
- * The moves of js from extent js->p on, in order, then a progress record
- * of all: every kept octet is then at its place and on disk.  Before a
+ * The moves of js from extent js->p on, in order (not yet durable: see
+ * jnl_apply()).  Before a
  * destination is written over the source of an earlier extent that is
  * not done on disk and not in the journal, a progress record frees that
  * source (see jnl_compact()).  The first time, every extent is copied from
@@ -770,28 +829,44 @@ jnl_moves(const struct jnl_box *box, struct jnl_state *js, int redo)
 			}
 		}
 	}
-	if (js->p < js->h.x && jnl_progress(box, js, js->h.x) == -1)
-		return -1;
 	return 0;
 }
 
 /*
  * Applies a journal that is on disk, from its progress on: the moves,
- * truncate to D+N, fsync, remove the journal, fsync the directory.
- * Every step can be repeated: D+N <= F, and the truncate comes after the
- * record that all moves are done.
+ * fsync, truncate to D+N, fsync, remove the journal, fsync the directory.
+ * Every step can be repeated: D+N <= F, and the truncate comes after all
+ * moves are durable.
  */
 static enum md_res
 jnl_apply(const struct jnl_box *box, struct jnl_state *js, int redo,
     const char *jpath)
 {
-	if (jnl_moves(box, js, redo) == -1 ||
+	/*
+	 * SYNC 3: the moves durable before the truncate, which cuts the
+	 * sources of the last ones (and the octets whose digest tells a
+	 * repair that the moves are to be redone): a truncate on disk
+	 * then means every move is, which is how jnl_repair() knows the
+	 * state after the truncate (this sync replaces the progress record
+	 * "all moves done" of the previous pop3d, and its own sync).
+	 * SYNC 4: the truncate durable before the journal's removal is: a
+	 * removal on disk without it would leave the mailbox with its moves
+	 * done and its old tail after them, duplicates, and no journal.
+	 */
+	if (jnl_moves(box, js, redo) == -1 || io_fdatasync(box->fd) == -1 ||
 	    io_ftruncate(box->fd, js->h.d + js->h.n) == -1 ||
 	    io_fdatasync(box->fd) == -1) {
 		pop_log(LOG_ERR, "update of %s: %s", box->path,
 		    strerror(errno));
 		return MD_TEMP;
 	}
+	/*
+	 * SYNC 5: the removal durable before +OK (MD_OK).  Lost in a crash
+	 * after the reply, the journal would come back under a mailbox that
+	 * may have changed since (a mail reader that rewrites it in place,
+	 * a later truncate-only update, neither syncing this directory):
+	 * the next repair would judge it against the wrong octets.
+	 */
 	if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "update of %s: journal %s: %s", box->path,
 		    jpath, strerror(errno));
@@ -800,31 +875,53 @@ jnl_apply(const struct jnl_box *box, struct jnl_state *js, int redo,
 	return MD_OK;
 }
 
+/* Removes a journal that was never complete on disk: the mailbox was
+ * never touched. */
+static enum md_res
+jnl_drop(const struct jnl_box *box, const char *jpath)
+{
+	if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	pop_log(LOG_NOTICE, "removed the journal of an update of %s "
+	    "that never started", box->path);
+	return MD_OK;
+}
+
 /*
- * Repair (called under the spool locks, before indexing, and after a
- * failed apply).  A journal without a valid header was never applied:
- * the mailbox is intact, the journal goes.  A journal for another file
- * (dev/ino) is renamed aside, never applied.  Otherwise the mailbox is in
- * one of two states:
- *   before the truncate: size >= F and [D+N, F) still hashes to the cut
- *     part (no move ever writes there).  The moves are done again from
- *     the last progress record.  Mail appended since is [F, cur): it is
- *     then moved to D+N by a journal of its own (one extent, F' = cur,
- *     D' = D+N), written to a temporary name and renamed over the old
- *     one, which is done by then.  Then the truncate.
- *   after the truncate: the last progress record says all moves are done
- *     and the file is at least D+N long (appended mail is [D+N, cur)).
- *     Only the fsync and the removal of the journal may be missing.
- * Anything else: the mailbox stays untouched, the journal is kept aside,
- * MD_PERM.  *done is set when an update was completed.
+ * Whether the table and journaled octets of js (open, its header read,
+ * of a file of size) are complete on disk: 0 yes, 2 no (short or not
+ * matching their digests), 1 the table breaks the rules, -1 a read error.
+ * A JNL_MAGIC2 journal's octets were durable before its header: only its
+ * size is checked.
  */
+static int
+jnl_complete(const struct jnl_box *box, struct jnl_state *js, uint64_t size)
+{
+	unsigned char	dg[32];
+	int		v;
+
+	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) != 0)
+		return v;
+	if (js->h.j > 0 && size < jnl_data(js->h.x) + js->h.j)
+		return 2;
+	if (js->h.v2)
+		return 0;
+	if (jnl_hashrange(js->fd, jnl_data(js->h.x), js->h.j, dg,
+	    box->alive) == -1)
+		return -1;
+	return memcmp(dg, js->h.hd, 32) == 0 ? 0 : 2;
+}
+
 /*
  * Opens the journal jpath and reads it into js (js->fd stays open for the
  * caller to close, -1 if there is none): *act is set when it is a valid
  * journal of this mailbox (*st), to be acted on.  Otherwise the result is
- * final: no journal (MD_OK), one never applied (removed: MD_OK), one for
- * another file (kept aside: MD_OK), an older pop3d's or a damaged one
- * (kept aside: MD_PERM), or an error.
+ * final: no journal (MD_OK), one never applied or never complete (removed:
+ * MD_OK), one for another file (kept aside: MD_OK), an older pop3d's or a
+ * damaged one (kept aside: MD_PERM), or an error.
  */
 static enum md_res
 jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
@@ -864,17 +961,8 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 		jnl_aside(jpath);
 		return MD_PERM;
 	}
-	if (v == -1) {
-		/* Never applied: the mailbox is as it was. */
-		if (io_unlink(jpath) == -1 || io_fsyncdir(box->path) == -1) {
-			pop_log(LOG_ERR, "cannot remove journal %s: %s", jpath,
-			    strerror(errno));
-			return MD_TEMP;
-		}
-		pop_log(LOG_NOTICE, "removed the journal of an update of %s "
-		    "that never started", box->path);
-		return MD_OK;
-	}
+	if (v == -1)
+		return jnl_drop(box, jpath);	/* never applied */
 	if (js->h.dev != (uint64_t)st->st_dev ||
 	    js->h.ino != (uint64_t)st->st_ino) {
 		pop_log(LOG_ERR, "journal %s is for another file than %s: "
@@ -882,13 +970,17 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 		jnl_aside(jpath);
 		return MD_OK;
 	}
-	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) == -1 ||
-	    jnl_slots(js) == -1) {
+	if (jnl_slots(js) == -1 ||
+	    (v = jnl_complete(box, js, (uint64_t)jst.st_size)) == -1) {
 		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
 		return MD_TEMP;
 	}
-	if (v == 1 || (js->h.j > 0 &&
-	    (uint64_t)jst.st_size < jnl_data(js->h.x) + js->h.j)) {
+	/* Not complete on disk: its sync never returned, so the mailbox
+	 * was never touched (unless a progress record says otherwise: the
+	 * journal was damaged since). */
+	if (v == 2 && !js->h.v2 && js->seq == 0)
+		return jnl_drop(box, jpath);
+	if (v != 0) {
 		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
 		    jpath, box->path);
 		jnl_aside(jpath);
@@ -921,6 +1013,12 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 	ext.s = js->h.f;
 	ext.len = size - js->h.f;
 	jnl_plan(&js2, JNL_SHIFT_NOW());
+	/* The moves of js durable before js2 replaces it (the rename). */
+	if (io_fdatasync(box->fd) == -1) {
+		pop_log(LOG_ERR, "update of %s: %s", box->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
 	if (io_unlink(tpath) == -1 && errno != ENOENT) {
 		pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
 		    strerror(errno));
@@ -941,18 +1039,21 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 
 /*
  * Repair (called under the spool locks, before indexing, and after a
- * failed apply).  A journal without a valid header was never applied:
- * the mailbox is intact, the journal goes.  A journal for another file
- * (dev/ino) is renamed aside, never applied (jnl_load()).  Otherwise the
- * mailbox is in one of two states:
+ * failed apply).  A journal without a valid header, or whose table or
+ * journaled octets do not match its digests, was never complete on disk,
+ * never applied: the mailbox is intact, the journal goes.  A journal for
+ * another file (dev/ino) is renamed aside, never applied (jnl_load()).
+ * Otherwise the mailbox is in one of two states:
  *   before the truncate: size >= F and [D+N, F) still hashes to the cut
  *     part (no move ever writes there).  The moves are done again from
  *     the last progress record.  Mail appended since is [F, cur): it is
  *     then moved to D+N by a journal of its own (jnl_rejournal()).  Then
  *     the truncate.
- *   after the truncate: the last progress record says all moves are done
- *     and the file is at least D+N long (appended mail is [D+N, cur)).
- *     Only the fsync and the removal of the journal may be missing.
+ *   after the truncate: the file is at least D+N long (appended mail is
+ *     [D+N, cur)) and the moves are on disk: jnl_apply() made them
+ *     durable before it cut (a JNL_MAGIC2 journal: its last progress
+ *     record says all moves are done).  Only the fsync and the removal
+ *     of the journal may be missing; doing them again is harmless.
  * Anything else: the mailbox stays untouched, the journal is kept aside,
  * MD_PERM.  *done is set when an update was completed.
  */
@@ -1008,7 +1109,8 @@ jnl_repair(const struct jnl_box *box, int *done)
 		*done = 1;
 		goto out;
 	}
-	if (js.p == js.h.x && (uint64_t)st.st_size >= js.h.d + js.h.n) {
+	if ((js.p == js.h.x || !js.h.v2) &&
+	    (uint64_t)st.st_size >= js.h.d + js.h.n) {
 		if (io_fdatasync(box->fd) == -1 || io_unlink(jpath) == -1 ||
 		    io_fsyncdir(box->path) == -1) {
 			pop_log(LOG_ERR, "update of %s: %s", box->path,
@@ -1053,9 +1155,10 @@ out:
  *   0. No extent (nothing kept after D, nothing appended): truncate to D,
  *      fsync; a crash leaves the file cut there or whole.
  *   1. Journal: the octets of each extent of (a), and of each extent
- *      shifted by less than JNL_SHIFT; the extent table; fsync; the
- *      header; fsync; fsync the spool directory.  An error: the journal
- *      goes, the mailbox is untouched.
+ *      shifted by less than JNL_SHIFT; the extent table; the header with
+ *      the digests of both; fsync (sync 1, jnl_write()); fsync the spool
+ *      directory (sync 2, below).  An error: the journal goes, the
+ *      mailbox is untouched.
  *   2. The moves, in order, each from its source (none has been touched
  *      yet).  Before a destination is written over the source of an
  *      earlier extent that is not journaled and not yet on disk at its
@@ -1064,12 +1167,15 @@ out:
  *      older of two checksummed slots, fsync the journal.  So from the
  *      last record on, every extent has its octets in the journal or
  *      intact at its source, and a repair does the moves again from
- *      there.  After the last move, a record of all of them.
- *   3. Truncate to D+N, fsync, unlink the journal, fsync the directory.
- *      No destination lies in the octets [D+N, F) that the truncate cuts
- *      away, so their digest in the header tells before from after.
+ *      there.
+ *   3. Fsync, truncate to D+N, fsync, unlink the journal, fsync the
+ *      directory (syncs 3 to 5, jnl_apply()).  No destination lies in
+ *      the octets [D+N, F) that the truncate cuts away, so their digest
+ *      in the header tells before from after.
  *   MD_OK only after all of it.  An error in 2 or 3: one jnl_repair()
- *   try, else the journal stays for the next session.
+ *   try, else the journal stays for the next session.  Five syncs, and
+ *   two per progress record; each one's reason is next to it, and in
+ *   BENCH.md ("Syncs per update").
  * With every 10th message deleted, shifts grow along the file: a record
  * is needed about every tenth of the offset, each flushing only what was
  * written since (writeback is started after each move).  "fsync" is
@@ -1110,6 +1216,13 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	jnl_plan(&js, JNL_SHIFT_NOW());
 	if (jnl_write(box, jpath, &js) == -1)
 		return MD_TEMP;
+	/*
+	 * SYNC 2: the journal's name durable before the first change of
+	 * the mailbox (which writeback may put on disk at once): the fsync
+	 * of the journal makes its octets durable, not its directory entry,
+	 * and a crash that kept moved octets but lost the name would leave
+	 * them with no journal to finish them.
+	 */
 	if (io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "fsync spool directory: %s", strerror(errno));
 		(void)close(js.fd);

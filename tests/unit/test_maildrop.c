@@ -1187,39 +1187,60 @@ test_error_loop(void **state)
 	}
 }
 
-/* A journal that fits neither state: the mailbox stays, MD_PERM. */
+/*
+ * Kills an update keeping keep right after its journal is written, before
+ * its fsync and the first change of the mailbox: the journal is in *jb
+ * (its path in j), the mailbox as write_msgs() made it.
+ */
 static void
-test_journal_bad(void **state)
+journal_written(unsigned int keep, char *j, size_t size, struct buf *jb)
 {
-	struct maildrop	md;
-	struct buf	orig;
-	char		j[4200];
-	int		st;
+	int	st;
 
-	(void)state;
-	write_msgs();
-	/* Kill right after the journal is complete (before the apply). */
+	snprintf(j, size, "%s/.user.pop3d-journal", dir);
 	for (st = 1; st < 60; st++) {
 		char	f[32];
 		int	s;
 
 		write_msgs();
 		snprintf(f, sizeof(f), "kill:%d", st);
-		s = child_update(0x3e, f);
-		snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+		s = child_update(keep, f);
 		if (WIFSIGNALED(s) && access(j, F_OK) == 0) {
-			struct buf	jb;
-
-			read_file(j, &jb);
-			/* A complete header: magic and a non-zero hash. */
-			if (jb.len > 4096 && memcmp(jb.p, "POP3DJ2\n", 8) == 0) {
-				buf_free(&jb);
-				break;
-			}
-			buf_free(&jb);
+			read_file(j, jb);
+			/* The header: its magic. */
+			if (jb->len > 4096 && memcmp(jb->p, "POP3DJ3\n", 8) == 0)
+				return;
+			buf_free(jb);
 		}
 	}
-	assert_true(st < 60);
+	fail_msg("no kill left a written journal");
+}
+
+/* The next session removes the journal j as never applied: the mailbox
+ * is orig, every message in it. */
+static void
+assert_dropped(const char *j, const struct buf *orig)
+{
+	struct maildrop	md;
+
+	open_ok(&md);
+	assert_int_equal(md.n, NMSGS);
+	md_close(&md);
+	assert_int_equal(access(j, F_OK), -1);
+	assert_file(orig);
+}
+
+/* A journal that fits neither state: the mailbox stays, MD_PERM. */
+static void
+test_journal_bad(void **state)
+{
+	struct maildrop	md;
+	struct buf	orig, jb;
+	char		j[4200];
+
+	(void)state;
+	journal_written(0x3e, j, sizeof(j), &jb);
+	buf_free(&jb);
 	/* Somebody else rewrote the mailbox meanwhile. */
 	mbox(FROM1 "Subject: other\n\nsomething else\n");
 	read_file(user.mailbox, &orig);
@@ -1234,13 +1255,83 @@ test_journal_bad(void **state)
 	/* An incomplete journal is removed, the mailbox untouched. */
 	write_msgs();
 	read_file(user.mailbox, &orig);
-	write_file(j, "POP3DJ2\ngarbage", 15);
-	open_ok(&md);
-	assert_int_equal(md.n, NMSGS);
-	md_close(&md);
-	assert_int_equal(access(j, F_OK), -1);
-	assert_file(&orig);
+	write_file(j, "POP3DJ3\ngarbage", 15);
+	assert_dropped(j, &orig);
 	buf_free(&orig);
+}
+
+static uint64_t
+le64(const unsigned char *p)
+{
+	uint64_t	v = 0;
+	int		i;
+
+	for (i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * A journal whose header reached the disk but whose table or journaled
+ * octets did not (one fsync covers all three: a crash before it returns
+ * can keep any of them): it was never applied, the mailbox is untouched;
+ * the next session removes it and keeps every message.  The octets at
+ * the offsets of the format (journal.c: X at 56, the table at 12288, the
+ * data at the next 4096 after it) are spoiled one at a time.
+ */
+static void
+test_journal_torn(void **state)
+{
+	struct buf	 orig, jb;
+	char		 j[4200];
+	uint64_t	 x, at[2];
+	size_t		 k;
+
+	(void)state;
+	for (k = 0; k < 2; k++) {
+		journal_written(0x3e, j, sizeof(j), &jb);
+		x = le64((unsigned char *)jb.p + 56);
+		at[0] = 12288 + 8;			/* a destination */
+		at[1] = (12288 + x * 32 + 4095) & ~(uint64_t)4095;
+		assert_true(x > 0 && jb.len > at[1]);
+		jb.p[at[k]] ^= 0x20;	/* a block of zeros is a torn one too */
+		write_file(j, jb.p, jb.len);
+		read_file(user.mailbox, &orig);
+		assert_dropped(j, &orig);
+		buf_free(&orig);
+		buf_free(&jb);
+	}
+}
+
+/*
+ * The previous pop3d's journal (magic POP3DJ2: no digest of the journaled
+ * octets, which it made durable before the header; the header's digest
+ * over 136 octets) is still applied: an update it began is completed.
+ */
+static void
+test_journal_v2(void **state)
+{
+	struct sha256_ctx	 ctx;
+	struct maildrop		 md;
+	struct buf		 jb, after;
+	char			 j[4200];
+
+	(void)state;
+	journal_written(0x2b, j, sizeof(j), &jb);
+	memcpy(jb.p, "POP3DJ2\n", 8);
+	sha256_init(&ctx);
+	sha256_update(&ctx, 136, (unsigned char *)jb.p);
+	sha256_digest(&ctx, 32, (unsigned char *)jb.p + 136);
+	memset(jb.p + 168, 0, 32);
+	write_file(j, jb.p, jb.len);
+	open_ok(&md);
+	assert_int_equal(md.n, 4);
+	md_close(&md);
+	assert_no_journal();
+	want_msgs(0x2b, "", &after);
+	assert_file(&after);
+	buf_free(&after);
+	buf_free(&jb);
 }
 
 /*
@@ -1316,7 +1407,7 @@ jseq(off_t *slot)
 	struct buf	jb;
 	char		j[4200];
 	uint64_t	seq, best = 0;
-	size_t		i, k, off;
+	size_t		i, off;
 
 	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
 	if (access(j, F_OK) == -1)
@@ -1326,8 +1417,7 @@ jseq(off_t *slot)
 		off = 4096 * (i + 1);
 		if (jb.len < off + 72 || memcmp(jb.p + off, "POP3DP2\n", 8) != 0)
 			continue;
-		for (seq = 0, k = 8; k-- > 0;)
-			seq = seq << 8 | (unsigned char)jb.p[off + 8 + k];
+		seq = le64((unsigned char *)jb.p + off + 8);
 		if (seq > best) {
 			best = seq;
 			*slot = (off_t)off;
@@ -1407,6 +1497,59 @@ test_progress(void **state)
 		buf_free(&after);
 	}
 	unsetenv("POP3D_JSHIFT");
+}
+
+/*
+ * A journal that does not match its digests although a progress record
+ * was written after it (so it was complete once and the mailbox has been
+ * changed since): damaged, never taken for one that was never complete:
+ * kept aside, the mailbox left as it is, MD_PERM.
+ */
+static void
+test_journal_damaged_after_progress(void **state)
+{
+	unsigned char	del[MANY];
+	struct maildrop	md;
+	struct buf	before, jb, now;
+	off_t		slot = 0;
+	uint64_t	x;
+	size_t		i;
+	int		n, fd;
+	char		f[32], j[4200];
+
+	(void)state;
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	setenv("POP3D_JSHIFT", "0", 1);
+	for (i = 0; i < MANY; i++)
+		del[i] = i % 3 == 0;
+	many(NULL, &before);
+	for (n = 1; n < 200; n++) {
+		write_file(user.mailbox, before.p, before.len);
+		snprintf(f, sizeof(f), "kill:%d", n);
+		assert_true(WIFSIGNALED(child_update_del(del, f)));
+		if (jseq(&slot) > 0)
+			break;
+		open_ok(&md);	/* repairs: the next try starts as before */
+		md_close(&md);
+	}
+	unsetenv("POP3D_JSHIFT");
+	assert_true(n < 200);
+	read_file(j, &jb);
+	x = le64((unsigned char *)jb.p + 56);
+	assert_true(le64((unsigned char *)jb.p + 64) > 0);	/* J */
+	fd = open(j, O_WRONLY);
+	assert_true(fd >= 0);
+	/* The first octet of the journaled data. */
+	assert_int_equal(pwrite(fd, "X", 1,
+	    (off_t)((12288 + x * 32 + 4095) & ~(uint64_t)4095)), 1);
+	close(fd);
+	read_file(user.mailbox, &now);
+	assert_int_equal(md_open(&md, &user), MD_PERM);
+	assert_file(&now);
+	assert_int_equal(access(j, F_OK), -1);	/* renamed aside */
+	buf_free(&now);
+	buf_free(&jb);
+	buf_free(&before);
 }
 
 /* An older pop3d's journal is kept aside, never applied or removed. */
@@ -1649,6 +1792,9 @@ main(void)
 		T(test_kill_loop),
 		T(test_error_loop),
 		T(test_journal_bad),
+		T(test_journal_torn),
+		T(test_journal_v2),
+		T(test_journal_damaged_after_progress),
 		T(test_progress),
 		T(test_journal_v1),
 		T(test_unsafe),
