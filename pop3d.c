@@ -54,12 +54,17 @@ usage(void)
 "  -x, --proxy-from=LIST      comma list of proxy addresses or networks\n"
 "                             (ADDR/BITS) that must send a PROXY header\n"
 "                             (v1 or v2) naming the client (default none)\n"
+"  -c, --cache-dir=DIR        index caches in DIR/USER as root (default\n"
+"                             %s); not root, in DIR, the\n"
+"                             user's own (default %sUID)\n"
+"  -C, --no-cache             no index cache: every login indexes\n"
 "  -d, --debug                log to stderr instead of syslog\n"
 "  -S, --no-sandbox           no seccomp filters and no Landlock ruleset\n"
 "                             (for debugging; default: both on)\n"
 "  -V, --version              print the version and exit\n"
 "  -h, --help                 print this help and exit\n",
-	    POP3D_NAME, POP3_TIMEOUT, POP3_FAIL_DELAY_MS);
+	    POP3D_NAME, POP3_TIMEOUT, POP3_FAIL_DELAY_MS, CACHE_DIR,
+	    CACHE_DIR_USER);
 }
 
 static void	badopt(const char *, const char *)
@@ -105,6 +110,20 @@ optlocks(const char *arg)
 	}
 }
 
+/* --auth pam | passwd:FILE */
+static void
+optauth(const char *arg)
+{
+	if (strcmp(arg, "pam") == 0) {
+		opt.backend = POP3_AUTH_PAM;
+		opt.passwd_file = NULL;
+	} else if (strncmp(arg, "passwd:", 7) == 0 && arg[7] != '\0') {
+		opt.backend = POP3_AUTH_PASSWD;
+		opt.passwd_file = arg + 7;
+	} else
+		badopt("authentication backend", arg);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -118,6 +137,8 @@ main(int argc, char *argv[])
 		{ "min-uid", required_argument, NULL, 'm' },
 		{ "fail-delay", required_argument, NULL, 'f' },
 		{ "proxy-from", required_argument, NULL, 'x' },
+		{ "cache-dir", required_argument, NULL, 'c' },
+		{ "no-cache", no_argument, NULL, 'C' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "no-sandbox", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
@@ -126,7 +147,7 @@ main(int argc, char *argv[])
 	};
 	int	 ch;
 
-	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:x:dSVh", longopts,
+	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:u:m:f:x:c:CdSVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -135,15 +156,7 @@ main(int argc, char *argv[])
 			opt.spool = optarg;
 			break;
 		case 'a':
-			if (strcmp(optarg, "pam") == 0) {
-				opt.backend = POP3_AUTH_PAM;
-				opt.passwd_file = NULL;
-			} else if (strncmp(optarg, "passwd:", 7) == 0 &&
-			    optarg[7] != '\0') {
-				opt.backend = POP3_AUTH_PASSWD;
-				opt.passwd_file = optarg + 7;
-			} else
-				badopt("authentication backend", optarg);
+			optauth(optarg);
 			break;
 		case 't':
 			opt.timeout = (int)optnum("timeout", optarg, 1,
@@ -173,6 +186,15 @@ main(int argc, char *argv[])
 		case 'x':
 			if (proxy_opt(optarg) == -1)
 				badopt("proxy address list", optarg);
+			break;
+		case 'c':
+			if (*optarg != '/')
+				badopt("cache directory (not absolute)",
+				    optarg);
+			opt.cache_dir = optarg;
+			break;
+		case 'C':
+			opt.cache = 0;
 			break;
 		case 'd':
 			opt.debug = 1;
