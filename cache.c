@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,16 @@ struct cache_rec {
 
 _Static_assert(sizeof(struct cache_hdr) == 136, "no padding in the header");
 _Static_assert(sizeof(struct cache_rec) == CACHE_REC, "CACHE_REC is right");
+/* A record is a struct md_msg as the index holds it, with deleted and
+ * the padding after it 0 (zero): read straight into the index, not
+ * copied.  A change of struct md_msg fails here: a new CACHE_VERSION. */
+#define CACHE_SAME(f)	(offsetof(struct cache_rec, f) == \
+	offsetof(struct md_msg, f))
+_Static_assert(sizeof(struct md_msg) == CACHE_REC && CACHE_SAME(from) &&
+    CACHE_SAME(data) && CACHE_SAME(end) && CACHE_SAME(size) &&
+    CACHE_SAME(hash) && CACHE_SAME(twin) &&
+    offsetof(struct cache_rec, zero) == offsetof(struct md_msg, deleted),
+    "a cache record is laid out as struct md_msg");
 
 /*
  * The checksum: four lanes of multiply-rotate over 8-octet words, then
@@ -164,12 +175,15 @@ cache_hdrcheck(const struct cache_hdr *h, size_t len,
  * of size octets: a message as mbox.c's index could have made it.
  */
 static int
-cache_reccheck(const struct cache_rec *r, const struct cache_rec *p,
+cache_reccheck(const struct md_msg *r, const struct md_msg *p,
     uint64_t first, uint64_t size)
 {
 	uint64_t	body;
+	uint32_t	zero;
 
-	if (r->zero != 0 || r->from >= r->data || r->data > r->end ||
+	memcpy(&zero, (const unsigned char *)r + offsetof(struct cache_rec,
+	    zero), sizeof(zero));
+	if (zero != 0 || r->from >= r->data || r->data > r->end ||
 	    r->data - r->from > MD_FROM_MAX || r->end > size)
 		return -1;
 	if (p == NULL ? r->from != first : r->from < p->end + 1 ||
@@ -181,7 +195,7 @@ cache_reccheck(const struct cache_rec *r, const struct cache_rec *p,
 
 /* The last record ends at the end of the file, less one empty line. */
 static int
-cache_lastcheck(const struct cache_rec *r, uint64_t size)
+cache_lastcheck(const struct md_msg *r, uint64_t size)
 {
 	return size - r->end > 2 ? -1 : 0;
 }
@@ -189,11 +203,15 @@ cache_lastcheck(const struct cache_rec *r, uint64_t size)
 /*
  * Twins: the n-th later record with the digest of another is its twin n
  * (mbox_twins()); a table of the last record of each digest checks that.
+ * Digests are SHA-256, so a probe longer than CACHE_PROBES (at a load of
+ * at most a half) is a file made to be slow: refused.
  */
+#define CACHE_PROBES	64
+
 static int
-cache_twincheck(const struct cache_rec *rec, uint32_t n)
+cache_twincheck(const struct md_msg *rec, uint32_t n)
 {
-	uint32_t	*tab, mask, i, k, j;
+	uint32_t	*tab, mask, i, k, j, probes;
 	uint64_t	 key;
 	int		 ok = 0;
 
@@ -204,11 +222,14 @@ cache_twincheck(const struct cache_rec *rec, uint32_t n)
 	mask--;
 	for (i = 0; i < n && ok == 0; i++) {
 		memcpy(&key, rec[i].hash, sizeof(key));
+		probes = 0;
 		for (k = (uint32_t)cache_mix(key) & mask; tab[k] != 0;
 		    k = (k + 1) & mask)
 			if (memcmp(rec[tab[k] - 1].hash, rec[i].hash,
-			    sizeof(rec[i].hash)) == 0)
+			    sizeof(rec[i].hash)) == 0 || ++probes > CACHE_PROBES)
 				break;
+		if (probes > CACHE_PROBES)
+			ok = -1;
 		j = tab[k];
 		if (j == 0 ? rec[i].twin != 0 : rec[i].twin != rec[j - 1].twin + 1)
 			ok = -1;
@@ -218,56 +239,63 @@ cache_twincheck(const struct cache_rec *rec, uint32_t n)
 	return ok;
 }
 
+/*
+ * The checks of a file of header h (checked) and records m: the checksum,
+ * each record, the twins.  NULL, or what is wrong.
+ */
+static const char *
+cache_verify(const struct cache_hdr *h, const struct md_msg *m)
+{
+	uint32_t	i, n = (uint32_t)h->n;
+
+	if (cache_filesum(h, m, n * sizeof(*m)) != h->sum)
+		return "bad checksum";
+	for (i = 0; i < n; i++)
+		if (cache_reccheck(&m[i], i > 0 ? &m[i - 1] : NULL,
+		    h->hidden_end, h->size) == -1)
+			return "bad record";
+	if (n > 0 && cache_lastcheck(&m[n - 1], h->size) == -1)
+		return "bad record";
+	if (n > 0 && cache_twincheck(m, n) == -1)
+		return "bad twins";
+	return NULL;
+}
+
+/* The index of a checked header h and its records m into ix, or NULL. */
+static const char *
+cache_take(const struct cache_hdr *h, struct md_msg *m, struct cache_ix *ix)
+{
+	const char	*why;
+
+	if ((why = cache_verify(h, m)) != NULL) {
+		free(m);
+		return why;
+	}
+	ix->msg = m;
+	ix->n = (uint32_t)h->n;
+	ix->hidden_end = h->hidden_end;
+	return NULL;
+}
+
 int
 cache_parse(const unsigned char *buf, size_t len, const struct cache_id *id,
     struct cache_ix *ix, const char **why)
 {
 	struct cache_hdr	 h;
-	const struct cache_rec	*rec;
 	struct md_msg		*m;
-	uint32_t		 i, n;
 
 	memset(ix, 0, sizeof(*ix));
-	if (len < sizeof(h)) {
-		*why = "truncated";
+	*why = "truncated";
+	if (len < sizeof(h))
 		return -1;
-	}
 	memcpy(&h, buf, sizeof(h));
 	if ((*why = cache_hdrcheck(&h, len, id)) != NULL)
 		return -1;
-	n = (uint32_t)h.n;
-	/* The records are 8-aligned in buf if buf is (the header is 136). */
-	rec = (const void *)(buf + sizeof(h));
-	*why = "bad checksum";
-	if (cache_filesum(&h, rec, len - sizeof(h)) != h.sum)
-		return -1;
-	*why = "bad record";
-	for (i = 0; i < n; i++)
-		if (cache_reccheck(&rec[i], i > 0 ? &rec[i - 1] : NULL,
-		    h.hidden_end, h.size) == -1)
-			return -1;
-	if (n > 0 && cache_lastcheck(&rec[n - 1], h.size) == -1)
-		return -1;
-	*why = "bad twins";
-	if (n > 0 && cache_twincheck(rec, n) == -1)
-		return -1;
 	*why = "out of memory";
-	if (n > 0 && (m = reallocarray(NULL, n, sizeof(*m))) == NULL)
+	if ((m = reallocarray(NULL, h.n + 1, sizeof(*m))) == NULL)
 		return -1;
-	for (i = 0; i < n; i++) {
-		memset(&m[i], 0, sizeof(m[i]));
-		m[i].from = rec[i].from;
-		m[i].data = rec[i].data;
-		m[i].end = rec[i].end;
-		m[i].size = rec[i].size;
-		memcpy(m[i].hash, rec[i].hash, sizeof(m[i].hash));
-		m[i].twin = rec[i].twin;
-	}
-	ix->msg = n > 0 ? m : NULL;
-	ix->n = n;
-	ix->hidden_end = h.hidden_end;
-	*why = NULL;
-	return 0;
+	memcpy(m, buf + sizeof(h), len - sizeof(h));
+	return (*why = cache_take(&h, m, ix)) == NULL ? 0 : -1;
 }
 
 /* Is dir a directory of uid that no one else may write (not a link)? */
@@ -289,49 +317,49 @@ cache_path(char *buf, size_t size, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* The octets of the cache file fd (st: its fstat) if it can be one of
- * id: NULL with *why set (NULL too: only stale, not worth a word). */
-static unsigned char *
+/*
+ * The cache file fd (st: its fstat) as the index of id into ix: its
+ * records read straight into the array the maildrop keeps.  0, or -1
+ * with *why set (NULL: only stale, the usual miss, not worth a word).
+ */
+static int
 cache_read(int fd, const struct stat *st, const struct cache_id *id,
-    const char **why)
+    struct cache_ix *ix, const char **why)
 {
 	struct cache_hdr	 h;
-	unsigned char		*buf;
+	struct md_msg		*m;
 	size_t			 len = (size_t)st->st_size;
 
 	*why = "not a regular file of the user with one link";
 	if (!S_ISREG(st->st_mode) || (uint64_t)st->st_uid != id->uid ||
 	    st->st_nlink != 1)
-		return NULL;
+		return -1;
 	*why = "too long";
 	if ((uint64_t)st->st_size > CACHE_MAX_BYTES)
-		return NULL;
+		return -1;
 	*why = "truncated";
 	if (len < sizeof(h) || io_pread_exact(fd, &h, sizeof(h), 0) == -1)
-		return NULL;
-	/* Stale (the usual miss): the records are not read. */
+		return -1;
 	if ((*why = cache_hdrcheck(&h, len, id)) != NULL) {
 		if (strcmp(*why, "stale") == 0)
-			*why = NULL;
-		return NULL;
+			*why = NULL;	/* the records are not read */
+		return -1;
 	}
 	*why = "out of memory";
-	if ((buf = malloc(len)) == NULL)
-		return NULL;
-	*why = "read error";
-	if (io_pread_exact(fd, buf, len, 0) == -1) {
-		free(buf);
-		return NULL;
+	if ((m = reallocarray(NULL, h.n + 1, sizeof(*m))) == NULL)
+		return -1;
+	if (io_pread_exact(fd, m, len - sizeof(h), sizeof(h)) == -1) {
+		*why = "read error";
+		free(m);
+		return -1;
 	}
-	*why = NULL;
-	return buf;
+	return (*why = cache_take(&h, m, ix)) == NULL ? 0 : -1;
 }
 
 int
 cache_load(const char *dir, const struct cache_id *id, struct cache_ix *ix)
 {
 	struct stat	 st;
-	unsigned char	*buf = NULL;
 	const char	*why = NULL;
 	char		 path[MD_PATH];
 	int		 fd, r = -1;
@@ -350,10 +378,9 @@ cache_load(const char *dir, const struct cache_id *id, struct cache_ix *ix)
 	}
 	if (fstat(fd, &st) == -1)
 		why = strerror(errno);
-	else if ((buf = cache_read(fd, &st, id, &why)) != NULL)
-		r = cache_parse(buf, (size_t)st.st_size, id, ix, &why);
+	else
+		r = cache_read(fd, &st, id, ix, &why);
 	(void)close(fd);
-	free(buf);
 	if (r == -1 && why != NULL)
 		pop_log(LOG_WARNING, "index cache %s not used: %s", path, why);
 	return r;
