@@ -183,11 +183,11 @@ md_cached(struct maildrop *md, const struct stat *st, struct cache_id *id)
 {
 	struct cache_ix	c;
 
-	if (md->user->cache[0] == '\0' || md->vctime.tv_nsec == -1 ||
-	    st->st_size == 0)
+	if (md->user->cache[0] == '\0')
 		return 0;
 	cache_ident(id, md->path, md->user->uid, st);
-	if (cache_load(md->user->cache, id, &c) == -1)
+	if (md->vctime.tv_nsec == -1 || st->st_size == 0 ||
+	    cache_load(md->user->cache, id, &c) == -1)
 		return 0;
 	md->msg = c.msg;
 	md->n = c.n;

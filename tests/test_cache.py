@@ -333,11 +333,13 @@ def test_symlinked_cache(pop3, cdir):
 
 
 def test_foreign_owned_cache(pop3, cdir):
-	"""A cache file of another owner (a good one, chowned) is a miss."""
+	"""A cache file of another owner (a good one, chowned, readable by
+	all) is a miss."""
 	need(ROOT, "root, to give the cache file to another user")
 	data = big_mailbox()
 	ref = warm(pop3, cdir, data)
 	os.chown(cdir / "index", 0, 0)
+	os.chmod(cdir / "index", 0o644)
 	a = run(pop3, cdir)
 	assert not hit(a, data)
 	assert same(a, ref)
