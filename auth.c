@@ -1244,7 +1244,8 @@ auth_become(const struct pop_user *u, int in, int out)
  * The directory of the user's index cache (cache.c) into u->cache, made
  * before the sandbox closes the filesystem.  As root (root = 1): DIR/USER,
  * DIR root's and writable by root alone (made 0755 if missing), USER made
- * here 0700 and given to the user.  Not root: DIR itself, the user's and
+ * here 0700 and given to the user (DIR must let them through: o+x).
+ * Not root: DIR itself, the user's and
  * writable by the user alone (made 0700 if missing).  Anything else (a
  * link, another owner, writable by others) is logged and means no cache;
  * the session goes on as without one.
@@ -1276,6 +1277,8 @@ auth_cachedir(struct pop_user *u, int root)
 	if (fstat(fd, &st) == -1 || st.st_uid != (root ? 0 : u->uid) ||
 	    (st.st_mode & 022) != 0)
 		why = "not a directory of its own user's alone";
+	else if (root && (st.st_mode & S_IXOTH) == 0)
+		why = "the users cannot reach their directories in it";
 	else if (root && ((mkdirat(fd, u->name, 0700) == -1 &&
 	    errno != EEXIST) || (sub = openat(fd, u->name, O_RDONLY |
 	    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1 ||

@@ -484,11 +484,13 @@ def test_root_makes_the_users_directory(root):
 
 
 @pytest.mark.parametrize("bad", ["base-writable", "base-users",
-    "user-dir-other", "user-dir-link", "user-dir-writable"])
+    "base-unsearchable", "user-dir-other", "user-dir-link",
+    "user-dir-writable"])
 def test_root_refuses_unsafe_directories(root, bad):
-	"""As root: a DIR writable by others or not root's, a DIR/alice of
-	another user, a link, or writable by others: no cache (nothing
-	written, nothing given to alice), and the login works."""
+	"""As root: a DIR writable by others, not root's, or that the users
+	cannot get through, a DIR/alice of another user, a link, or writable
+	by others: no cache (nothing written, nothing given to alice), and
+	the login works."""
 	data = big_mailbox()
 	root.write_mbox("alice", 2001, 2001, data)
 	cache = root.base / "cache"
@@ -498,6 +500,8 @@ def test_root_refuses_unsafe_directories(root, bad):
 	user = cache / "alice"
 	if bad == "base-writable":
 		os.chmod(cache, 0o777)
+	elif bad == "base-unsearchable":
+		os.chmod(cache, 0o700)
 	elif bad == "base-users":
 		os.chown(cache, 2001, 2001)
 	elif bad == "user-dir-link":
