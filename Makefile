@@ -42,8 +42,8 @@ LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
-SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
-HDRS	= pop3d.h auth.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
+SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c cache.c lock.c mbox.c journal.c io.c log.c sandbox.c
+HDRS	= pop3d.h auth.h maildrop.h mdint.h cache.h io.h lock.h mbox.h journal.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
@@ -150,7 +150,7 @@ MD_WRITES = write|pwrite|pwrite64|fsync|fdatasync|ftruncate|ftruncate64|rename|u
 .PHONY: layers
 layers: $(OBJS)
 	@sh tests/layers.sh tests/layers.allow $(OBJS)
-	@! nm -A -u maildrop.o lock.o mbox.o journal.o | \
+	@! nm -A -u maildrop.o cache.o lock.o mbox.o journal.o | \
 	    grep -wE 'U ($(MD_WRITES))' || { echo 'layers: a write-like call of the maildrop outside io.c' >&2; exit 1; }
 	@echo 'layers: every write-like call of the maildrop goes through io.c'
 	@awk -v max=$(FUNC_MAX) '/^[a-z_][a-z_0-9]*\(/ { name = $$0; start = FNR } \
@@ -267,7 +267,7 @@ FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
 	   -fno-sanitize-recover=all -DPOP3D_UNIT -Dmain=pop3d_main \
 	   -D_exit=fz_exit -I.
 FUZZLD	 = -Wl,--wrap=read,--wrap=write,--wrap=vsyslog,--wrap=crypt_rn
-FUZZERS	 = proto plain passwd proxy mbox mbox_sse2 mbox_scalar
+FUZZERS	 = proto plain passwd proxy mbox mbox_sse2 mbox_scalar cache
 FUZZDEPS = fuzz/common.c fuzz/common.h fuzz/mdstub.c $(SRCS) $(HDRS)
 FUZZ_TIME ?= 60
 FUZZ_CHECK_TIME ?= 15

@@ -194,6 +194,7 @@ static int	auth_pam_result(const struct auth_rec *,
 static int	auth_passwd_result(const struct auth_rec *,
 		    const struct auth_res *, struct pop_user *);
 static void	auth_become(const struct pop_user *, int, int);
+static void	auth_cachedir(struct pop_user *, int);
 struct auth_mon;
 static void	auth_signals(void);
 static int	auth_prelogin_ids(uid_t *, gid_t *);
@@ -272,6 +273,7 @@ auth_single(void)
 	}
 	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
 	    (unsigned long)u.uid, cred.mech, auth_peer);
+	auth_cachedir(&u, 0);
 	sbx_user(&u);
 	status = pop_transaction(&conn, &u);
 	auth_pam_close(pamh);
@@ -1338,6 +1340,63 @@ auth_become(const struct pop_user *u, int in, int out)
 }
 
 /*
+ * The directory of the user's index cache (cache.c) into u->cache, made
+ * before the sandbox closes the filesystem.  As root (root = 1): DIR/USER,
+ * DIR root's and writable by root alone (made 0755 if missing), USER made
+ * here 0700 and given to the user (DIR must let them through: o+x).
+ * Not root: DIR itself, the user's and
+ * writable by the user alone (made 0700 if missing).  Anything else (a
+ * link, another owner, writable by others) is logged and means no cache;
+ * the session goes on as without one.
+ */
+static void
+auth_cachedir(struct pop_user *u, int root)
+{
+	struct stat	 st;
+	const char	*dir = opt.cache_dir, *why = NULL;
+	char		 def[sizeof(CACHE_DIR_USER) + 24];
+	int		 fd, sub = -1, made;
+
+	u->cache[0] = '\0';
+	if (!opt.cache)
+		return;
+	if (dir == NULL)
+		dir = root ? CACHE_DIR : (snprintf(def, sizeof(def), "%s%lu",
+		    CACHE_DIR_USER, (unsigned long)u->uid), def);
+	made = mkdir(dir, 0700) == 0;
+	if ((!made && errno != EEXIST) || (fd = open(dir, O_RDONLY |
+	    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
+		pop_log(LOG_WARNING, "index cache %s: %s", dir,
+		    strerror(errno));
+		return;
+	}
+	/* Root's umask is 077: the users must get through to their own. */
+	if (made && root)
+		(void)fchmod(fd, 0755);
+	if (fstat(fd, &st) == -1 || st.st_uid != (root ? 0 : u->uid) ||
+	    (st.st_mode & 022) != 0)
+		why = "not a directory of its own user's alone";
+	else if (root && (st.st_mode & S_IXOTH) == 0)
+		why = "the users cannot reach their directories in it";
+	else if (root && ((mkdirat(fd, u->name, 0700) == -1 &&
+	    errno != EEXIST) || (sub = openat(fd, u->name, O_RDONLY |
+	    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
+	    fstat(sub, &st) == -1 || (st.st_uid == 0 &&
+	    (fchown(sub, u->uid, u->gid) == -1 || fstat(sub, &st) == -1))))
+		why = strerror(errno);
+	else if (root && (st.st_uid != u->uid || (st.st_mode & 022) != 0))
+		why = "the user's directory is not the user's alone";
+	if (why != NULL)
+		pop_log(LOG_WARNING, "index cache %s: %s: not used", dir, why);
+	else if (snprintf(u->cache, sizeof(u->cache), root ? "%s/%s" : "%s",
+	    dir, u->name) >= (int)sizeof(u->cache))
+		u->cache[0] = '\0';
+	if (sub != -1)
+		(void)close(sub);
+	(void)close(fd);
+}
+
+/*
  * Waits for pid; its exit status, POP3_EX_CLOSED if a signal we forwarded
  * (or SIGPIPE) ended it, else POP3_EX_SOFTWARE if it was killed.  The
  * child stops being the one signals go to while it is still a zombie, so
@@ -1797,6 +1856,7 @@ auth_user_process(struct auth_mon *m)
 {
 	int	status;
 
+	auth_cachedir(&m->u, 1);
 	auth_become(&m->u, m->in, m->out);
 	pop_conn_init(&conn, 0, 1);
 	memcpy(conn.ibuf, m->rec.ibuf, m->rec.ilen);

@@ -29,6 +29,8 @@ struct pop_opts opt = {
 	.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK,
 	.debug = 0,
 	.sandbox = 1,
+	.cache = 1,
+	.cache_dir = NULL,
 };
 
 static void	pop_vlog(int, const char *, va_list)

@@ -1,8 +1,10 @@
 /*
  * maildrop.c: the mbox spool of one user (maildrop.h): safe open,
  * verification, streaming (RETR, TOP), UIDLs, the marks of DELE and the
- * update.  Runs only as that user.  The only file that calls the four
+ * update.  Runs only as that user.  The only file that calls the five
  * below it, none of which calls another but io.c:
+ *   cache.c    the index cache: a file of the last session's index,
+ *              used only for the very file it was made from;
  *   lock.c     the session lock and the spool locks (fcntl, dotlock),
  *              by the methods of opt.locks, which this file passes;
  *   mbox.c     the mbox format: From_ lines, the index and its check,
@@ -31,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "io.h"
 #include "journal.h"
 #include "lock.h"
@@ -168,9 +171,49 @@ fail:
 	return r;
 }
 
+/*
+ * The index cache (cache.c): used and kept only for a file whose ctime
+ * was old enough to be trusted at the fstat under the spool locks
+ * (md_vstat()): a later write, in any clock tick, then changes size,
+ * mtime or ctime, and the cache of another identity is a miss.  1 and
+ * the maildrop indexed from the cache of the file (st, *id), or 0.
+ */
+static int
+md_cached(struct maildrop *md, const struct stat *st, struct cache_id *id)
+{
+	struct cache_ix	c;
+
+	if (md->user->cache[0] == '\0')
+		return 0;
+	cache_ident(id, md->path, md->user->uid, st);
+	if (md->vctime.tv_nsec == -1 || st->st_size == 0 ||
+	    cache_load(md->user->cache, id, &c) == -1)
+		return 0;
+	md->msg = c.msg;
+	md->n = c.n;
+	md->hidden_end = c.hidden_end;
+	return 1;
+}
+
+/* After an index that md_cached() did not give: keep it for next time. */
+static void
+md_keep(const struct maildrop *md, const struct cache_id *id)
+{
+	struct cache_ix	c;
+
+	if (md->user->cache[0] == '\0' || md->vctime.tv_nsec == -1 ||
+	    md->indexed == 0)
+		return;
+	c.msg = md->msg;
+	c.n = md->n;
+	c.hidden_end = md->hidden_end;
+	cache_save(md->user->cache, id, &c);
+}
+
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *user)
 {
+	struct cache_id	id;
 	struct mbox_ix	ix;
 	struct jnl_box	box;
 	struct stat	st;
@@ -214,6 +257,10 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	md->ino = st.st_ino;
 	md->indexed = (uint64_t)st.st_size;
 	md_vstat(md, &st);
+	if (md_cached(md, &st, &id)) {
+		md_unlock(md);
+		return MD_OK;
+	}
 	r = mbox_index(md->fd, md->indexed, lock_alive, &ix);
 	md_unlock(md);
 	if (r != MD_OK) {
@@ -225,6 +272,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	md->n = ix.n;
 	if ((r = mbox_twins(md->msg, md->n)) != MD_OK)
 		goto fail;
+	md_keep(md, &id);
 	return MD_OK;
 fail:
 	md_close(md);

@@ -1,6 +1,6 @@
 /*
  * maildrop.h: the mbox spool of one user (maildrop.c, the only file that
- * calls lock.c, mbox.c, journal.c and io.c).  Runs only as that user.
+ * calls cache.c, lock.c, mbox.c, journal.c and io.c).  Runs only as that user.
  * Contracts for proto.c; see the README "Design" section for the on-disk
  * rules (message boundaries, sizes, UIDL, locking, update journal).
  */

@@ -58,12 +58,17 @@ usage(void)
 "  -x, --proxy-from=LIST      comma list of proxy addresses or networks\n"
 "                             (ADDR/BITS) that must send a PROXY header\n"
 "                             (v1 or v2) naming the client (default none)\n"
+"  -c, --cache-dir=DIR        index caches in DIR/USER as root (default\n"
+"                             %s); not root, in DIR, the\n"
+"                             user's own (default %sUID)\n"
+"  -C, --no-cache             no index cache: every login indexes\n"
 "  -d, --debug                log to stderr instead of syslog\n"
 "  -S, --no-sandbox           no seccomp filters and no Landlock ruleset\n"
 "                             (for debugging; default: both on)\n"
 "  -V, --version              print the version and exit\n"
 "  -h, --help                 print this help and exit\n",
-	    POP3D_NAME, POP3_TIMEOUT, POP3_FAIL_DELAY_MS);
+	    POP3D_NAME, POP3_TIMEOUT, POP3_FAIL_DELAY_MS, CACHE_DIR,
+	    CACHE_DIR_USER);
 }
 
 static void	badopt(const char *, const char *)
@@ -136,6 +141,63 @@ optsession(const char *arg)
 	return POP3_PAM_HELD;
 }
 
+/* An option that takes a value: sets opt; 0 if ch is not one of them. */
+static int
+optvalue(int ch, const char *arg)
+{
+	switch (ch) {
+	case 's':
+		if (*arg == '\0')
+			badopt("spool directory", arg);
+		opt.spool = arg;
+		break;
+	case 'a':
+		optauth(arg);
+		break;
+	case 't':
+		opt.timeout = (int)optnum("timeout", arg, 1,
+		    POP3_SESSION_MAX);
+		break;
+	case 'l':
+		opt.locks = optlocks(arg);
+		break;
+	case 'P':
+		if (*arg == '\0')
+			badopt("PAM service", arg);
+		opt.pam_service = arg;
+		break;
+	case 'p':
+		opt.pam_session = optsession(arg);
+		break;
+	case 'u':
+		if (*arg == '\0')
+			badopt("pre-login user", arg);
+		opt.prelogin_user = arg;
+		break;
+	case 'm':
+		opt.min_uid = (uid_t)optnum("minimum uid", arg, 0,
+		    (uid_t)-2);
+		break;
+	case 'f':
+		opt.fail_delay_ms = (int)optnum("fail delay", arg,
+		    0, POP3_FAIL_DELAY_MAX);
+		break;
+	case 'x':
+		if (proxy_opt(arg) == -1)
+			badopt("proxy address list", arg);
+		break;
+	case 'c':
+		if (*arg != '/')
+			badopt("cache directory (not absolute)",
+			    arg);
+		opt.cache_dir = arg;
+		break;
+	default:
+		return 0;
+	}
+	return 1;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -150,6 +212,8 @@ main(int argc, char *argv[])
 		{ "min-uid", required_argument, NULL, 'm' },
 		{ "fail-delay", required_argument, NULL, 'f' },
 		{ "proxy-from", required_argument, NULL, 'x' },
+		{ "cache-dir", required_argument, NULL, 'c' },
+		{ "no-cache", no_argument, NULL, 'C' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "no-sandbox", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
@@ -158,48 +222,13 @@ main(int argc, char *argv[])
 	};
 	int	 ch;
 
-	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:p:u:m:f:x:dSVh", longopts,
+	while ((ch = getopt_long(argc, argv, "s:a:t:l:P:p:u:m:f:x:c:CdSVh", longopts,
 	    NULL)) != -1) {
+		if (optvalue(ch, optarg))
+			continue;
 		switch (ch) {
-		case 's':
-			if (*optarg == '\0')
-				badopt("spool directory", optarg);
-			opt.spool = optarg;
-			break;
-		case 'a':
-			optauth(optarg);
-			break;
-		case 't':
-			opt.timeout = (int)optnum("timeout", optarg, 1,
-			    POP3_SESSION_MAX);
-			break;
-		case 'l':
-			opt.locks = optlocks(optarg);
-			break;
-		case 'P':
-			if (*optarg == '\0')
-				badopt("PAM service", optarg);
-			opt.pam_service = optarg;
-			break;
-		case 'p':
-			opt.pam_session = optsession(optarg);
-			break;
-		case 'u':
-			if (*optarg == '\0')
-				badopt("pre-login user", optarg);
-			opt.prelogin_user = optarg;
-			break;
-		case 'm':
-			opt.min_uid = (uid_t)optnum("minimum uid", optarg, 0,
-			    (uid_t)-2);
-			break;
-		case 'f':
-			opt.fail_delay_ms = (int)optnum("fail delay", optarg,
-			    0, POP3_FAIL_DELAY_MAX);
-			break;
-		case 'x':
-			if (proxy_opt(optarg) == -1)
-				badopt("proxy address list", optarg);
+		case 'C':
+			opt.cache = 0;
 			break;
 		case 'd':
 			opt.debug = 1;

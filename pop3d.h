@@ -2,7 +2,7 @@
  * pop3d.h: every limit and default of pop3d, with the reason for it, and the
  * contracts between proto.c (protocol), conn.c (the client connection),
  * auth.c (root side, authentication), sandbox.c (seccomp and Landlock)
- * and maildrop.c (the mbox spool, with lock.c, mbox.c, journal.c and io.c
+ * and maildrop.c (the mbox spool, with cache.c, lock.c, mbox.c, journal.c, io.c
  * below it: maildrop.h).
  *
  * Checklist: a limit changed here is also changed in pop3d.8 (LIMITS) and
@@ -94,6 +94,23 @@
 #define MD_HASH_MAX		(64 * 1024)
 
 /*
+ * Index cache limits (cache.c; README "Design", "The index cache").
+ */
+/* The format of a cache file: one of another version is a miss. */
+#define CACHE_VERSION		1
+/* Octets of a record of a cache file (struct cache_rec: four offsets and
+ * sizes, the digest, the twin number), and the longest file: a header
+ * and MD_MAX_MESSAGES records (112 MB); a longer one is never read. */
+#define CACHE_REC		56
+#define CACHE_MAX_BYTES		(136 + (uint64_t)MD_MAX_MESSAGES * CACHE_REC)
+/* Where the caches live: as root, a directory of root's holding one
+ * directory per user (DIR/USER, made by root at login, the user's, mode
+ * 0700); not root, the user's own directory (made by the user, 0700;
+ * %lu: the uid).  Never the spool: nothing of ours goes there. */
+#define CACHE_DIR		"/var/cache/pop3d"
+#define CACHE_DIR_USER		"/var/tmp/pop3d-"
+
+/*
  * PROXY protocol limits (proxy.c; HAProxy's proxy-protocol.txt, the spec).
  */
 /* Spec 2.1: a v1 line is at most 107 octets with its CRLF. */
@@ -156,6 +173,8 @@ struct pop_opts {
 	int		 debug;		/* -d: log to stderr, not syslog */
 	int		 sandbox;	/* 0: --no-sandbox (sandbox.c) */
 	int		 proxy;		/* --proxy-from given (proxy.c) */
+	int		 cache;		/* 0: --no-cache (cache.c) */
+	const char	*cache_dir;	/* --cache-dir DIR, or NULL: default */
 };
 extern struct pop_opts opt;
 
@@ -201,6 +220,8 @@ struct pop_user {
 	uid_t		 uid;
 	gid_t		 gid;
 	char		 mailbox[4096];	/* absolute path of the mbox */
+	char		 cache[4096];	/* its index cache's directory, made
+					   ready at login, or "": none */
 };
 
 /* Sets the fds (in, out) O_NONBLOCK unless a tty; starts the session clock. */

@@ -82,6 +82,12 @@ struct sbx_ll_attr {
 	LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
 	LANDLOCK_ACCESS_FS_TRUNCATE)
 
+/* What it may do in its index cache's directory (cache.c): read, write
+ * a new file, rename it over the old one. */
+#define SBX_LL_CACHE	(LANDLOCK_ACCESS_FS_READ_FILE | \
+	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG | \
+	LANDLOCK_ACCESS_FS_REMOVE_FILE)
+
 /* Set once a filter is on: LeakSanitizer stays out (see the top). */
 static int	sbx_on;
 
@@ -245,7 +251,8 @@ sbx_ll_rule(int rs, const char *path, uint64_t access)
 /*
  * The user's files: the spool directory of the mailbox (the mailbox,
  * USER.lock and the dotlock's unique names, the journal, all created
- * there) with the file rights an update needs, and /sys's count of CPUs
+ * there) with the file rights an update needs, its index cache's
+ * directory (SBX_LL_CACHE), and /sys's count of CPUs
  * to read (the index and hash threads ask); nothing else on the
  * filesystem, no TCP (ABI 4), no abstract sockets and no signals out of
  * the process (ABI 6).  Returns the ABI used, 0 if the kernel has none
@@ -294,6 +301,8 @@ sbx_landlock(const struct pop_user *u, const char **why)
 	sbx_ll_rule(rs, slash != NULL ? dir : ".", SBX_LL_SPOOL & a.fs);
 	sbx_ll_rule(rs, "/sys/devices/system/cpu/online",
 	    LANDLOCK_ACCESS_FS_READ_FILE);
+	if (u->cache[0] != '\0')
+		sbx_ll_rule(rs, u->cache, SBX_LL_CACHE & a.fs);
 	if (syscall(SYS_landlock_restrict_self, rs, 0) == -1)
 		fatal("landlock_restrict_self");
 	(void)close(rs);

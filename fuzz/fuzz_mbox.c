@@ -44,6 +44,7 @@
 #define __builtin_cpu_supports(feature)	0
 #endif
 #include "../maildrop.c"
+#include "../cache.c"
 #include "../mbox.c"
 #include "../journal.c"
 #include "../lock.c"

@@ -140,3 +140,14 @@ put("proxy", "v2-tlv", b"\x07" + SIG + b"\x21\x11\x00\x17" + V4 +
     b"\x04\x00\x02ab\x05\x00\x03uid" + AFTER)
 put("proxy", "v2-unix", b"\0" + SIG + b"\x21\x31\x00\xd8" + bytes(216) +
     AFTER)
+
+# ---- fuzz_cache: 1 control octet (the mode, mod 3), then a cache file
+# (modes 0 and 1) or a mailbox (mode 2).  Mode 2: each mbox seed, and the
+# target's fixed mailbox (FZ_MBOX of fuzz_cache.c).  Modes 0 and 1:
+# cache-raw and cache-forged are the cache file of FZ_MBOX that mode 2
+# writes, saved by running the target on mbox-fixed with
+# FUZZ_CACHE_OUT=FILE (its device and inode are another run's: mode 0
+# refuses it at the header, mode 1 puts this run's in).
+for name in sorted(os.listdir(os.path.join(HERE, "corpus", "mbox"))):
+	with open(os.path.join(HERE, "corpus", "mbox", name), "rb") as f:
+		put("cache", "mbox-" + name, b"\x02" + f.read())

@@ -24,6 +24,7 @@ log=build/log/fuzz-$name.log
 case $base in
 proto)	maxlen=8192 ;;
 mbox)	maxlen=16384 ;;
+cache)	maxlen=16384 ;;
 passwd)	maxlen=16384 ;;
 plain)	maxlen=1024 ;;
 proxy)	maxlen=66000 ;;
