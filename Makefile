@@ -268,7 +268,7 @@ FUZZFLAGS = -g -O1 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Wall \
 	   -D_exit=fz_exit -I.
 FUZZLD	 = -Wl,--wrap=read,--wrap=write,--wrap=vsyslog,--wrap=crypt_rn
 FUZZERS	 = proto plain passwd proxy mbox mbox_sse2 mbox_scalar cache
-FUZZDEPS = fuzz/common.c fuzz/common.h fuzz/mdstub.c $(SRCS) $(HDRS)
+FUZZDEPS = fuzz/common.c fuzz/common.h fuzz/mdstub.c fuzz/logstub.c $(SRCS) $(HDRS)
 FUZZ_TIME ?= 60
 FUZZ_CHECK_TIME ?= 15
 FUZZ_JOBS ?= 2

@@ -58,40 +58,7 @@
 
 struct pop_opts opt;
 
-/* Log lines go to stderr when FUZZ_LOG is set (reproducing a finding). */
-void
-pop_log(int prio, const char *fmt, ...)
-{
-	va_list	 ap;
-
-	(void)prio;
-	if (getenv("FUZZ_LOG") == NULL)
-		return;
-	va_start(ap, fmt);
-	(void)vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	(void)fputc('\n', stderr);
-}
-
-void
-fatal(const char *fmt, ...)
-{
-	(void)fmt;
-	fz_exit(POP3_EX_OSERR);
-}
-
-void
-fatalx(const char *fmt, ...)
-{
-	(void)fmt;
-	fz_exit(POP3_EX_SOFTWARE);
-}
-
-void
-pop_wipe(void *p, size_t len)
-{
-	explicit_bzero(p, len);
-}
+#include "logstub.c"
 
 static int
 fz_put(void *arg, const char *p, size_t len)
