@@ -239,9 +239,13 @@ demo: deps-build
 check-proxy: pop3d
 	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py
 
-# Benchmark (issue 6; helper "bench" owns bench/): not part of check.
-# Writes build/bench/ and the generated block of BENCH.md.
+# Benchmark (issues 6 and 13; helper "bench" owns bench/): not part of
+# check.  Writes build/bench/ and the generated block of BENCH.md; as root
+# it first installs what tests/packages.txt's bench section names (Dovecot,
+# with no daemon started) and unpacks popa3d.
 # SIZES="S M L" adds the 100,000-message 1.7 GB mailbox; RUNS >= 5.
+# BENCHFLAGS="--base-pop3d OLD/pop3d": the open workloads of an older
+# build side by side ("open after new mail no slower than today's open").
 .PHONY: bench
 SIZES	?= S M
 RUNS	?= 5
