@@ -16,7 +16,9 @@ Servers, measured side by side in the same run on copies of the same file:
               as root with the same pam_wrapper/nss_wrapper set-up, in a
               private mount namespace where build/bench/spool-popa3d is
               bind-mounted over its compiled-in /var/mail
-  dovecot     Dovecot's /usr/lib/dovecot/pop3, preauthenticated (started
+  dovecot     Dovecot's pop3 (dovecot-pop3d installed, or unpacked
+              under build/unpack: it conflicts with popa3d's package),
+              preauthenticated (started
               as the user with USER and HOME set, as from inetd or ssh),
               with a config of its own and index files that persist
               between runs under build/bench/dovecot; the open workloads
@@ -62,7 +64,11 @@ POPA3D_DEB = os.path.join(ROOT, "build", "unpack", "popa3d")
 POPA3D = "/usr/sbin/popa3d" if os.path.exists("/usr/sbin/popa3d") else \
     os.path.join(POPA3D_DEB, "root", "usr", "sbin", "popa3d")
 POPA3D_EMPTY = "/var/lib/popa3d"	# compiled in: it chroots there
-DOVECOT = "/usr/lib/dovecot/pop3"
+# Dovecot's pop3: dovecot-core is installed (tests/packages.txt, bench
+# section); dovecot-pop3d, which conflicts with popa3d (other tests may
+# install that), is used installed or else unpacked under build/unpack.
+DOVECOT_DEB = os.path.join(ROOT, "build", "unpack", "dovecot-pop3d")
+DOVECOT_LIB = "/usr/lib/dovecot/libdovecot.so.0"	# of dovecot-core
 POLICY = "/usr/sbin/policy-rc.d"
 WRAPLIB = "/usr/lib/x86_64-linux-gnu"
 PAM_MATRIX = WRAPLIB + "/pam_wrapper/pam_matrix.so"
@@ -537,24 +543,55 @@ def make_dovecot(root):
 	    "pop3_no_flag_updates = yes\n" % (d, spool, USER, d))
 	env = {"PATH": "/usr/bin:/bin", "USER": USER,
 	    "HOME": os.path.join(d, "home")}
-	s = Server("dovecot", [DOVECOT, "-c", conf], spool, NOBODY, env,
+	s = Server("dovecot", [dovecot(), "-c", conf], spool, NOBODY, env,
 	    NOBODY if root else None)
 	s.preauth, s.only, s.rewrites = True, OPENS, True
-	if not os.access(DOVECOT, os.X_OK):
+	if not os.access(dovecot(), os.X_OK):
 		s.skip = "not installed (tests/packages.txt, bench section)"
 	elif not root:
 		s.skip = "run as root to measure it"
 	return s
 
 
+def dovecot():
+	"""Dovecot's pop3 binary: installed, or unpacked."""
+	inst = "/usr/lib/dovecot/pop3"
+	return inst if os.path.exists(inst) else os.path.join(DOVECOT_DEB,
+	    "root", "usr", "lib", "dovecot", "pop3")
+
+
+def unpack(deb_dir, pkg):
+	"""apt-get download PKG into deb_dir, dpkg-deb -x it to deb_dir/root
+	(as tests/install-deps.sh does with its unpack section)."""
+	os.makedirs(deb_dir, exist_ok=True)
+	for attempt in ("download", "update", "download"):
+		if [f for f in os.listdir(deb_dir) if f.endswith(".deb")]:
+			break
+		subprocess.run(["apt-get", "-qq", attempt] + ([pkg] if
+		    attempt == "download" else []), cwd=deb_dir)
+	debs = [f for f in os.listdir(deb_dir) if f.endswith(".deb")]
+	if debs:
+		shutil.rmtree(os.path.join(deb_dir, "root"), ignore_errors=True)
+		subprocess.run(["dpkg-deb", "-x", os.path.join(deb_dir,
+		    debs[0]), os.path.join(deb_dir, "root")], check=True)
+
+
 def install_packages():
 	"""As root: the packages of tests/packages.txt's bench section and
 	popa3d unpacked (tests/install-deps.sh bench unpack), with a
 	/usr/sbin/policy-rc.d that exits 101 in place so that no daemon of
-	theirs starts (one already there is kept; one made here is removed)."""
-	if os.geteuid() != 0 or (os.access(DOVECOT, os.X_OK) and
-	    os.access(POPA3D, os.X_OK)):
+	theirs starts (one already there is kept; one made here is removed);
+	then Dovecot's pop3 unpacked when it is not installed."""
+	if os.geteuid() != 0:
 		return
+	if not (os.path.exists(DOVECOT_LIB) and os.access(POPA3D, os.X_OK)):
+		install_deps()
+	if os.path.exists(DOVECOT_LIB) and not os.access(dovecot(), os.X_OK):
+		unpack(DOVECOT_DEB, "dovecot-pop3d")
+
+
+def install_deps():
+	"""tests/install-deps.sh bench unpack, no daemon started."""
 	made = False
 	if not os.path.lexists(POLICY):
 		write(POLICY, "#!/bin/sh\n# make bench: no daemon starts while "
@@ -1007,7 +1044,7 @@ def machine():
 	    "popa3d": sh("dpkg-query -W -f '${Version}' popa3d 2>/dev/null")
 		or sh("dpkg-deb -f %s/popa3d_*.deb Version 2>/dev/null" %
 		POPA3D_DEB),
-	    "dovecot": sh("dpkg-query -W -f '${Version}' dovecot-pop3d "
+	    "dovecot": sh("dpkg-query -W -f '${Version}' dovecot-core "
 		"2>/dev/null"),
 	    "pop3d": (sh("cd %s && git rev-parse --short HEAD 2>/dev/null" %
 		ROOT) or "no commit yet") + (" + uncommitted changes" if sh(
