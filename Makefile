@@ -242,15 +242,28 @@ check-proxy: pop3d
 	POP3D_STRICT=1 $(PYTEST) tests/test_proxy.py tests/test_proxy_hosts.py \
 	    tests/test_shared_spool.py
 
-# Benchmark (issue 6; helper "bench" owns bench/): not part of check.
-# Writes build/bench/ and the generated block of BENCH.md.
+# Benchmark (issues 6 and 13; helper "bench" owns bench/): not part of
+# check.  Writes build/bench/ and the generated block of BENCH.md; as root
+# it first installs what tests/packages.txt's bench section names (Dovecot,
+# with no daemon started) and unpacks popa3d.
 # SIZES="S M L" adds the 100,000-message 1.7 GB mailbox; RUNS >= 5.
+# BASE=REV (a git revision): pop3d built from REV runs the open workloads
+# side by side as pop3d-base ("open after new mail no slower than today's
+# open"); BENCHFLAGS="--base-pop3d FILE" for a binary at hand.
 .PHONY: bench
 SIZES	?= S M
 RUNS	?= 5
 BENCHFLAGS ?=
-bench: pop3d
-	$(PYTHON) bench/bench.py --sizes "$(SIZES)" --runs $(RUNS) $(BENCHFLAGS)
+BASE	?=
+BENCHBASE = $(if $(BASE),build/bench/base-$(BASE)/pop3d)
+bench: pop3d $(BENCHBASE)
+	$(PYTHON) bench/bench.py --sizes "$(SIZES)" --runs $(RUNS) \
+	    $(if $(BASE),--base-pop3d $(BENCHBASE)) $(BENCHFLAGS)
+
+build/bench/base-%/pop3d:
+	rm -rf $(@D) && mkdir -p $(@D)
+	git archive $* | tar -x -C $(@D)
+	$(MAKE) -C $(@D) pop3d
 
 # Hostile input (issue 7; helper "fuzz" owns fuzz/, .clang-tidy and
 # .cppcheck-suppressions; fuzz/FUZZING.md tells the rest).  libFuzzer

@@ -5,10 +5,13 @@
  *
  * Spawns every stage (joined by pipes; the first reads runner's stdin, the
  * last writes runner's stdout), waits for all of them and writes
- * "SECONDS PEAK_RSS_KIB STATUS" to OUTFILE: the wall time from before the
- * first spawn to the last exit, the largest ru_maxrss of the stages (each
- * covers the children that stage reaped: popa3d's and pop3d's helpers),
- * and the last stage's exit status (128 + signal when killed).  OUT is a
+ * "SECONDS PEAK_RSS_KIB STATUS READ_BYTES" to OUTFILE: the wall time from
+ * before the first spawn to the last exit, the largest ru_maxrss of the
+ * stages (each covers the children that stage reaped: popa3d's and pop3d's
+ * helpers), the last stage's exit status (128 + signal when killed) and
+ * the bytes the stages and their reaped children read from storage (the
+ * sum of ru_inblock, 512-byte units: the kernel's read_bytes, what missed
+ * the page cache, read-ahead included).  OUT is a
  * file name, or "fd:N" for an inherited descriptor (a pipe to bench.py, so
  * a runner started as another user needs no writable file).
  *
@@ -42,7 +45,7 @@ main(int argc, char *argv[])
 	posix_spawn_file_actions_t fa;
 	char **stage[MAXSTAGE];
 	pid_t pid[MAXSTAGE];
-	long maxrss = 0;
+	long maxrss = 0, inblock = 0;
 	int nst = 0, i, st, status = 0, prev = -1, p[2], ofd = -1;
 	FILE *out;
 
@@ -108,6 +111,7 @@ main(int argc, char *argv[])
 		}
 		if (ru.ru_maxrss > maxrss)
 			maxrss = ru.ru_maxrss;
+		inblock += ru.ru_inblock;
 		if (i == nst - 1)
 			status = WIFEXITED(st) ? WEXITSTATUS(st) :
 			    128 + WTERMSIG(st);
@@ -118,7 +122,7 @@ main(int argc, char *argv[])
 		perror(argv[1]);
 		return 73;
 	}
-	fprintf(out, "%.9f %ld %d\n", (double)(t1.tv_sec - t0.tv_sec) +
-	    (t1.tv_nsec - t0.tv_nsec) / 1e9, maxrss, status);
+	fprintf(out, "%.9f %ld %d %ld\n", (double)(t1.tv_sec - t0.tv_sec) +
+	    (t1.tv_nsec - t0.tv_nsec) / 1e9, maxrss, status, inblock * 512);
 	return fclose(out) == 0 ? 0 : 74;
 }

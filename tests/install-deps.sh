@@ -4,8 +4,8 @@
 # the .deb is kept there) with the packages they depend on installed.  As
 # root it runs apt-get (apt-get update first: a fresh machine has no package
 # lists); otherwise it only lists what is missing and fails.
-# Arguments: section names ("build", "test", "unpack"); none means every
-# section.
+# Arguments: section names ("build", "test", "unpack", "bench"); none
+# means every section but "bench" (make bench's own).
 set -e
 export DEBIAN_FRONTEND=noninteractive
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +15,8 @@ section() {	# the packages of the wanted sections, or of section $1 only
 	awk -v want="$want" -v only="$1" '
 	/^# == / { sec = $3; next }
 	/^#/ || NF == 0 { next }
-	(only == "" && sec != "unpack" || sec == only) &&
+	(only == "" && sec != "unpack" && (sec != "bench" || want != "  ") ||
+	    sec == only) &&
 	    (want == "  " || index(want, " " sec " ")) { print $1 }' "$list"
 }
 absent() {	# those of the packages $@ that are not installed
