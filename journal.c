@@ -155,6 +155,20 @@ jnl_path(const struct jnl_box *box, char *buf, size_t size)
 	return 0;
 }
 
+/* The temporary name a journal is written under: JPATH.tmp. */
+static int
+jnl_tmp(const char *jpath, char *buf, size_t size)
+{
+	return snprintf(buf, size, "%s.tmp", jpath) >= (int)size ? -1 : 0;
+}
+
+/*
+ * The spare journal: JPATH.tmp made empty by jnl_prepare() before the
+ * user's sandbox, which lets no file made after it be written; each
+ * journal is written there and renamed to JPATH.  path[0] 0: none.
+ */
+static char	jnl_spare[MD_PATH + 8];
+
 /*
  * The journal.
  */
@@ -642,22 +656,32 @@ jnl_wdata(const struct jnl_box *box, int jfd, const struct jnl_state *js)
 }
 
 /*
- * Writes the journal of js (header fields, table planned) to path,
- * created, never there before: the journaled extents' octets, the table,
- * fsync, the header, fsync.  js->fd is then the open journal, with no
- * progress.  0, or -1 (nothing left behind).
+ * Writes the journal of js (header fields, table planned) to path, the
+ * temporary name (the spare of jnl_prepare(), emptied, or made now): the
+ * journaled extents' octets, the table, fsync, the header, fsync.  js->fd
+ * is then the open journal, with no progress.  0, or -1 (nothing left
+ * behind).
  */
 static int
 jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 {
 	unsigned char		 hdr[JNL_HDR];
 	struct jnl_hjob		 hj;
+	struct stat		 st;
 	sigset_t		 all, old;
 	pthread_t		 th;
 	int			 jfd, e2, r, threaded = 0;
 
-	jfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
+	/* Not O_EXCL: the spare is there.  Never another's file: emptied
+	 * only when it is the user's own with one link. */
+	jfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (jfd != -1 && (fstat(jfd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != box->uid || st.st_nlink != 1 ||
+	    (st.st_size > 0 && io_ftruncate(jfd, 0) == -1))) {
+		(void)close(jfd);
+		jfd = -1;
+		errno = EPERM;
+	}
 	if (jfd == -1) {
 		pop_log(LOG_ERR, "cannot create journal %s: %s%s", path,
 		    strerror(errno), errno == EACCES ? " (the user needs "
@@ -921,11 +945,6 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 	ext.s = js->h.f;
 	ext.len = size - js->h.f;
 	jnl_plan(&js2, JNL_SHIFT_NOW());
-	if (io_unlink(tpath) == -1 && errno != ENOENT) {
-		pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
-		    strerror(errno));
-		return MD_TEMP;
-	}
 	if (jnl_write(box, tpath, &js2) == -1)
 		return MD_TEMP;
 	if (io_rename(tpath, jpath) == -1 || io_fsyncdir(box->path) == -1) {
@@ -969,8 +988,7 @@ jnl_repair(const struct jnl_box *box, int *done)
 
 	*done = 0;
 	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
-	    snprintf(tpath, sizeof(tpath), "%s.tmp", jpath) >=
-	    (int)sizeof(tpath)) {
+	    jnl_tmp(jpath, tpath, sizeof(tpath)) == -1) {
 		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
 		return MD_PERM;
 	}
@@ -1052,10 +1070,12 @@ out:
  *   extents that lie in [d_j, s_j).
  *   0. No extent (nothing kept after D, nothing appended): truncate to D,
  *      fsync; a crash leaves the file cut there or whole.
- *   1. Journal: the octets of each extent of (a), and of each extent
- *      shifted by less than JNL_SHIFT; the extent table; fsync; the
- *      header; fsync; fsync the spool directory.  An error: the journal
- *      goes, the mailbox is untouched.
+ *   1. Journal, written to JPATH.tmp: the octets of each extent of (a),
+ *      and of each extent shifted by less than JNL_SHIFT; the extent
+ *      table; fsync; the header; fsync; renamed to JPATH; fsync the
+ *      spool directory.  An error: the journal goes, the mailbox is
+ *      untouched.  (No repair reads JPATH.tmp; it is the spare journal
+ *      that jnl_prepare() makes before the user's sandbox.)
  *   2. The moves, in order, each from its source (none has been touched
  *      yet).  Before a destination is written over the source of an
  *      earlier extent that is not journaled and not yet on disk at its
@@ -1080,12 +1100,13 @@ enum md_res
 jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
     struct jnl_ext *ext, uint64_t x)
 {
-	char		 jpath[MD_PATH];
+	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
 	struct jnl_state js;
 	enum md_res	 r;
-	int		 done;
+	int		 done, moved;
 
-	if (jnl_path(box, jpath, sizeof(jpath)) == -1) {
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
+	    jnl_tmp(jpath, tpath, sizeof(tpath)) == -1) {
 		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
 		return MD_TEMP;
 	}
@@ -1108,14 +1129,15 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	js.h.x = x;
 	js.ext = ext;
 	jnl_plan(&js, JNL_SHIFT_NOW());
-	if (jnl_write(box, jpath, &js) == -1)
+	if (jnl_write(box, tpath, &js) == -1)
 		return MD_TEMP;
-	if (io_fsyncdir(box->path) == -1) {
-		pop_log(LOG_ERR, "fsync spool directory: %s", strerror(errno));
+	moved = io_rename(tpath, jpath) == 0;
+	if (!moved || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "journal %s: %s", jpath, strerror(errno));
 		(void)close(js.fd);
-		if (io_unlink(jpath) == -1)
-			pop_log(LOG_ERR, "cannot remove %s: %s", jpath,
-			    strerror(errno));
+		if (io_unlink(moved ? jpath : tpath) == -1)
+			pop_log(LOG_ERR, "cannot remove %s: %s",
+			    moved ? jpath : tpath, strerror(errno));
 		return MD_TEMP;
 	}
 	r = jnl_apply(box, &js, 0, jpath);
@@ -1127,4 +1149,50 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	pop_log(LOG_ERR, "update of %s left to the next session's repair",
 	    box->path);
 	return MD_TEMP;
+}
+
+/*
+ * Before the user's sandbox: the spare journal made (or an old one of the
+ * user emptied) for jnl_write(); fd[0] an O_PATH descriptor of a journal
+ * of the user that is there now (repaired later), fd[1] a descriptor of
+ * the spare; -1 each where there is none.
+ */
+void
+jnl_prepare(const struct jnl_box *box, int *fd)
+{
+	char		jpath[MD_PATH];
+	struct stat	st;
+
+	fd[0] = fd[1] = -1;
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
+	    jnl_tmp(jpath, jnl_spare, sizeof(jnl_spare)) == -1) {
+		jnl_spare[0] = '\0';
+		return;
+	}
+	fd[0] = io_ours(jpath, box->uid, 1);
+	fd[1] = open(jnl_spare, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC, 0600);
+	if (fd[1] != -1 && (fstat(fd[1], &st) == -1 ||
+	    !S_ISREG(st.st_mode) || st.st_uid != box->uid ||
+	    st.st_nlink != 1 || (st.st_size > 0 &&
+	    io_ftruncate(fd[1], 0) == -1))) {
+		(void)close(fd[1]);
+		fd[1] = -1;
+	}
+}
+
+/*
+ * Removes the spare journal if it is there: unused, or made again after
+ * a repair's journal took it (a file the sandbox did not let us write):
+ * io_cleanup(), no repair reads the spare.
+ */
+void
+jnl_end(void)
+{
+	if (jnl_spare[0] == '\0')
+		return;
+	if (io_cleanup(jnl_spare) == -1 && errno != ENOENT)
+		pop_log(LOG_ERR, "cannot remove %s: %s", jnl_spare,
+		    strerror(errno));
+	jnl_spare[0] = '\0';
 }

@@ -175,7 +175,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	struct jnl_box	box;
 	struct stat	st;
 	enum md_res	r;
-	int		done;
+	int		done, spare[2];
 
 	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
 	 * and more come from mmap(2) and go back to the kernel when freed
@@ -195,10 +195,15 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	}
 	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
 		return r;
-	if ((r = lock_session(md->fd, md->path)) != MD_OK ||
-	    (r = md_lock(md)) != MD_OK)
+	if ((r = lock_session(md->fd, md->path)) != MD_OK)
 		goto fail;
 	md_box(md, &box);
+	jnl_prepare(&box, spare);
+	for (done = 0; done < 2; done++)
+		if (spare[done] != -1)
+			(void)close(spare[done]);
+	if ((r = md_lock(md)) != MD_OK)
+		goto fail;
 	if ((r = jnl_repair(&box, &done)) != MD_OK) {
 		md_unlock(md);
 		goto fail;
@@ -538,6 +543,7 @@ void
 md_close(struct maildrop *md)
 {
 	lock_dot_release(md->lockpath);
+	jnl_end();
 	if (md->fd != -1) {
 		(void)close(md->fd);
 		md->fd = -1;
