@@ -41,6 +41,11 @@
 /* md_stream output buffer: put() gets chunks this large. */
 #define MD_OUT		(128 * 1024)
 
+/* Rules md_prepare() makes at most: spool directory, USER.lock,
+ * journal, spare journal. */
+#define MD_RULES	4
+_Static_assert(MD_RULES <= SBX_RULES_MAX, "md_prepare()'s rules fit");
+
 /* Allocations of this size and more are mmap(2)ed (md_open()). */
 #define MD_MMAP_MIN	(128 * 1024)
 
@@ -168,6 +173,89 @@ fail:
 	return r;
 }
 
+/* The session md_prepare() opened for md_open(): set, the mailbox's fd
+ * (-1: none) and the result. */
+static struct {
+	int		 set;
+	int		 fd;
+	enum md_res	 r;
+} md_pre;
+
+/* Opens md->path (md_openfile()) and takes the session lock. */
+static enum md_res
+md_opensession(struct maildrop *md)
+{
+	enum md_res	r;
+
+	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
+		return r;
+	if ((r = lock_session(md->fd, md->path)) != MD_OK) {
+		(void)close(md->fd);
+		md->fd = -1;
+	}
+	return r;
+}
+
+/*
+ * Before the user's sandbox, which lets the process open only files that
+ * have a rule of their own when it is made: opens the mailbox and takes
+ * the session lock for md_open() (only the session that holds it makes
+ * or empties a file), then rules for a journal and USER.lock that are
+ * there now (repaired; read for the dead-pid check), the spare journal
+ * and the dotlock's unique file made now, and in the spool directory
+ * only making and removing names (link, rename, unlink).  Each inode must
+ * be the user's (the journal with one link, USER.lock with up to two:
+ * ours with its unique name), so that no name planted in the spool
+ * earlier gets another user's file a rule.
+ */
+size_t
+md_prepare(const struct pop_user *user, struct sbx_rule *rule, size_t max)
+{
+	char		 dir[MD_PATH];
+	struct maildrop	 md;
+	struct jnl_box	 box;
+	size_t		 n = 0;
+	int		 fd[2], i;
+
+	memset(&md, 0, sizeof(md));
+	md.fd = -1;
+	md.user = user;
+	md_pre.set = 1;
+	if (max < MD_RULES ||
+	    snprintf(md.path, sizeof(md.path), "%s", user->mailbox) >=
+	    (int)sizeof(md.path) ||
+	    snprintf(md.lockpath, sizeof(md.lockpath), "%s.lock",
+	    user->mailbox) >= (int)sizeof(md.lockpath) ||
+	    io_dirname(user->mailbox, dir, sizeof(dir)) == -1) {
+		md_pre.set = 0;
+		return 0;
+	}
+	md_pre.r = md_opensession(&md);
+	md_pre.fd = md.fd;
+	if (md_pre.r != MD_OK || md.fd == -1)
+		return 0;
+	if ((fd[0] = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		rule[n].fd = fd[0];
+		rule[n++].access = SBX_ENTRIES;
+	}
+	if ((fd[0] = io_ours(md.lockpath, user->uid, 2)) != -1) {
+		rule[n].fd = fd[0];
+		rule[n++].access = SBX_READ;
+	}
+	if (opt.locks & POP3_LOCK_DOTLOCK)
+		lock_dot_prepare(md.lockpath);
+	memset(&box, 0, sizeof(box));
+	box.path = user->mailbox;
+	box.uid = user->uid;
+	jnl_prepare(&box, fd);
+	for (i = 0; i < 2; i++)
+		if (fd[i] != -1) {
+			rule[n].fd = fd[i];
+			rule[n++].access = SBX_RW;
+		}
+	return n;
+}
+
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *user)
 {
@@ -175,7 +263,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	struct jnl_box	box;
 	struct stat	st;
 	enum md_res	r;
-	int		done, spare[2];
+	int		done;
 
 	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
 	 * and more come from mmap(2) and go back to the kernel when freed
@@ -193,17 +281,17 @@ md_open(struct maildrop *md, const struct pop_user *user)
 		pop_log(LOG_ERR, "mailbox path too long");
 		return MD_PERM;
 	}
-	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
+	if (md_pre.set) {
+		md_pre.set = 0;
+		md->fd = md_pre.fd;
+		r = md_pre.r;
+	} else
+		r = md_opensession(md);
+	if (r != MD_OK || md->fd == -1)
 		return r;
-	if ((r = lock_session(md->fd, md->path)) != MD_OK)
-		goto fail;
-	md_box(md, &box);
-	jnl_prepare(&box, spare);
-	for (done = 0; done < 2; done++)
-		if (spare[done] != -1)
-			(void)close(spare[done]);
 	if ((r = md_lock(md)) != MD_OK)
 		goto fail;
+	md_box(md, &box);
 	if ((r = jnl_repair(&box, &done)) != MD_OK) {
 		md_unlock(md);
 		goto fail;
@@ -543,6 +631,7 @@ void
 md_close(struct maildrop *md)
 {
 	lock_dot_release(md->lockpath);
+	lock_dot_end();
 	jnl_end();
 	if (md->fd != -1) {
 		(void)close(md->fd);
