@@ -1162,6 +1162,7 @@ jnl_prepare(const struct jnl_box *box, int *fd)
 {
 	char		jpath[MD_PATH];
 	struct stat	st;
+	int		i;
 
 	fd[0] = fd[1] = -1;
 	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
@@ -1170,12 +1171,22 @@ jnl_prepare(const struct jnl_box *box, int *fd)
 		return;
 	}
 	fd[0] = io_ours(jpath, box->uid, 1);
-	fd[1] = open(jnl_spare, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC, 0600);
-	if (fd[1] != -1 && (fstat(fd[1], &st) == -1 ||
-	    !S_ISREG(st.st_mode) || st.st_uid != box->uid ||
-	    st.st_nlink != 1 || (st.st_size > 0 &&
-	    io_ftruncate(fd[1], 0) == -1))) {
+	/* Not the user's own file with one link (planted: another's file,
+	 * a symbolic link)?  Then its name goes, never the file, and the
+	 * spare is made anew. */
+	for (i = 0; i < 2 && fd[1] == -1; i++) {
+		if (i == 1 && io_cleanup(jnl_spare) == -1)
+			break;
+		fd[1] = open(jnl_spare, O_RDWR | O_CREAT | O_NOFOLLOW |
+		    O_NONBLOCK | O_CLOEXEC | (i == 1 ? O_EXCL : 0), 0600);
+		if (fd[1] != -1 && (fstat(fd[1], &st) == -1 ||
+		    !S_ISREG(st.st_mode) || st.st_uid != box->uid ||
+		    st.st_nlink != 1)) {
+			(void)close(fd[1]);
+			fd[1] = -1;
+		}
+	}
+	if (fd[1] != -1 && st.st_size > 0 && io_ftruncate(fd[1], 0) == -1) {
 		(void)close(fd[1]);
 		fd[1] = -1;
 	}

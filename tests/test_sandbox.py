@@ -280,6 +280,27 @@ def test_user_process_spool_attacks(root, exploit_bin, what, auth, sandbox):
 
 
 @pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("name", [".alice.pop3d-journal.tmp", "alice.lock"])
+def test_planted_link_is_never_written(root, name, sandbox):
+	"""A hard link of bob's mailbox planted (as an earlier taken-over
+	session could) under the name of alice's spare journal, which pop3d
+	makes empty at login, or of her USER.lock: a session with DELE and
+	QUIT leaves bob's mailbox as it was, and alice's update is done."""
+	need(ROOT, "files of another uid")
+	mate = Spoolmate(root.spool, MAIL_GID, "alice")
+	os.link(mate.mailbox, root.spool / name)
+	old = time.time() - 3600
+	os.utime(mate.mailbox, (old, old))	# as a USER.lock: stale by age
+	before = root.mailbox().read_bytes()
+	extra = [] if sandbox else ["--no-sandbox"]
+	t = raw_run(root.argv(*extra), root.kw(root.env()),
+	    ["USER alice", "PASS " + PW, "DELE 1", "QUIT"])
+	assert mate.mailbox.read_bytes() == Spoolmate.BODY, t
+	assert [r.ok for r in t.replies] == [True] * 4, t
+	assert len(root.mailbox().read_bytes()) < len(before), t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
 @pytest.mark.parametrize("what", sorted(SPOOL))
 def test_single_process_spool_attacks(pop3, exploit_bin, what, sandbox):
 	"""The non-root mode, at another uid's 666 files in its spool."""
