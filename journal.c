@@ -179,6 +179,29 @@ jnl_tmp(const char *jpath, char *buf, size_t size)
 static char	jnl_spare[MD_PATH + 8];
 
 /*
+ * The spare journal at path opened (made if missing; flags: more open(2)
+ * flags) and emptied, only if it is a regular file of uid with one link:
+ * never another's file.  Its descriptor, or -1 (errno EPERM if refused).
+ */
+static int
+jnl_open_spare(const char *path, uid_t uid, int flags)
+{
+	struct stat	st;
+	int		fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | flags,
+	    0600);
+	if (fd != -1 && (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != uid || st.st_nlink != 1 ||
+	    (st.st_size > 0 && io_ftruncate(fd, 0) == -1))) {
+		(void)close(fd);
+		fd = -1;
+		errno = EPERM;
+	}
+	return fd;
+}
+
+/*
  * The journal.
  */
 
@@ -715,22 +738,12 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 {
 	unsigned char		 hdr[JNL_HDR];
 	struct jnl_hjob		 hj;
-	struct stat		 st;
 	sigset_t		 all, old;
 	pthread_t		 th;
 	int			 jfd, e2, r, threaded = 0;
 
-	/* Not O_EXCL: the spare is there.  Never another's file: emptied
-	 * only when it is the user's own with one link. */
-	jfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (jfd != -1 && (fstat(jfd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    st.st_uid != box->uid || st.st_nlink != 1 ||
-	    (st.st_size > 0 && io_ftruncate(jfd, 0) == -1))) {
-		(void)close(jfd);
-		jfd = -1;
-		errno = EPERM;
-	}
-	if (jfd == -1) {
+	/* Not O_EXCL: the spare is there. */
+	if ((jfd = jnl_open_spare(path, box->uid, 0)) == -1) {
 		pop_log(LOG_ERR, "cannot create journal %s: %s%s", path,
 		    strerror(errno), errno == EACCES ? " (the user needs "
 		    "write access to the spool directory: nothing deleted)" :
@@ -1282,7 +1295,6 @@ void
 jnl_prepare(const struct jnl_box *box, int *fd)
 {
 	char		jpath[MD_PATH];
-	struct stat	st;
 	int		i;
 
 	fd[0] = fd[1] = -1;
@@ -1298,18 +1310,8 @@ jnl_prepare(const struct jnl_box *box, int *fd)
 	for (i = 0; i < 2 && fd[1] == -1; i++) {
 		if (i == 1 && io_cleanup(jnl_spare) == -1)
 			break;
-		fd[1] = open(jnl_spare, O_RDWR | O_CREAT | O_NOFOLLOW |
-		    O_NONBLOCK | O_CLOEXEC | (i == 1 ? O_EXCL : 0), 0600);
-		if (fd[1] != -1 && (fstat(fd[1], &st) == -1 ||
-		    !S_ISREG(st.st_mode) || st.st_uid != box->uid ||
-		    st.st_nlink != 1)) {
-			(void)close(fd[1]);
-			fd[1] = -1;
-		}
-	}
-	if (fd[1] != -1 && st.st_size > 0 && io_ftruncate(fd[1], 0) == -1) {
-		(void)close(fd[1]);
-		fd[1] = -1;
+		fd[1] = jnl_open_spare(jnl_spare, box->uid, O_NONBLOCK |
+		    (i == 1 ? O_EXCL : 0));
 	}
 }
 
