@@ -87,6 +87,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "maildrop.h"
 #include "pop3d.h"
 
 /* An AddressSanitizer build (gcc says so one way, clang another). */
@@ -182,6 +183,7 @@ static int	auth_user_ids(struct pop_user *, int, uid_t, gid_t);
 static void	auth_emptydir(char *, size_t, int *);
 static void	auth_drop(uid_t, gid_t, int, const gid_t *);
 static void	auth_sandbox(const char *, uid_t, gid_t);
+static void	auth_user_sandbox(const struct pop_user *);
 static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
 		    __attribute__((noreturn));
 static int	auth_rec_check(const struct auth_rec *, size_t);
@@ -274,7 +276,7 @@ auth_single(void)
 	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
 	    (unsigned long)u.uid, cred.mech, auth_peer);
 	auth_cachedir(&u, 0);
-	sbx_user(&u);
+	auth_user_sandbox(&u);
 	status = pop_transaction(&conn, &u);
 	auth_pam_close(pamh);
 	return status;
@@ -1847,6 +1849,15 @@ auth_monitor_user(struct auth_mon *m)
 	return auth_wait(pid);
 }
 
+/* The user's sandbox, with the rules of the user's files (maildrop.c). */
+static void
+auth_user_sandbox(const struct pop_user *u)
+{
+	struct sbx_rule	rule[SBX_RULES_MAX];
+
+	sbx_user(rule, md_prepare(u, rule, SBX_RULES_MAX));
+}
+
 /*
  * The user's process: becomes the user, takes the client and what the
  * client pipelined after the login, and runs TRANSACTION and UPDATE.
@@ -1862,7 +1873,7 @@ auth_user_process(struct auth_mon *m)
 	memcpy(conn.ibuf, m->rec.ibuf, m->rec.ilen);
 	conn.ilen = m->rec.ilen;
 	pop_wipe(&m->rec, sizeof(m->rec));
-	sbx_user(&m->u);
+	auth_user_sandbox(&m->u);
 	status = pop_transaction(&conn, &m->u);
 	/*
 	 * _exit: the monitor's atexit handlers and library destructors

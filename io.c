@@ -135,6 +135,14 @@ io_unlink(const char *path)
 	return unlink(path);
 }
 
+/* Not a fault point: removes a file that no repair reads (a kill there
+ * leaves what any kill leaves). */
+int
+io_cleanup(const char *path)
+{
+	return unlink(path);
+}
+
 int
 io_link(const char *from, const char *to)
 {
@@ -257,6 +265,23 @@ io_dirname(const char *path, char *buf, size_t size)
 	memcpy(buf, path, len);
 	buf[len] = '\0';
 	return 0;
+}
+
+/* O_PATH descriptor of a regular file of uid with at most links links. */
+int
+io_ours(const char *path, uid_t uid, nlink_t links)
+{
+	struct stat	st;
+	int		fd;
+
+	if ((fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != uid || st.st_nlink > links) {
+		(void)close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* fsync(2) the spool directory after a file was created or removed. */

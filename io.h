@@ -17,6 +17,9 @@ int		io_ftruncate(int, uint64_t);
 int		io_rename(const char *, const char *);
 int		io_unlink(const char *);
 int		io_link(const char *, const char *);
+/* unlink(2) that is never a fault point: temporary files no repair
+ * reads (the dotlock's unique file, the spare journal). */
+int		io_cleanup(const char *);
 ssize_t		io_copy_range(int, uint64_t *, int, uint64_t *, size_t);
 /* Writes all n octets at off: 0, or -1 with errno. */
 int		io_pwrite(int, const void *, size_t, uint64_t);
@@ -29,6 +32,10 @@ int		io_pread_exact(int, void *, size_t, uint64_t);
 int		io_fsyncdir(const char *);
 /* The directory part of path ("." if none) into buf; -1 if too long. */
 int		io_dirname(const char *, char *, size_t);
+/* O_PATH descriptor of path when it is a regular file (not a symbolic
+ * link) of uid with at most links links, else -1: what may get a rule of
+ * the user's sandbox (maildrop.c's md_prepare()). */
+int		io_ours(const char *, uid_t, nlink_t);
 /* CLOCK_MONOTONIC in milliseconds (0 if the clock fails). */
 uint64_t	io_ms(void);
 void		io_sleep_ms(unsigned int);

@@ -164,6 +164,43 @@ jnl_path(const struct jnl_box *box, char *buf, size_t size)
 	return 0;
 }
 
+/* The temporary name a journal is written under: JPATH.tmp. */
+static int
+jnl_tmp(const char *jpath, char *buf, size_t size)
+{
+	return snprintf(buf, size, "%s.tmp", jpath) >= (int)size ? -1 : 0;
+}
+
+/*
+ * The spare journal: JPATH.tmp made empty by jnl_prepare() before the
+ * user's sandbox, which lets no file made after it be written; each
+ * journal is written there and renamed to JPATH.  path[0] 0: none.
+ */
+static char	jnl_spare[MD_PATH + 8];
+
+/*
+ * The spare journal at path opened (made if missing; flags: more open(2)
+ * flags) and emptied, only if it is a regular file of uid with one link:
+ * never another's file.  Its descriptor, or -1 (errno EPERM if refused).
+ */
+static int
+jnl_open_spare(const char *path, uid_t uid, int flags)
+{
+	struct stat	st;
+	int		fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | flags,
+	    0600);
+	if (fd != -1 && (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != uid || st.st_nlink != 1 ||
+	    (st.st_size > 0 && io_ftruncate(fd, 0) == -1))) {
+		(void)close(fd);
+		fd = -1;
+		errno = EPERM;
+	}
+	return fd;
+}
+
 /*
  * The journal.
  */
@@ -690,10 +727,11 @@ jnl_wdata(const struct jnl_box *box, int jfd, const struct jnl_state *js)
 }
 
 /*
- * Writes the journal of js (header fields, table planned) to path,
- * created, never there before: the journaled extents' octets, the table,
- * the header with their digests, one fsync.  js->fd is then the open
- * journal, with no progress.  0, or -1 (nothing left behind).
+ * Writes the journal of js (header fields, table planned) to path, the
+ * temporary name (the spare of jnl_prepare(), emptied, or made now): the
+ * journaled extents' octets, the table, the header with their digests,
+ * one fsync.  The caller renames it to JPATH only then.  js->fd is then
+ * the open journal, with no progress.  0, or -1 (nothing left behind).
  */
 static int
 jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
@@ -704,9 +742,8 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 	pthread_t		 th;
 	int			 jfd, e2, r, threaded = 0;
 
-	jfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (jfd == -1) {
+	/* Not O_EXCL: the spare is there. */
+	if ((jfd = jnl_open_spare(path, box->uid, 0)) == -1) {
 		pop_log(LOG_ERR, "cannot create journal %s: %s%s", path,
 		    strerror(errno), errno == EACCES ? " (the user needs "
 		    "write access to the spool directory: nothing deleted)" :
@@ -750,9 +787,12 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 	 * the first change of the mailbox (any later write of the mailbox
 	 * may reach the disk at once, by writeback): without it a crash
 	 * could leave moved octets and no journal to finish or tell them.
-	 * One fsync for all: a crash before it returns leaves the mailbox
-	 * untouched and a journal that jnl_load() finds incomplete (its
-	 * table or octets do not match the header's digests) and removes.
+	 * One fsync for all, before the rename that gives the journal its
+	 * name JPATH (jnl_compact(), jnl_rejournal()): a crash before it
+	 * returns leaves the mailbox untouched and the journal under its
+	 * temporary name, which no repair reads; and a journal under JPATH
+	 * whose table or octets do not match the header's digests is one
+	 * jnl_load() finds incomplete and removes.
 	 */
 	jnl_encode(&js->h, hdr);
 	if (io_pwrite(jfd, hdr, sizeof(hdr), 0) == -1 ||
@@ -1019,11 +1059,6 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 		    strerror(errno));
 		return MD_TEMP;
 	}
-	if (io_unlink(tpath) == -1 && errno != ENOENT) {
-		pop_log(LOG_ERR, "cannot remove %s: %s", tpath,
-		    strerror(errno));
-		return MD_TEMP;
-	}
 	if (jnl_write(box, tpath, &js2) == -1)
 		return MD_TEMP;
 	if (io_rename(tpath, jpath) == -1 || io_fsyncdir(box->path) == -1) {
@@ -1070,8 +1105,7 @@ jnl_repair(const struct jnl_box *box, int *done)
 
 	*done = 0;
 	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
-	    snprintf(tpath, sizeof(tpath), "%s.tmp", jpath) >=
-	    (int)sizeof(tpath)) {
+	    jnl_tmp(jpath, tpath, sizeof(tpath)) == -1) {
 		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
 		return MD_PERM;
 	}
@@ -1154,11 +1188,13 @@ out:
  *   extents that lie in [d_j, s_j).
  *   0. No extent (nothing kept after D, nothing appended): truncate to D,
  *      fsync; a crash leaves the file cut there or whole.
- *   1. Journal: the octets of each extent of (a), and of each extent
- *      shifted by less than JNL_SHIFT; the extent table; the header with
- *      the digests of both; fsync (sync 1, jnl_write()); fsync the spool
- *      directory (sync 2, below).  An error: the journal goes, the
- *      mailbox is untouched.
+ *   1. Journal, written to JPATH.tmp: the octets of each extent of (a),
+ *      and of each extent shifted by less than JNL_SHIFT; the extent
+ *      table; the header with the digests of both; fsync (sync 1,
+ *      jnl_write()); renamed to JPATH; fsync the spool directory (sync
+ *      2, below).  An error: the journal goes, the mailbox is untouched.
+ *      (No repair reads JPATH.tmp; it is the spare journal that
+ *      jnl_prepare() makes before the user's sandbox.)
  *   2. The moves, in order, each from its source (none has been touched
  *      yet).  Before a destination is written over the source of an
  *      earlier extent that is not journaled and not yet on disk at its
@@ -1186,12 +1222,13 @@ enum md_res
 jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
     struct jnl_ext *ext, uint64_t x)
 {
-	char		 jpath[MD_PATH];
+	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
 	struct jnl_state js;
 	enum md_res	 r;
-	int		 done;
+	int		 done, moved;
 
-	if (jnl_path(box, jpath, sizeof(jpath)) == -1) {
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
+	    jnl_tmp(jpath, tpath, sizeof(tpath)) == -1) {
 		pop_log(LOG_ERR, "mailbox path too long: %s", box->path);
 		return MD_TEMP;
 	}
@@ -1214,21 +1251,27 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	js.h.x = x;
 	js.ext = ext;
 	jnl_plan(&js, JNL_SHIFT_NOW());
-	if (jnl_write(box, jpath, &js) == -1)
+	if (jnl_write(box, tpath, &js) == -1)
 		return MD_TEMP;
 	/*
-	 * SYNC 2: the journal's name durable before the first change of
-	 * the mailbox (which writeback may put on disk at once): the fsync
-	 * of the journal makes its octets durable, not its directory entry,
-	 * and a crash that kept moved octets but lost the name would leave
-	 * them with no journal to finish them.
+	 * The name JPATH only for a journal whose octets are durable (sync
+	 * 1 came first): a repair takes a journal under JPATH that does not
+	 * match its digests for one never applied and removes it, true
+	 * only if no rename gave the name before the octets were on disk
+	 * (jnl_rejournal()'s rename replaces a journal that was applied).
+	 * SYNC 2: the journal's name (the rename) durable before the first
+	 * change of the mailbox (which writeback may put on disk at once):
+	 * the fsync of the journal makes its octets durable, not its
+	 * directory entry, and a crash that kept moved octets but lost the
+	 * name would leave them with no journal to finish them.
 	 */
-	if (io_fsyncdir(box->path) == -1) {
-		pop_log(LOG_ERR, "fsync spool directory: %s", strerror(errno));
+	moved = io_rename(tpath, jpath) == 0;
+	if (!moved || io_fsyncdir(box->path) == -1) {
+		pop_log(LOG_ERR, "journal %s: %s", jpath, strerror(errno));
 		(void)close(js.fd);
-		if (io_unlink(jpath) == -1)
-			pop_log(LOG_ERR, "cannot remove %s: %s", jpath,
-			    strerror(errno));
+		if (io_unlink(moved ? jpath : tpath) == -1)
+			pop_log(LOG_ERR, "cannot remove %s: %s",
+			    moved ? jpath : tpath, strerror(errno));
 		return MD_TEMP;
 	}
 	r = jnl_apply(box, &js, 0, jpath);
@@ -1240,4 +1283,50 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	pop_log(LOG_ERR, "update of %s left to the next session's repair",
 	    box->path);
 	return MD_TEMP;
+}
+
+/*
+ * Before the user's sandbox: the spare journal made (or an old one of the
+ * user emptied) for jnl_write(); fd[0] an O_PATH descriptor of a journal
+ * of the user that is there now (repaired later), fd[1] a descriptor of
+ * the spare; -1 each where there is none.
+ */
+void
+jnl_prepare(const struct jnl_box *box, int *fd)
+{
+	char		jpath[MD_PATH];
+	int		i;
+
+	fd[0] = fd[1] = -1;
+	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
+	    jnl_tmp(jpath, jnl_spare, sizeof(jnl_spare)) == -1) {
+		jnl_spare[0] = '\0';
+		return;
+	}
+	fd[0] = io_ours(jpath, box->uid, 1);
+	/* Not the user's own file with one link (planted: another's file,
+	 * a symbolic link)?  Then its name goes, never the file, and the
+	 * spare is made anew. */
+	for (i = 0; i < 2 && fd[1] == -1; i++) {
+		if (i == 1 && io_cleanup(jnl_spare) == -1)
+			break;
+		fd[1] = jnl_open_spare(jnl_spare, box->uid, O_NONBLOCK |
+		    (i == 1 ? O_EXCL : 0));
+	}
+}
+
+/*
+ * Removes the spare journal if it is there: unused, or made again after
+ * a repair's journal took it (a file the sandbox did not let us write):
+ * io_cleanup(), no repair reads the spare.
+ */
+void
+jnl_end(void)
+{
+	if (jnl_spare[0] == '\0')
+		return;
+	if (io_cleanup(jnl_spare) == -1 && errno != ENOENT)
+		pop_log(LOG_ERR, "cannot remove %s: %s", jnl_spare,
+		    strerror(errno));
+	jnl_spare[0] = '\0';
 }

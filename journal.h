@@ -40,4 +40,10 @@ enum md_res	jnl_compact(const struct jnl_box *, uint64_t, uint64_t,
  * when one was completed.  MD_OK, MD_TEMP or MD_PERM. */
 enum md_res	jnl_repair(const struct jnl_box *, int *);
 
+/* Before the user's sandbox: the spare journal the next journal is
+ * written to (fd[1]), and an O_PATH descriptor of a journal of the user
+ * there now (fd[0]); -1 each if none.  jnl_end() removes the spare. */
+void		jnl_prepare(const struct jnl_box *, int *);
+void		jnl_end(void);
+
 #endif /* JOURNAL_H */

@@ -64,6 +64,18 @@ static struct {
 	uint64_t	 touched;	/* io_ms() at creation or last refresh */
 } lock_dot;
 
+/*
+ * The unique file that is linked to USER.lock (lock_dot_try()): made once
+ * per session, with our pid in it, by lock_dot_prepare() before the
+ * user's sandbox (a file made after it could not be written), or at the
+ * first lock; removed by lock_dot_end().  for: the lockpath it is next to.
+ */
+static struct {
+	pid_t		 pid;		/* 0: none */
+	char		 for_[MD_PATH];
+	char		 path[MD_PATH + 128];
+} lock_tmp;
+
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
 
 /* Test builds: POP3D_LOCK_WAIT=SECONDS (1..MD_LOCK_WAIT) shortens the
@@ -300,22 +312,20 @@ lock_dot_stale(const char *lockpath)
 }
 
 /*
- * Tries once to create the dotlock, the NFS-safe way: a unique file in
- * the same directory, link(2) it to USER.lock, and trust the link count
- * of the unique file, not link()'s return value.
+ * Makes lock_tmp for lockpath: a unique name in its directory, our pid
+ * in it.  DOT_GOT, or DOT_TEMP / DOT_PERM after a log line.
  */
 static int
-lock_dot_try(const char *lockpath)
+lock_dot_mktemp(const char *lockpath)
 {
 	static unsigned int	 seq;
-	char			 dir[MD_PATH], tmp[MD_PATH + 128], host[65];
-	char			 pid[32];
-	struct stat		 st;
+	char			 dir[MD_PATH], host[65], pid[32];
 	struct timespec		 ts;
 	size_t			 i;
-	int			 fd, r, lerr, got, plen;
+	int			 fd, r, e, plen;
 
-	if (io_dirname(lockpath, dir, sizeof(dir)) == -1)
+	if (io_dirname(lockpath, dir, sizeof(dir)) == -1 ||
+	    strlen(lockpath) >= sizeof(lock_tmp.for_))
 		return DOT_PERM;
 	if (gethostname(host, sizeof(host)) == -1)
 		(void)snprintf(host, sizeof(host), "localhost");
@@ -324,12 +334,13 @@ lock_dot_try(const char *lockpath)
 		if (host[i] == '/' || host[i] == ':')
 			host[i] = '_';
 	(void)clock_gettime(CLOCK_REALTIME, &ts);
-	r = snprintf(tmp, sizeof(tmp), "%s/.pop3d-lk.%s.%ld.%lx.%u", dir,
-	    host, (long)getpid(), (unsigned long)ts.tv_nsec, seq++);
-	if (r < 0 || (size_t)r >= sizeof(tmp))
+	r = snprintf(lock_tmp.path, sizeof(lock_tmp.path),
+	    "%s/.pop3d-lk.%s.%ld.%lx.%u", dir, host, (long)getpid(),
+	    (unsigned long)ts.tv_nsec, seq++);
+	if (r < 0 || (size_t)r >= sizeof(lock_tmp.path))
 		return DOT_PERM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0644);
+	fd = open(lock_tmp.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, 0644);
 	if (fd == -1) {
 		if (errno == EACCES || errno == EPERM || errno == EROFS)
 			pop_log(LOG_ERR, "cannot create a dotlock in %s: %s "
@@ -338,27 +349,69 @@ lock_dot_try(const char *lockpath)
 			    "the update journal is made there too)", dir,
 			    strerror(errno));
 		else
-			pop_log(LOG_ERR, "cannot create %s: %s", tmp,
+			pop_log(LOG_ERR, "cannot create %s: %s", lock_tmp.path,
 			    strerror(errno));
 		return DOT_TEMP;
 	}
 	plen = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 	if (io_write(fd, pid, (size_t)plen) != plen) {
-		pop_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
+		e = errno;
 		(void)close(fd);
-		(void)io_unlink(tmp);
+		errno = e;
+		fd = -1;
+	}
+	if (fd == -1 || close(fd) == -1) {
+		pop_log(LOG_ERR, "cannot write %s: %s", lock_tmp.path,
+		    strerror(errno));
+		(void)io_unlink(lock_tmp.path);
 		return DOT_TEMP;
 	}
-	if (close(fd) == -1) {
-		pop_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
-		(void)io_unlink(tmp);
-		return DOT_TEMP;
+	lock_tmp.pid = getpid();
+	memcpy(lock_tmp.for_, lockpath, strlen(lockpath) + 1);
+	return DOT_GOT;
+}
+
+/* Removes lock_tmp, if this process made it (io_cleanup()). */
+void
+lock_dot_end(void)
+{
+	if (lock_tmp.pid != getpid())
+		return;
+	lock_tmp.pid = 0;
+	if (io_cleanup(lock_tmp.path) == -1 && errno != ENOENT)
+		pop_log(LOG_ERR, "cannot remove %s: %s", lock_tmp.path,
+		    strerror(errno));
+}
+
+void
+lock_dot_prepare(const char *lockpath)
+{
+	if (lock_tmp.pid == getpid() && strcmp(lock_tmp.for_, lockpath) == 0)
+		return;
+	lock_dot_end();
+	(void)lock_dot_mktemp(lockpath);
+}
+
+/*
+ * Tries once to create the dotlock, the NFS-safe way: the unique file
+ * lock_tmp in the same directory, link(2) it to USER.lock, and trust the
+ * link count of the unique file, not link()'s return value.  The unique
+ * file stays for the next time (lock_dot_end()).
+ */
+static int
+lock_dot_try(const char *lockpath)
+{
+	struct stat	 st;
+	int		 r, lerr, got;
+
+	if (lock_tmp.pid != getpid() || strcmp(lock_tmp.for_, lockpath) != 0) {
+		lock_dot_end();
+		if ((r = lock_dot_mktemp(lockpath)) != DOT_GOT)
+			return r;
 	}
-	r = io_link(tmp, lockpath);
+	r = io_link(lock_tmp.path, lockpath);
 	lerr = errno;
-	got = lstat(tmp, &st) == 0 && st.st_nlink == 2;
-	if (io_unlink(tmp) == -1)
-		pop_log(LOG_ERR, "cannot remove %s: %s", tmp, strerror(errno));
+	got = lstat(lock_tmp.path, &st) == 0 && st.st_nlink == 2;
 	if (got) {
 		lock_dot.held = 1;
 		memcpy(lock_dot.path, lockpath, sizeof(lock_dot.path));

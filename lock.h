@@ -25,6 +25,10 @@ enum md_res	lock_spool(int, const char *, const char *, int);
 void		lock_spool_release(int, const char *, const char *, int);
 /* Removes our dotlock lockpath if we hold it (every path, twice). */
 void		lock_dot_release(const char *);
+/* Makes the unique file of the dotlock for lockpath now (before the
+ * user's sandbox); lock_dot_end() removes it (md_close()). */
+void		lock_dot_prepare(const char *);
+void		lock_dot_end(void);
 /* The keep-alive: refreshes our dotlock now and then (MD_DOTLOCK_REFRESH)
  * during long work under the spool locks. */
 void		lock_alive(void);

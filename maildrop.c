@@ -44,6 +44,11 @@
 /* md_stream output buffer: put() gets chunks this large. */
 #define MD_OUT		(128 * 1024)
 
+/* Rules md_prepare() makes at most: spool directory, USER.lock,
+ * journal, spare journal, index cache directory. */
+#define MD_RULES	5
+_Static_assert(MD_RULES <= SBX_RULES_MAX, "md_prepare()'s rules fit");
+
 /* Allocations of this size and more are mmap(2)ed (md_open()). */
 #define MD_MMAP_MIN	(128 * 1024)
 
@@ -210,6 +215,101 @@ md_keep(const struct maildrop *md, const struct cache_id *id)
 	cache_save(md->user->cache, id, &c);
 }
 
+/* The session md_prepare() opened for md_open(): set, the mailbox's fd
+ * (-1: none), the session-lock file's (-1: none, or flock(2) on the
+ * mailbox) and the result. */
+static struct {
+	int		 set;
+	int		 fd;
+	int		 sfd;
+	enum md_res	 r;
+} md_pre;
+
+/* Opens md->path (md_openfile()) and takes the session lock (lock.c:
+ * the session-lock file's, made if missing, or flock(2) on the mailbox). */
+static enum md_res
+md_opensession(struct maildrop *md)
+{
+	enum md_res	r;
+
+	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
+		return r;
+	if ((r = lock_session(md->fd, md->path, md->user->uid, &md->sfd)) !=
+	    MD_OK) {
+		(void)close(md->fd);
+		md->fd = -1;
+	}
+	return r;
+}
+
+/*
+ * Before the user's sandbox, which lets the process open only files that
+ * have a rule of their own when it is made: opens the mailbox and takes
+ * the session lock for md_open() (only the session that holds it makes
+ * or empties a file; its file .USER.pop3d-session is opened now, so it
+ * needs no rule), then rules for a journal and USER.lock that are
+ * there now (repaired; read for the dead-pid check), the spare journal
+ * and the dotlock's unique file made now, in the spool directory
+ * only making and removing names (link, rename, unlink), and the index
+ * cache's directory (cache.c).  Each inode must
+ * be the user's (the journal with one link, USER.lock with up to two:
+ * ours with its unique name), so that no name planted in the spool
+ * earlier gets another user's file a rule.
+ */
+size_t
+md_prepare(const struct pop_user *user, struct sbx_rule *rule, size_t max)
+{
+	char		 dir[MD_PATH];
+	struct maildrop	 md;
+	struct jnl_box	 box;
+	size_t		 n = 0;
+	int		 fd[2], i;
+
+	memset(&md, 0, sizeof(md));
+	md.fd = md.sfd = -1;
+	md.user = user;
+	md_pre.set = 1;
+	if (max < MD_RULES ||
+	    snprintf(md.path, sizeof(md.path), "%s", user->mailbox) >=
+	    (int)sizeof(md.path) ||
+	    snprintf(md.lockpath, sizeof(md.lockpath), "%s.lock",
+	    user->mailbox) >= (int)sizeof(md.lockpath) ||
+	    io_dirname(user->mailbox, dir, sizeof(dir)) == -1) {
+		md_pre.set = 0;
+		return 0;
+	}
+	md_pre.r = md_opensession(&md);
+	md_pre.fd = md.fd;
+	md_pre.sfd = md.sfd;
+	if (md_pre.r != MD_OK || md.fd == -1)
+		return 0;
+	if ((fd[0] = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		rule[n].fd = fd[0];
+		rule[n++].access = SBX_ENTRIES;
+	}
+	if ((fd[0] = io_ours(md.lockpath, user->uid, 2)) != -1) {
+		rule[n].fd = fd[0];
+		rule[n++].access = SBX_READ;
+	}
+	if (opt.locks & POP3_LOCK_DOTLOCK)
+		lock_dot_prepare(md.lockpath);
+	memset(&box, 0, sizeof(box));
+	box.path = user->mailbox;
+	box.uid = user->uid;
+	jnl_prepare(&box, fd);
+	for (i = 0; i < 2; i++)
+		if (fd[i] != -1) {
+			rule[n].fd = fd[i];
+			rule[n++].access = SBX_RW;
+		}
+	if (user->cache[0] != '\0' && (fd[0] = open(user->cache, O_PATH |
+	    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) != -1) {
+		rule[n].fd = fd[0];
+		rule[n++].access = SBX_FILES;
+	}
+	return n;
+}
+
 enum md_res
 md_open(struct maildrop *md, const struct pop_user *user)
 {
@@ -237,10 +337,16 @@ md_open(struct maildrop *md, const struct pop_user *user)
 		pop_log(LOG_ERR, "mailbox path too long");
 		return MD_PERM;
 	}
-	if ((r = md_openfile(md)) != MD_OK || md->fd == -1)
+	if (md_pre.set) {
+		md_pre.set = 0;
+		md->fd = md_pre.fd;
+		md->sfd = md_pre.sfd;
+		r = md_pre.r;
+	} else
+		r = md_opensession(md);
+	if (r != MD_OK || md->fd == -1)
 		return r;
-	if ((r = lock_session(md->fd, md->path, user->uid, &md->sfd)) !=
-	    MD_OK || (r = md_lock(md)) != MD_OK)
+	if ((r = md_lock(md)) != MD_OK)
 		goto fail;
 	md_box(md, &box);
 	if ((r = jnl_repair(&box, &done)) != MD_OK) {
@@ -588,6 +694,8 @@ md_close(struct maildrop *md)
 {
 	lock_dot_release(md->lockpath);
 	lock_session_release(&md->sfd);
+	lock_dot_end();
+	jnl_end();
 	if (md->fd != -1) {
 		(void)close(md->fd);
 		md->fd = -1;

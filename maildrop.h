@@ -25,6 +25,10 @@ struct maildrop;
 struct maildrop	*md_new(void);
 void		 md_free(struct maildrop *);
 
+/* Before the user's sandbox (sandbox.c): makes what an update writes
+ * and fills rule[] (max entries) with the user's files; returns how many
+ * (0: no mailbox).  md_close() removes what it made. */
+size_t		md_prepare(const struct pop_user *, struct sbx_rule *, size_t);
 /*
  * Opens user->mailbox safely (O_NOFOLLOW, regular file, owner, one link),
  * takes the session lock (a second session gets MD_INUSE at once), takes

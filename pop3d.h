@@ -352,6 +352,32 @@ int	auth_main(void);
  * Landlock, which is used where the kernel has it.
  */
 void	sbx_prelogin(void);
-void	sbx_user(const struct pop_user *);
+
+/*
+ * One Landlock rule of the user's process: fd, a file or directory opened
+ * (O_PATH will do) before the ruleset, and what may be done with it.
+ * Rules attach to inodes, so a file made after the ruleset has none of
+ * its own (README, DESIGN: Sandboxes).
+ */
+enum sbx_access {
+	SBX_READ,	/* read the file */
+	SBX_RW,		/* read, write and truncate the file */
+	SBX_ENTRIES,	/* make and remove regular files in the directory,
+			 * open it (fsync, list); open none of its files */
+	SBX_FILES	/* make, remove, read and write regular files
+			 * beneath the directory (rename too); no listing,
+			 * no truncate: the index cache (cache.c) */
+};
+struct sbx_rule {
+	int		 fd;
+	enum sbx_access	 access;
+};
+/* Rules the user's files may need: the spool directory, the journal
+ * and spare journal, USER.lock, the index cache's directory (maildrop.c's
+ * md_prepare(); the mailbox needs none, it is open already), and room
+ * for three more. */
+#define SBX_RULES_MAX	8
+/* Takes the n rules (and closes their fds), sandbox on or off. */
+void	sbx_user(struct sbx_rule *, size_t);
 
 #endif /* POP3D_H */

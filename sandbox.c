@@ -76,15 +76,14 @@ struct sbx_ll_attr {
 	uint64_t	scoped;
 };
 
-/* What the user's process may do to the files of its spool directory. */
-#define SBX_LL_SPOOL	(LANDLOCK_ACCESS_FS_READ_FILE | \
-	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_DIR | \
-	LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_REMOVE_FILE | \
-	LANDLOCK_ACCESS_FS_TRUNCATE)
-
-/* What it may do in its index cache's directory (cache.c): read, write
- * a new file, rename it over the old one. */
-#define SBX_LL_CACHE	(LANDLOCK_ACCESS_FS_READ_FILE | \
+/* The Landlock rights of each enum sbx_access (pop3d.h). */
+#define SBX_LL_RW	(LANDLOCK_ACCESS_FS_READ_FILE | \
+	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE)
+#define SBX_LL_ENTRIES	(LANDLOCK_ACCESS_FS_MAKE_REG | \
+	LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
+/* The index cache (cache.c): read, write a new file, rename it over
+ * the old one. */
+#define SBX_LL_FILES	(LANDLOCK_ACCESS_FS_READ_FILE | \
 	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG | \
 	LANDLOCK_ACCESS_FS_REMOVE_FILE)
 
@@ -151,10 +150,12 @@ static const int sbx_san_refused[] = {
 static void	sbx_add(scmp_filter_ctx, uint32_t, int, unsigned int,
 		    const struct scmp_arg_cmp *);
 static void	sbx_seccomp(int);
-static int	sbx_landlock(const struct pop_user *, const char **);
+static int	sbx_landlock(const struct sbx_rule *, size_t, const char **);
 static void	sbx_ll_rule(int, const char *, uint64_t);
+static void	sbx_ll_fd(int, int, uint64_t);
 #ifdef POP3D_EXPLOIT
 static void	sbx_exploit(const char *);
+static long	sbx_exploit_file(const char *, const char *);
 #endif
 
 /* One rule; a failure is fatal (a filter with a hole is not started). */
@@ -230,41 +231,49 @@ sbx_seccomp(int user)
 		    "without it)", strerror(-r));
 }
 
-/* Adds the rule "path: access" to the ruleset rs; a missing path is none. */
+/* Adds the rule "the inode of fd: access" to the ruleset rs. */
 static void
-sbx_ll_rule(int rs, const char *path, uint64_t access)
+sbx_ll_fd(int rs, int fd, uint64_t access)
 {
 	struct landlock_path_beneath_attr pb;
-	int	fd;
 
-	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
-		return;
 	memset(&pb, 0, sizeof(pb));
 	pb.allowed_access = access;
 	pb.parent_fd = fd;
 	if (syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH,
 	    &pb, 0) == -1)
-		fatal("landlock_add_rule %s", path);
+		fatal("landlock_add_rule");
+}
+
+/* Adds the rule "path: access" to the ruleset rs; a missing path is none. */
+static void
+sbx_ll_rule(int rs, const char *path, uint64_t access)
+{
+	int	fd;
+
+	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return;
+	sbx_ll_fd(rs, fd, access);
 	(void)close(fd);
 }
 
 /*
- * The user's files: the spool directory of the mailbox (the mailbox,
- * USER.lock and the dotlock's unique names, the journal, all created
- * there) with the file rights an update needs, its index cache's
- * directory (SBX_LL_CACHE), and /sys's count of CPUs
- * to read (the index and hash threads ask); nothing else on the
+ * The user's files: the n rules of the caller (maildrop.c's md_prepare():
+ * the mailbox, its journals and USER.lock by inode, in the spool
+ * directory only the making and removing of names, and the index cache's
+ * directory), and /sys's count of
+ * CPUs to read (the index and hash threads ask); nothing else on the
  * filesystem, no TCP (ABI 4), no abstract sockets and no signals out of
  * the process (ABI 6).  Returns the ABI used, 0 if the kernel has none
  * (*why says why).
  */
 static int
-sbx_landlock(const struct pop_user *u, const char **why)
+sbx_landlock(const struct sbx_rule *rule, size_t n, const char **why)
 {
+	static const uint64_t ll[] = { LANDLOCK_ACCESS_FS_READ_FILE,
+		SBX_LL_RW, SBX_LL_ENTRIES, SBX_LL_FILES };
 	struct sbx_ll_attr a;
-	char		 dir[sizeof(u->mailbox)];
-	char		*slash;
-	size_t		 size = sizeof(a.fs);
+	size_t		 i, size = sizeof(a.fs);
 	long		 abi;
 	int		 rs;
 
@@ -294,15 +303,10 @@ sbx_landlock(const struct pop_user *u, const char **why)
 	if ((rs = (int)syscall(SYS_landlock_create_ruleset, &a, size, 0)) ==
 	    -1)
 		fatal("landlock_create_ruleset");
-	memcpy(dir, u->mailbox, sizeof(dir));
-	dir[sizeof(dir) - 1] = '\0';
-	if ((slash = strrchr(dir, '/')) != NULL)
-		*(slash == dir ? slash + 1 : slash) = '\0';
-	sbx_ll_rule(rs, slash != NULL ? dir : ".", SBX_LL_SPOOL & a.fs);
+	for (i = 0; i < n; i++)
+		sbx_ll_fd(rs, rule[i].fd, ll[rule[i].access] & a.fs);
 	sbx_ll_rule(rs, "/sys/devices/system/cpu/online",
 	    LANDLOCK_ACCESS_FS_READ_FILE);
-	if (u->cache[0] != '\0')
-		sbx_ll_rule(rs, u->cache, SBX_LL_CACHE & a.fs);
 	if (syscall(SYS_landlock_restrict_self, rs, 0) == -1)
 		fatal("landlock_restrict_self");
 	(void)close(rs);
@@ -322,13 +326,14 @@ sbx_prelogin(void)
 
 /*
  * The user's process (and the non-root single process), after its
- * identity drop and before it reads the client after login: Landlock,
- * then seccomp; logs once what is on.
+ * identity drop and before it reads the client after login: Landlock
+ * with the n rules, then seccomp; logs once what is on.
  */
 void
-sbx_user(const struct pop_user *u)
+sbx_user(struct sbx_rule *rule, size_t n)
 {
 	const char	*why = NULL;
+	size_t		 i;
 	int		 abi;
 
 	if (!opt.sandbox) {
@@ -336,7 +341,7 @@ sbx_user(const struct pop_user *u)
 	} else {
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 			fatal("prctl(PR_SET_NO_NEW_PRIVS)");
-		abi = sbx_landlock(u, &why);
+		abi = sbx_landlock(rule, n, &why);
 		if (abi > 0)
 			pop_log(LOG_INFO, "sandbox: seccomp, Landlock ABI %d",
 			    abi);
@@ -345,6 +350,8 @@ sbx_user(const struct pop_user *u)
 			    "(%s)", why);
 		sbx_seccomp(1);
 	}
+	for (i = 0; i < n; i++)
+		(void)close(rule[i].fd);
 #ifdef POP3D_EXPLOIT
 	sbx_exploit("user");
 #endif
@@ -366,9 +373,10 @@ __lsan_is_turned_off(void)
  * The test-only exploit hook (tests/test_sandbox.py): in the process
  * named by POP3D_EXPLOIT_IN ("prelogin" or "user"), tries what
  * POP3D_EXPLOIT names (passwd, mailbox, connect, fork, mmapexec,
- * mprotexec, exec, ptrace, asan), as a hijacked process would, and logs
+ * mprotexec, exec, ptrace, asan, and read, write, create: see
+ * sbx_exploit_file()), as a hijacked process would, and logs
  * "exploit WHO WHAT: ok" or the error; a killed process logs nothing.
- * POP3D_EXPLOIT_ARG: the mailbox path, TCP port or pid of the attack.
+ * POP3D_EXPLOIT_ARG: the file path, TCP port or pid of the attack.
  */
 static void
 sbx_exploit(const char *who)
@@ -386,7 +394,10 @@ sbx_exploit(const char *who)
 	if (in == NULL || what == NULL || strcmp(in, who) != 0)
 		return;
 	errno = 0;
-	if (strcmp(what, "passwd") == 0)
+	if (arg != NULL && (strcmp(what, "read") == 0 ||
+	    strcmp(what, "write") == 0 || strcmp(what, "create") == 0))
+		r = sbx_exploit_file(what, arg);
+	else if (strcmp(what, "passwd") == 0)
 		r = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
 	else if (strcmp(what, "mailbox") == 0 && arg != NULL)
 		r = open(arg, O_RDONLY | O_CLOEXEC);
@@ -427,5 +438,41 @@ sbx_exploit(const char *who)
 	}
 	pop_log(LOG_NOTICE, "exploit %s %s: %s", who, what,
 	    r >= 0 ? "ok" : strerror(errno));
+}
+
+/*
+ * The file attacks of the exploit hook on path: read its first octet,
+ * append an octet to it ("write"), or make it and write and read it back
+ * ("create").  0 when all of it worked, else -1 with errno.
+ */
+static long
+sbx_exploit_file(const char *what, const char *path)
+{
+	static const char	 mark[] = "pop3d exploit";
+	char			 buf[sizeof(mark)];
+	ssize_t			 n = -1;
+	int			 fd, e;
+
+	if (strcmp(what, "read") == 0)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	else if (strcmp(what, "write") == 0)
+		fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	else
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return -1;
+	if (strcmp(what, "read") == 0)
+		n = read(fd, buf, 1) == 1 ? 0 : -1;
+	else if (strcmp(what, "write") == 0)
+		n = write(fd, "!", 1) == 1 ? 0 : -1;
+	else if (write(fd, mark, sizeof(mark)) == (ssize_t)sizeof(mark) &&
+	    pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf)) {
+		n = memcmp(buf, mark, sizeof(mark)) == 0 ? 0 : -1;
+		errno = n == 0 ? 0 : EIO;
+	}
+	e = errno;
+	(void)close(fd);
+	errno = e;
+	return (long)n;
 }
 #endif

@@ -99,9 +99,19 @@ sbx_prelogin(void)
 }
 
 void
-sbx_user(const struct pop_user *u)
+sbx_user(struct sbx_rule *rule, size_t n)
+{
+	(void)rule;
+	(void)n;
+	abort();
+}
+
+size_t
+md_prepare(const struct pop_user *u, struct sbx_rule *rule, size_t max)
 {
 	(void)u;
+	(void)rule;
+	(void)max;
 	abort();
 }
 

@@ -171,7 +171,12 @@ def leftovers(pop3):
 
 
 def journals(pop3):
-	return [f for f in pop3.spool_files() if f.startswith(JOURNAL)]
+	"""The journal and those kept aside; not the spare (JOURNAL.tmp,
+	which pop3d writes each journal to before renaming it to JOURNAL,
+	and which a killed session leaves behind, empty or not: no repair
+	reads it)."""
+	return [f for f in pop3.spool_files() if f.startswith(JOURNAL) and
+	    f != JOURNAL + ".tmp"]
 
 
 # ------------------------------------------------------------ delivery

@@ -43,6 +43,13 @@ Rules (check()), each for whatever layout the journal has:
 	 may cover it all (undo still wants it durable before the mailbox
 	 changes); the tests that pass hashed=True also damage a journal
 	 and see it refused.
+  name	 A journal written under another name (a temporary one) gets the
+	 journal's name (rename, link) only when every write of it issued
+	 before is durable: a name on disk before the octets would name an
+	 incomplete journal, which a repair of a hashed journal takes for
+	 one never applied and removes, while a journal it replaced may
+	 have been applied in part (a repair's journal of the mail
+	 appended since, renamed over the old one).
   cut	 A truncate that cuts octets the mailbox had comes after every
 	 earlier write of the mailbox is durable: the octets cut may be the
 	 sources of those writes, and a crash must not keep the cut and
@@ -511,6 +518,16 @@ class Report:
 					    "the mailbox is changed) issued while its "
 					    "earlier write %r is not durable", pre[-1], w)
 
+	def named(self):
+		for e in self.jn:
+			if e.kind != "create" or e.path != self.jpath:
+				continue
+			for w in self.jw:
+				if w.obj is e.obj and w.end < e.start and \
+				    not self.durable(w, e.start):
+					self.bad("name: the journal's name given by %r "
+					    "while its write %r is not durable", e, w)
+
 	def cut(self):
 		for t in self.guarded:
 			if t.kind != "trunc":
@@ -572,6 +589,7 @@ def check(log, mailbox, journal, size0, cwd=None, hashed=False,
 	rep.undo()
 	if not hashed:
 		rep.commit()
+	rep.named()
 	rep.cut()
 	rep.ahead()
 	rep.replied()

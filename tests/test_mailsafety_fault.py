@@ -750,6 +750,20 @@ RULE_CASES = {
 	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 8:
 	    '100 rename("/s/.t", "/s/.j") = 0\n100 openat(AT_FDCWD, "/s", '
 	    "O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5"}), None),
+	# Renamed to the journal's name before its octets are durable: a
+	# crash could leave that name on an incomplete journal.
+	"renamed_before_sync": (_edit(put={2: '100 openat(AT_FDCWD, "/s/.t", '
+	    "O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4", 7:
+	    '100 rename("/s/.t", "/s/.j") = 0\n100 fdatasync(4) = 0'}),
+	    "name: the"),
+	"hashed_renamed_before_sync": (HASHED.replace(
+	    '"/s/.j", O_RDWR|O_CREAT|O_EXCL', '"/s/.t", O_RDWR|O_CREAT').replace(
+	    "100 fdatasync(4) = 0\n", '100 rename("/s/.t", "/s/.j") = 0\n'
+	    "100 fdatasync(4) = 0\n"), "name: the", True),
+	"hashed_renamed": (HASHED.replace('"/s/.j", O_RDWR|O_CREAT|O_EXCL',
+	    '"/s/.t", O_RDWR|O_CREAT').replace("100 fdatasync(4) = 0\n",
+	    '100 fdatasync(4) = 0\n100 rename("/s/.t", "/s/.j") = 0\n'), None,
+	    True),
 	# pop3d's order (journal.c): a journal that hashes its data, one
 	# fsync for it; no progress record, the moves durable before the
 	# truncate.  Good only for a hashed journal.

@@ -20,6 +20,12 @@ attacker's view from inside each process:
   the table below says which.  The same attacks with --no-sandbox get
   through, or meet only the older walls (the pre-login child's empty
   chroot and rlimits), so every row can fail.
+- Inside the user's process, the spool directory's other files: read
+  and append to a spoolmate's mailbox (Debian's 660 of group mail, which
+  the user's process keeps to make dotlocks), read a spoolmate's
+  USER.lock, make a new file and write and read it back.  Landlock
+  refuses each (rules on the user's own inodes only); --no-sandbox lets
+  each through, as the file modes allow.
 - A deliberate read after free inside each sandboxed process of the
   sanitizer build is reported by ASan in full, never a silent SIGSYS.
 """
@@ -36,8 +42,8 @@ import pytest
 
 from conftest import (NOBODY, PASSWORD, REPO, ROOT, SAN_EXIT, USER,
     Transcript, _binary, mbox, need, shared_copy)
-from test_auth_root import (PRE_UID, PW, children, proc_status, root,
-    tools)
+from test_auth_root import (MAIL_GID, PRE_UID, PW, children, proc_status,
+    root, tools)
 
 # Fixtures of test_auth_root.py, used here: root (RootEnv: PAM, nss, a
 # spool; each test sets the binary it runs) and tools.
@@ -75,6 +81,11 @@ USERPROC = {
 	"ptrace": (KILLED, "ok"),
 }
 ATTACKS = sorted(PRELOGIN)
+# The spool attacks of the user's process (Spoolmate): what each file
+# attack is aimed at; each meets EACCES (Landlock), or "ok" with -S.
+SPOOL = {"read": "mailbox", "write": "mailbox", "create": "new",
+    "readlock": "lock", "plantedlock": "planted_lock",
+    "plantedjournal": "planted_journal"}
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +132,70 @@ class Target:
 		self.sleeper.kill()
 		self.sleeper.wait()
 		self.listener.close()
+
+
+class Spoolmate:
+	"""Another user's files in the attacker's own spool directory: bob's
+	mailbox (uid 2002, group mail, 660: Debian's), his USER.lock (644),
+	the name of a file that is not there, and bob's files planted, as an
+	earlier taken-over session could, under the names of the attacker's
+	own USER.lock (a hard link of bob's mailbox, old: stale by age) and
+	journal (a file of bob's).  gid: the group the attacker shares (mail
+	in root mode; in the single process the files are 666, no group
+	shared)."""
+
+	BODY = mbox([b"Subject: bob's\n\nin the same spool\n"])
+
+	def __init__(self, spool, gid, me):
+		self.planted_lock = spool / (me + ".lock")
+		self.planted_journal = spool / ("." + me + ".pop3d-journal")
+		self.mailbox = spool / "bob"
+		self.mailbox.write_bytes(self.BODY)
+		self.lock = spool / "bob.lock"
+		self.lock.write_text("4242\n")
+		self.new = spool / ".planted"
+		self.gid = gid
+		for f, mode in ((self.mailbox, 0o660 if gid else 0o666),
+		    (self.lock, 0o644)):
+			os.chown(f, 2002, gid or 2002)
+			os.chmod(f, mode)
+
+	def arg(self, what):
+		"""The path of the attack (planting the file it needs)."""
+		if what == "plantedlock":
+			os.link(self.mailbox, self.planted_lock)
+			old = time.time() - 3600
+			os.utime(self.mailbox, (old, old))
+		elif what == "plantedjournal":
+			self.planted_journal.write_bytes(self.BODY)
+			os.chown(self.planted_journal, 2002, self.gid or 2002)
+			os.chmod(self.planted_journal, 0o644)
+		return str(getattr(self, SPOOL[what]))
+
+	def check(self, what, got):
+		"""The files as the attack's outcome says they must be."""
+		ok = got == "ok"
+		grown = self.mailbox.read_bytes() == self.BODY + b"!"
+		assert grown == (ok and what == "write"), self.mailbox.read_bytes()
+		if what == "create":
+			# Landlock's MAKE_REG makes the name, open then fails.
+			assert self.new.exists()
+			data = self.new.read_bytes()
+			assert data == (b"pop3d exploit\0" if ok else b""), data
+
+
+def spool_attack(what, got, sandbox, t):
+	assert got == (EACCES if sandbox else "ok"), t
+	# The session went on: the attack was the only difference (a
+	# journal of another owner is refused: -ERR to PASS, the end).
+	ok = [True, False] if what == "plantedjournal" else [True] * 3
+	assert [r.ok for r in t.replies] == ok, t
+
+
+def exploit_of(what):
+	"""The exploit hook's name of a spool attack."""
+	return "read" if what in ("readlock", "plantedlock",
+	    "plantedjournal") else what
 
 
 def outcome(what, who, rc, stderr, killed_line):
@@ -185,6 +260,67 @@ def test_user_process_attacks(root, exploit_bin, what, auth, sandbox):
 	if got != KILLED and what != "exec":
 		# The session went on: the attack was the only difference.
 		assert [r.ok for r in t.replies] == [True] * 3, t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("auth", ["pam", "passwd"])
+@pytest.mark.parametrize("what", sorted(SPOOL))
+def test_user_process_spool_attacks(root, exploit_bin, what, auth, sandbox):
+	"""alice (with her mailbox, her rules) at bob's files in /var/mail."""
+	need(ROOT, "files of another uid")
+	mate = Spoolmate(root.spool, MAIL_GID, "alice")
+	root.bin = exploit_bin
+	env = root.env(POP3D_EXPLOIT=exploit_of(what),
+	    POP3D_EXPLOIT_IN="user", POP3D_EXPLOIT_ARG=mate.arg(what))
+	extra = [] if sandbox else ["--no-sandbox"]
+	t = raw_run(root.argv(*extra, auth=None if auth == "pam" else
+	    "passwd:%s" % root.passwd), root.kw(env),
+	    ["USER alice", "PASS " + PW, "QUIT"])
+	got = outcome(exploit_of(what), "user", t.rc,
+	    t.stderr, True)
+	spool_attack(what, got, sandbox, t)
+	mate.check(what, got)
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("name", [".alice.pop3d-journal.tmp", "alice.lock"])
+def test_planted_link_is_never_written(root, name, sandbox):
+	"""A hard link of bob's mailbox planted (as an earlier taken-over
+	session could) under the name of alice's spare journal, which pop3d
+	makes empty at login, or of her USER.lock: a session with DELE and
+	QUIT leaves bob's mailbox as it was, and alice's update is done."""
+	need(ROOT, "files of another uid")
+	mate = Spoolmate(root.spool, MAIL_GID, "alice")
+	os.link(mate.mailbox, root.spool / name)
+	old = time.time() - 3600
+	os.utime(mate.mailbox, (old, old))	# as a USER.lock: stale by age
+	before = root.mailbox().read_bytes()
+	extra = [] if sandbox else ["--no-sandbox"]
+	t = raw_run(root.argv(*extra), root.kw(root.env()),
+	    ["USER alice", "PASS " + PW, "DELE 1", "QUIT"])
+	assert mate.mailbox.read_bytes() == Spoolmate.BODY, t
+	assert [r.ok for r in t.replies] == [True] * 4, t
+	assert len(root.mailbox().read_bytes()) < len(before), t
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("what", sorted(SPOOL))
+def test_single_process_spool_attacks(pop3, exploit_bin, what, sandbox):
+	"""The non-root mode, at another uid's 666 files in its spool."""
+	need(ROOT, "files of another uid")
+	pop3.write_mbox([b"Subject: one\n\nmine\n"])
+	mate = Spoolmate(Path(pop3.spool), 0, USER)
+	env = dict(pop3.env(), POP3D_EXPLOIT=exploit_of(what),
+	    POP3D_EXPLOIT_IN="user", POP3D_EXPLOIT_ARG=mate.arg(what))
+	argv = [exploit_bin] + pop3.argv()[1:] + \
+	    ([] if sandbox else ["--no-sandbox"])
+	kw = pop3.popen_kw()
+	kw["env"] = env
+	t = raw_run(argv, kw, ["USER " + USER, "PASS " + PASSWORD, "QUIT"])
+	got = outcome(exploit_of(what), "user", t.rc,
+	    t.stderr, False)
+	spool_attack(what, got, sandbox, t)
+	mate.check(what, got)
 
 
 @pytest.mark.parametrize("sandbox", [True, False], ids=["on", "off"])
