@@ -38,12 +38,12 @@ SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 # cost every session 0.2 ms at exec (BENCH.md, tiny).  A distribution
 # package that wants it shared: make NETTLE=-lnettle.
 NETTLE	= -l:libnettle.a
-LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
+LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
 SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c lock.c mbox.c journal.c io.c log.c sandbox.c
-HDRS	= pop3d.h auth.h maildrop.h mdint.h io.h lock.h mbox.h journal.h
+HDRS	= pop3d.h auth.h maildrop.h mdint.h io.h lock.h mbox.h journal.h sbx_bpf.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
@@ -57,6 +57,15 @@ pop3d: $(OBJS)
 
 %.o: %.c $(HDRS)
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(HARDEN) $(CFLAGS) -c -o $@ $<
+
+# The seccomp programs, compiled from sbxgen.c's rules at build time
+# (libseccomp at run time: two compiles a session; BENCH.md).
+sbx_bpf.h: sbxgen.c
+	@mkdir -p build
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(CFLAGS) -o build/sbxgen sbxgen.c \
+	    -lseccomp
+	build/sbxgen > $@.tmp
+	mv $@.tmp $@
 
 # The sanitizer build: FORTIFY left out, as it blinds ASan.
 build/san/%.o: %.c $(HDRS)
@@ -102,7 +111,10 @@ build/unit/%.o: %.c $(HDRS)
 
 build/unit/test_%: tests/unit/test_%.c $(SRCS:%.c=build/unit/%.o) $(HDRS)
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -I. -o $@ $< \
-	    $(SRCS:%.c=build/unit/%.o) $(LIBS) -lcmocka
+	    $(SRCS:%.c=build/unit/%.o) $(LIBS) -lcmocka -lseccomp
+
+# test_sbxbpf builds the filters again from sbxgen.c's rules.
+build/unit/test_sbxbpf: sbxgen.c
 
 san: build/san/pop3d
 
@@ -305,6 +317,8 @@ fuzz-run-%:
 
 analyze: cppcheck clang-tidy fanalyzer
 
+cppcheck clang-tidy fanalyzer: sbx_bpf.h
+
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --inline-suppr \
 	    --suppressions-list=.cppcheck-suppressions \
@@ -351,4 +365,4 @@ uninstall:
 	    contrib/%,%,$(EXAMPLES))))
 
 clean:
-	rm -rf pop3d $(OBJS) build tests/__pycache__ .pytest_cache
+	rm -rf pop3d $(OBJS) sbx_bpf.h build tests/__pycache__ .pytest_cache
