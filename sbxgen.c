@@ -115,7 +115,7 @@ sbx_add(scmp_filter_ctx ctx, uint32_t action, int sys, unsigned int n,
 	int	r;
 
 	if ((r = seccomp_rule_add_array(ctx, action, sys, n, cmp)) != 0) {
-		fprintf(stderr, "sbxgen: rule for syscall %d: %s\n", sys,
+		(void)fprintf(stderr, "sbxgen: rule for syscall %d: %s\n", sys,
 		    strerror(-r));
 		return -1;
 	}
@@ -183,11 +183,11 @@ sbx_build(int user, int san, uint32_t pid, struct sbx_prog *p)
 	int		 r = -1;
 
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL) {
-		fprintf(stderr, "sbxgen: seccomp_init failed\n");
+		(void)fprintf(stderr, "sbxgen: seccomp_init failed\n");
 		return -1;
 	}
 	if ((r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2)) != 0) {
-		fprintf(stderr, "sbxgen: binary tree: %s\n", strerror(-r));
+		(void)fprintf(stderr, "sbxgen: binary tree: %s\n", strerror(-r));
 		f = NULL;
 		r = -1;
 	} else if ((f = tmpfile()) == NULL)
@@ -199,7 +199,7 @@ sbx_build(int user, int san, uint32_t pid, struct sbx_prog *p)
 		p->n = len / sizeof(p->f[0]);
 		if (len == 0 || len % sizeof(p->f[0]) != 0 ||
 		    len == sizeof(p->f))
-			fprintf(stderr, "sbxgen: exported %zu bytes\n", len);
+			(void)fprintf(stderr, "sbxgen: exported %zu bytes\n", len);
 		else
 			r = 0;
 	}
@@ -221,32 +221,32 @@ sbx_emit(const char *name, const char *uname, int user, int san)
 	    sbx_build(user, san, SBX_PID_B, &b) == -1)
 		return -1;
 	if (a.n != b.n) {
-		fprintf(stderr, "sbxgen: %s: the pid changes the length\n",
+		(void)fprintf(stderr, "sbxgen: %s: the pid changes the length\n",
 		    name);
 		return -1;
 	}
-	printf("static const struct sock_filter %s[] = {\n", name);
+	(void)printf("static const struct sock_filter %s[] = {\n", name);
 	for (i = 0; i < a.n; i++)
-		printf("\t{ 0x%02x, %u, %u, 0x%08x },\n", a.f[i].code,
+		(void)printf("\t{ 0x%02x, %u, %u, 0x%08x },\n", a.f[i].code,
 		    a.f[i].jt, a.f[i].jf, a.f[i].k);
-	printf("};\nstatic const unsigned short %s_pid[] = {", name);
+	(void)printf("};\nstatic const unsigned short %s_pid[] = {", name);
 	for (i = 0; i < a.n; i++) {
 		if (memcmp(&a.f[i], &b.f[i], sizeof(a.f[i])) == 0)
 			continue;
 		if (a.f[i].code != b.f[i].code || a.f[i].jt != b.f[i].jt ||
 		    a.f[i].jf != b.f[i].jf || a.f[i].k != SBX_PID_A ||
 		    b.f[i].k != SBX_PID_B) {
-			fprintf(stderr, "sbxgen: %s: the pid changes "
+			(void)fprintf(stderr, "sbxgen: %s: the pid changes "
 			    "instruction %zu\n", name, i);
 			return -1;
 		}
-		printf(" %zu,", i);
+		(void)printf(" %zu,", i);
 		slots++;
 	}
-	printf(" };\n#define %s_N %zu\n#define %s_NPID %zu\n", uname, a.n,
+	(void)printf(" };\n#define %s_N %zu\n#define %s_NPID %zu\n", uname, a.n,
 	    uname, slots);
 	if (slots == 0) {
-		fprintf(stderr, "sbxgen: %s: no pid found\n", name);
+		(void)fprintf(stderr, "sbxgen: %s: no pid found\n", name);
 		return -1;
 	}
 	return 0;
@@ -255,17 +255,17 @@ sbx_emit(const char *name, const char *uname, int user, int san)
 int
 main(void)
 {
-	printf("/* sbx_bpf.h: made by sbxgen.c (make); do not edit. */\n"
+	(void)printf("/* sbx_bpf.h: made by sbxgen.c (make); do not edit. */\n"
 	    "#define SBX_PID_PLACEHOLDER 0x%08xU\n#ifdef SBX_ASAN\n",
 	    SBX_PID_A);
 	if (sbx_emit("sbx_bpf_prelogin", "SBX_BPF_PRELOGIN", 0, 1) == -1 ||
 	    sbx_emit("sbx_bpf_user", "SBX_BPF_USER", 1, 1) == -1)
 		return 1;
-	printf("#else\n");
+	(void)printf("#else\n");
 	if (sbx_emit("sbx_bpf_prelogin", "SBX_BPF_PRELOGIN", 0, 0) == -1 ||
 	    sbx_emit("sbx_bpf_user", "SBX_BPF_USER", 1, 0) == -1)
 		return 1;
-	printf("#endif\n");
+	(void)printf("#endif\n");
 	return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
 }
 #endif
