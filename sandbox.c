@@ -63,6 +63,8 @@
 
 /* The seccomp programs (sbxgen.c), those of the sanitizer build if so. */
 #include "sbx_bpf.h"
+#define SBX_BPF_N	(SBX_BPF_USER_N > SBX_BPF_PRELOGIN_N ? \
+	SBX_BPF_USER_N : SBX_BPF_PRELOGIN_N)	/* the longer's length */
 
 /* Landlock rights of later ABIs than linux-libc-dev 6.1 names. */
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
@@ -101,7 +103,7 @@ static void	sbx_exploit(const char *);
 /*
  * The program of one process (user: the user's process, else the
  * pre-login child) as sbxgen.c built it, with this process's pid put in
- * its places, into f (BPF_MAXINSNS instructions); returns its length.
+ * its places, into f (SBX_BPF_N instructions); returns its length.
  */
 size_t
 sbx_program(int user, struct sock_filter *f)
@@ -135,7 +137,7 @@ sbx_program(int user, struct sock_filter *f)
 static void
 sbx_seccomp(int user)
 {
-	struct sock_filter	f[BPF_MAXINSNS];
+	struct sock_filter	f[SBX_BPF_N];
 	struct sock_fprog	prog;
 
 	prog.len = (unsigned short)sbx_program(user, f);
