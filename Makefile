@@ -38,12 +38,12 @@ SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 # cost every session 0.2 ms at exec (BENCH.md, tiny).  A distribution
 # package that wants it shared: make NETTLE=-lnettle.
 NETTLE	= -l:libnettle.a
-LIBS	= -lcrypt -lpam -lseccomp $(NETTLE)
+LIBS	= -lcrypt -lpam $(NETTLE)
 # make check sets WERROR=-Werror; a plain build does not.
 WERROR	=
 
 SRCS	= pop3d.c proto.c conn.c proxy.c auth.c maildrop.c cache.c lock.c mbox.c journal.c io.c log.c sandbox.c
-HDRS	= pop3d.h auth.h maildrop.h mdint.h cache.h io.h lock.h mbox.h journal.h
+HDRS	= pop3d.h auth.h maildrop.h mdint.h cache.h io.h lock.h mbox.h journal.h sbx_bpf.h
 OBJS	= $(SRCS:.c=.o)
 UNITS	= $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 
@@ -57,6 +57,15 @@ pop3d: $(OBJS)
 
 %.o: %.c $(HDRS)
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(HARDEN) $(CFLAGS) -c -o $@ $<
+
+# The seccomp programs, compiled from sbxgen.c's rules at build time
+# (libseccomp at run time: two compiles a session; BENCH.md).
+sbx_bpf.h: sbxgen.c
+	@mkdir -p build
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(CFLAGS) -o build/sbxgen sbxgen.c \
+	    -lseccomp
+	build/sbxgen > $@.tmp
+	mv $@.tmp $@
 
 # The sanitizer build: FORTIFY left out, as it blinds ASan.
 build/san/%.o: %.c $(HDRS)
@@ -102,7 +111,10 @@ build/unit/%.o: %.c $(HDRS)
 
 build/unit/test_%: tests/unit/test_%.c $(SRCS:%.c=build/unit/%.o) $(HDRS)
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SAN) -I. -o $@ $< \
-	    $(SRCS:%.c=build/unit/%.o) $(LIBS) -lcmocka
+	    $(SRCS:%.c=build/unit/%.o) $(LIBS) -lcmocka -lseccomp
+
+# test_sbxbpf builds the filters again from sbxgen.c's rules.
+build/unit/test_sbxbpf: sbxgen.c
 
 san: build/san/pop3d
 
@@ -318,17 +330,19 @@ fuzz-run-%:
 
 analyze: cppcheck clang-tidy fanalyzer
 
+cppcheck clang-tidy fanalyzer: sbx_bpf.h
+
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --inline-suppr \
 	    --suppressions-list=.cppcheck-suppressions \
 	    --enable=warning,style,performance,portability --std=c11 \
-	    -D__GNUC__ -D__x86_64__ -D_GNU_SOURCE -DPOP3D_UNIT -I. $(SRCS)
+	    -D__GNUC__ -D__x86_64__ -D_GNU_SOURCE -DPOP3D_UNIT -I. $(SRCS) sbxgen.c
 	@echo 'cppcheck: clean'
 
 # One clang-tidy per file, in parallel; its "N warnings generated" (of
 # checks that are off) is dropped, its exit status kept.
 clang-tidy:
-	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE sh -c 'out=$$(clang-tidy \
+	@printf '%s\n' $(SRCS) sbxgen.c | xargs -P 3 -I FILE sh -c 'out=$$(clang-tidy \
 	    --quiet FILE -- -std=c11 -D_GNU_SOURCE -DPOP3D_UNIT -I. 2>&1); \
 	    rc=$$?; printf "%s\n" "$$out" | \
 	    grep -v -e "warnings\? generated\.$$" -e "^$$"; exit $$rc'
@@ -336,7 +350,7 @@ clang-tidy:
 
 # gcc's static analyzer, with our warnings, as errors.
 fanalyzer:
-	@printf '%s\n' $(SRCS) | xargs -P 3 -I FILE $(CC) $(WARN) -Werror \
+	@printf '%s\n' $(SRCS) sbxgen.c | xargs -P 3 -I FILE $(CC) $(WARN) -Werror \
 	    -DPOP3D_UNIT -fanalyzer -c -o /dev/null FILE
 	@echo 'gcc -fanalyzer: clean'
 
@@ -364,4 +378,4 @@ uninstall:
 	    contrib/%,%,$(EXAMPLES))))
 
 clean:
-	rm -rf pop3d $(OBJS) build tests/__pycache__ .pytest_cache
+	rm -rf pop3d $(OBJS) sbx_bpf.h build tests/__pycache__ .pytest_cache

@@ -1,7 +1,8 @@
 /*
  * sandbox.c: the sandboxes the kernel enforces (issue 16), and nothing
  * else: the seccomp allowlists of the pre-login child and of the user's
- * process (libseccomp, default action: kill the process), the Landlock
+ * process (default action: kill the process; sbxgen.c has their rules
+ * and compiles them at build time into sbx_bpf.h), the Landlock
  * ruleset of the user's process (best effort by ABI version), the one log
  * line that says which are on, --no-sandbox, and the test-only exploit
  * hook of the -DPOP3D_EXPLOIT build.  auth.c calls in after each identity
@@ -36,7 +37,8 @@
 #include <fcntl.h>
 #include <linux/landlock.h>
 #include <sched.h>
-#include <seccomp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,11 @@
 #ifdef SBX_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
+
+/* The seccomp programs (sbxgen.c), those of the sanitizer build if so. */
+#include "sbx_bpf.h"
+#define SBX_BPF_N	(SBX_BPF_USER_N > SBX_BPF_PRELOGIN_N ? \
+	SBX_BPF_USER_N : SBX_BPF_PRELOGIN_N)	/* the longer's length */
 
 /* Landlock rights of later ABIs than linux-libc-dev 6.1 names. */
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
@@ -90,65 +97,7 @@ struct sbx_ll_attr {
 /* Set once a filter is on: LeakSanitizer stays out (see the top). */
 static int	sbx_on;
 
-/*
- * Both processes: talk to the client and the monitor, memory, time, the
- * signal mask and actions, logging (-d to stderr, or the syslog socket
- * already open), exit; the ids (harmless; the tests' LD_PRELOAD shim asks).
- * mmap and mprotect never make memory executable.
- */
-static const int sbx_base[] = {
-	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
-	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(close), SCMP_SYS(sendto),
-	SCMP_SYS(recvfrom), SCMP_SYS(fcntl), SCMP_SYS(fstat),
-	SCMP_SYS(newfstatat), SCMP_SYS(brk), SCMP_SYS(munmap),
-	SCMP_SYS(mremap), SCMP_SYS(madvise), SCMP_SYS(futex),
-	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
-	SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getpid),
-	SCMP_SYS(gettid), SCMP_SYS(getuid), SCMP_SYS(geteuid),
-	SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(getrandom),
-	SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigaction),
-	SCMP_SYS(rt_sigprocmask), SCMP_SYS(restart_syscall), SCMP_SYS(exit),
-	SCMP_SYS(exit_group),
-};
-
-/*
- * The user's process besides: the mailbox, its locks (fcntl, flock, the
- * dotlock's link, kill(pid, 0) of its owner, fstatfs), the update journal and
- * its renames, the hash and index threads (clone with CLONE_THREAD only;
- * clone3, whose flags a filter cannot see, says ENOSYS and glibc falls
- * back to clone), gethostname (uname) for the dotlock, sysinfo (glibc's
- * qsort asks), and a new syslog connection (socket AF_UNIX, connect) if
- * syslogd restarted.
- */
-static const int sbx_user_calls[] = {
-	SCMP_SYS(openat), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
-	SCMP_SYS(lseek), SCMP_SYS(ftruncate), SCMP_SYS(fsync),
-	SCMP_SYS(fdatasync), SCMP_SYS(sync_file_range),
-	SCMP_SYS(copy_file_range), SCMP_SYS(flock), SCMP_SYS(rename),
-	SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(unlink),
-	SCMP_SYS(unlinkat), SCMP_SYS(link), SCMP_SYS(linkat),
-	SCMP_SYS(utimensat), SCMP_SYS(lstat), SCMP_SYS(stat), SCMP_SYS(statx),
-	SCMP_SYS(uname), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
-	SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_yield),
-	SCMP_SYS(fadvise64), SCMP_SYS(sysinfo), SCMP_SYS(connect),
-	SCMP_SYS(fstatfs),
-};
-
-#ifdef SBX_ASAN
-/* The sanitizer runtime's own: each thread's alternate signal stack. */
-static const int sbx_san_calls[] = {
-	SCMP_SYS(sigaltstack),
-};
-
-/* What its reports try and can do without: EACCES, not SIGSYS. */
-static const int sbx_san_refused[] = {
-	SCMP_SYS(readlink), SCMP_SYS(open), SCMP_SYS(ioctl), SCMP_SYS(pipe2),
-	SCMP_SYS(pipe),
-};
-#endif
-
-static void	sbx_add(scmp_filter_ctx, uint32_t, int, unsigned int,
-		    const struct scmp_arg_cmp *);
+size_t		sbx_program(int, struct sock_filter *);
 static void	sbx_seccomp(int);
 static int	sbx_landlock(const struct sbx_rule *, size_t, const char **);
 static void	sbx_ll_rule(int, const char *, uint64_t);
@@ -158,77 +107,57 @@ static void	sbx_exploit(const char *);
 static long	sbx_exploit_file(const char *, const char *);
 #endif
 
-/* One rule; a failure is fatal (a filter with a hole is not started). */
-static void
-sbx_add(scmp_filter_ctx ctx, uint32_t action, int sys, unsigned int n,
-    const struct scmp_arg_cmp *cmp)
+/*
+ * The program of one process (user: the user's process, else the
+ * pre-login child) as sbxgen.c built it, with this process's pid put in
+ * its places, into f (SBX_BPF_N instructions); returns its length.
+ */
+size_t
+sbx_program(int user, struct sock_filter *f)
 {
-	int	r;
+	const struct sock_filter	*prog = sbx_bpf_prelogin;
+	const unsigned short		*pid = sbx_bpf_prelogin_pid;
+	size_t				 n = SBX_BPF_PRELOGIN_N;
+	size_t				 npid = SBX_BPF_PRELOGIN_NPID;
+	size_t				 i;
 
-	if ((r = seccomp_rule_add_array(ctx, action, sys, n, cmp)) != 0)
-		fatalx("seccomp rule for syscall %d: %s", sys, strerror(-r));
+	if (user) {
+		prog = sbx_bpf_user;
+		n = SBX_BPF_USER_N;
+		pid = sbx_bpf_user_pid;
+		npid = SBX_BPF_USER_NPID;
+	}
+	memcpy(f, prog, n * sizeof(*f));
+	for (i = 0; i < npid; i++) {
+		if (f[pid[i]].k != SBX_PID_PLACEHOLDER)
+			fatalx("seccomp program: no pid at %u", pid[i]);
+		f[pid[i]].k = (uint32_t)getpid();
+	}
+	return n;
 }
 
 /*
  * Loads the allowlist of one process (user: the user's process, else the
- * pre-login child).  Anything else kills the process (SIGSYS), so a
- * violation is a crash the monitor logs, never a silent success; socket
- * in the pre-login child says EACCES (glibc's syslog reconnects with it).
+ * pre-login child): sbxgen.c's program, with seccomp(2).  Anything else
+ * kills the process (SIGSYS); sbxgen.c says what each allows.
  */
 static void
 sbx_seccomp(int user)
 {
-	const struct scmp_arg_cmp noexec[] = {
-		SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0) };
-	const struct scmp_arg_cmp self[] = {
-		SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()) };
-	const struct scmp_arg_cmp sig0[] = { SCMP_A1(SCMP_CMP_EQ, 0) };
-	const struct scmp_arg_cmp unix_[] = { SCMP_A0(SCMP_CMP_EQ, AF_UNIX) };
-	const struct scmp_arg_cmp thread[] = {
-		SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD) };
-	scmp_filter_ctx	 ctx;
-	size_t		 i;
-	int		 r;
+	struct sock_filter	f[SBX_BPF_N];
+	struct sock_fprog	prog;
 
-	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
-		fatalx("seccomp_init failed");
-	for (i = 0; i < sizeof(sbx_base) / sizeof(sbx_base[0]); i++)
-		sbx_add(ctx, SCMP_ACT_ALLOW, sbx_base[i], 0, NULL);
-	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, noexec);
-	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, noexec);
-	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, self);
-	sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, self);
-	if (user) {
-		for (i = 0; i < sizeof(sbx_user_calls) /
-		    sizeof(sbx_user_calls[0]); i++)
-			sbx_add(ctx, SCMP_ACT_ALLOW, sbx_user_calls[i], 0,
-			    NULL);
-		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, sig0);
-		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, unix_);
-		sbx_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, thread);
-		sbx_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0,
-		    NULL);
-	} else {
-		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0, NULL);
+	prog.len = (unsigned short)sbx_program(user, f);
+	prog.filter = f;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
 #ifdef SBX_ASAN
-		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 0, NULL);
-#endif
-	}
-#ifdef SBX_ASAN
-	for (i = 0; i < sizeof(sbx_san_calls) / sizeof(sbx_san_calls[0]); i++)
-		sbx_add(ctx, SCMP_ACT_ALLOW, sbx_san_calls[i], 0, NULL);
-	for (i = 0; i < sizeof(sbx_san_refused) / sizeof(sbx_san_refused[0]);
-	    i++)
-		sbx_add(ctx, SCMP_ACT_ERRNO(EACCES), sbx_san_refused[i], 0,
-		    NULL);
 	__sanitizer_sandbox_on_notify(NULL);
 #endif
 	sbx_on = 1;
-	r = seccomp_load(ctx);
-	seccomp_release(ctx);
-	if (r != 0)
-		fatalx("seccomp filter not loaded: %s (--no-sandbox runs "
-		    "without it)", strerror(-r));
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == -1)
+		fatal("seccomp filter not loaded (--no-sandbox runs without "
+		    "it)");
 }
 
 /* Adds the rule "the inode of fd: access" to the ruleset rs. */
