@@ -12,7 +12,7 @@ The proxy runs the shipped deploy/nginx-pop3.conf or deploy/haproxy-pop3.cfg
 as they are (only nginx's pid and error log moved); each backend runs
 xinetd with the shipped xinetd.d/pop3 (port 110, bound to its address,
 pop3d's arguments set, --proxy-from naming the proxy), in a mount
-namespace whose /dev/log is a socket of the test: its syslog.  Backends
+namespace whose /dev/log is a socket the test reads: its syslog.  Backends
 check passwords with a password file, or (one test) with PAM: the cwrap
 stack of test_auth_root.py, given to pop3d by xinetd's env attribute,
 whose module logs PAM_RHOST.  Clients (poplib, curl) run in the client
@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,51 @@ if dele != "-":
 out["quit"] = p.quit().decode()
 print(json.dumps(out))
 """
+
+
+class Syslog:
+	"""A backend's /dev/log, read as it comes, as a syslog daemon reads
+	it.  A datagram socket nobody reads holds net.unix.max_dgram_qlen
+	datagrams (10 by default); then syslog(3)'s send() blocks every pop3d
+	that logs (in unix_wait_for_peer): read only when a test asked, the
+	socket filled during curl's sessions, and the fourth one's first line
+	blocked, so nginx's login never got an answer."""
+
+	def __init__(self, path):
+		self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+		self.sock.bind(str(path))
+		path.chmod(0o666)
+		self.sock.settimeout(0.1)
+		self.lines, self.taken, self.last = [], 0, time.monotonic()
+		self.lock, self.stop = threading.Lock(), False
+		self.thread = threading.Thread(target=self.read, daemon=True)
+		self.thread.start()
+
+	def read(self):
+		while not self.stop:
+			try:
+				d = self.sock.recv(4096)
+			except socket.timeout:
+				continue
+			with self.lock:
+				self.lines.append(d.decode("utf-8", "replace"))
+				self.last = time.monotonic()
+
+	def new(self):
+		"""The lines not returned yet, once none came for 0.3 s."""
+		while True:
+			with self.lock:
+				quiet = time.monotonic() - self.last
+				if quiet >= 0.3:
+					got = self.lines[self.taken:]
+					self.taken = len(self.lines)
+					return got
+			time.sleep(0.3 - quiet)
+
+	def close(self):
+		self.stop = True
+		self.thread.join()
+		self.sock.close()
 
 
 def run(*argv, check=True, **kw):
@@ -162,10 +208,7 @@ class Hosts:
 		d.mkdir()
 		d.chmod(0o755)
 		sock = d / "log"
-		s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-		s.bind(str(sock))
-		sock.chmod(0o666)
-		self.logs[i] = s
+		self.logs[i] = Syslog(sock)
 		args = (auth or ["--spool=" + str(self.spool[i]), "--auth=passwd:" +
 		    str(self.passwd), "--prelogin-user=nobody"]) + [
 		    "--min-uid=1000", "--proxy-from=" + BACK[i][0]] + list(extra)
@@ -187,15 +230,8 @@ class Hosts:
 		    syslog=sock)
 
 	def syslog(self, i):
-		"""The syslog lines backend i sent so far."""
-		s, got = self.logs[i], []
-		s.settimeout(0.3)
-		while True:
-			try:
-				got.append(s.recv(4096).decode("utf-8", "replace"))
-			except socket.timeout:
-				break
-		return got
+		"""The syslog lines backend i sent since the last call."""
+		return self.logs[i].new()
 
 	def client(self, *argv, role="c"):
 		return run("ip", "netns", "exec", self.ns[role], *argv,
@@ -366,25 +402,46 @@ def test_nginx_routes_each_user_to_its_shard(shards):
 
 def test_curl_through_nginx(shards):
 	"""curl (libcurl's POP3) through nginx: LIST, RETR of each message
-	(CRLF, as sent); bob's shard is read, unchanged.  (DELE through curl,
-	-X 'DELE 1' -I, once timed out after 30 s in a full run, not yet
-	understood; poplib's DELE is in the test above.)"""
+	(CRLF, as sent), then -X 'DELE 1' -I: curl sends DELE 1 and reads its
+	one-line +OK (its trace shows both; without -I it would wait for a
+	multi-line answer until --max-time), and QUITs when it closes the
+	connection at exit (not in the trace, which ends "left intact").
+	Only QUIT commits a deletion (a dropped connection deletes nothing),
+	so message 1 gone from bob's shard, message 2 byte-exact, is the
+	proof it came through nginx.  A LIST session started right after
+	sees only message 2.  (This DELE once timed out after curl's
+	--max-time 30 s: the test's syslog socket was then read only when
+	the test asked; see Syslog.)"""
 	h = shards
 	url = "pop3://%s/" % FRONT
 	auth = "bob:" + USERS["bob"][0]
-	r = h.client("curl", "-sS", "--max-time", "30", "-u", auth, url)
-	assert r.returncode == 0, r.stderr
 	want = h.msgs["bob"]
+
+	def curl(name, *argv):
+		trace = h.base / ("curl-%s.trace" % name)
+		r = h.client("curl", "-sS", "--max-time", "30", "--trace-ascii",
+		    str(trace), "-u", auth, *argv)
+		return r, trace.read_text(errors="replace")
+	r, t = curl("list", url)
+	assert r.returncode == 0, r.stderr
 	assert r.stdout.decode().splitlines() == ["%d %d" % (i + 1, len(
 	    m.replace(b"\n", b"\r\n"))) for i, m in enumerate(want)]
 	for i, m in enumerate(want):
-		r = h.client("curl", "-sS", "--max-time", "30", "-u", auth,
-		    url + str(i + 1))
+		r, t = curl("retr%d" % (i + 1), url + str(i + 1))
 		assert r.returncode == 0, r.stderr
 		assert r.stdout == m.replace(b"\n", b"\r\n"), i
 	assert (h.spool[2] / "bob").read_bytes() == mbox(want, FROMS[:2])
+	r, t = curl("dele", "-X", "DELE 1", "-I", url)
+	assert r.returncode == 0, (r.stderr, t, h.report())
+	assert re.search(r"=> Send header.*\n0000: DELE 1\n<= Recv header.*\n"
+	    r"0000: \+OK", t), t
+	r, t2 = curl("relist", url)
+	assert r.returncode == 0, (r.stderr, t2, h.report())
+	assert r.stdout.decode().splitlines() == ["1 %d" % len(
+	    want[1].replace(b"\n", b"\r\n"))], (t, t2)
+	assert (h.spool[2] / "bob").read_bytes() == mbox(want[1:], FROMS[1:2])
 	got = h.syslog(2)
-	assert len(login_lines(got)) == len(want) + 1, got
+	assert len(login_lines(got)) == len(want) + 3, got
 	assert proxied(got, BACK[2][0]), got
 
 
