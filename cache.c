@@ -5,8 +5,9 @@
  * the hidden pseudo-message) and the identity of the file it was made
  * from (device, inode, size, mtime, ctime, owner, a digest of the path).
  * maildrop.c uses it only when the mailbox has that identity, and only
- * when the ctime it recorded was old enough to be trusted (md_vstat's
- * rule), so the cache changes the speed of an open, never its answer.
+ * when that identity was trusted (its ctime old enough, md_vstat's rule,
+ * or sealed: cache_seal()), so the cache changes the speed of an open,
+ * never its answer.
  * A cache file is untrusted input: every field is checked before any is
  * used, and anything wrong is a miss (README "Design", "The index
  * cache").  Calls io.c and the log only.
@@ -21,6 +22,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/vfs.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,8 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <linux/magic.h>
 #include <nettle/sha2.h>
 
 #include "cache.h"
@@ -48,6 +52,7 @@ struct cache_hdr {
 	uint64_t	uid;
 	uint64_t	n;		/* records */
 	uint64_t	hidden_end;	/* end of a hidden pseudo-message, or 0 */
+	uint64_t	sealed;		/* 1: the identity was sealed, or 0 */
 	unsigned char	path[32];
 	uint64_t	sum;
 };
@@ -59,7 +64,7 @@ struct cache_rec {
 	uint32_t	zero;
 };
 
-_Static_assert(sizeof(struct cache_hdr) == 136, "no padding in the header");
+_Static_assert(sizeof(struct cache_hdr) == CACHE_HDR, "no padding in the header");
 _Static_assert(sizeof(struct cache_rec) == CACHE_REC, "CACHE_REC is right");
 /* A record is a struct md_msg as the index holds it, with deleted and
  * the padding after it 0 (zero): read straight into the index, not
@@ -167,7 +172,7 @@ cache_hdrcheck(const struct cache_hdr *h, size_t len,
 		return "stale";
 	if (h->hidden_end > h->size || (h->n == 0 && h->hidden_end != h->size))
 		return "bad pseudo-message";
-	return NULL;
+	return h->sealed > 1 ? "bad seal" : NULL;
 }
 
 /*
@@ -274,6 +279,7 @@ cache_take(const struct cache_hdr *h, struct md_msg *m, struct cache_ix *ix)
 	ix->msg = m;
 	ix->n = (uint32_t)h->n;
 	ix->hidden_end = h->hidden_end;
+	ix->sealed = (int)h->sealed;
 	return NULL;
 }
 
@@ -420,6 +426,7 @@ cache_build(const struct cache_id *id, const struct cache_ix *ix,
 	cache_stamp(&h, id);
 	h.n = ix->n;
 	h.hidden_end = ix->hidden_end;
+	h.sealed = ix->sealed != 0;
 	rec = (void *)(buf + sizeof(h));
 	for (i = 0; i < ix->n; i++) {
 		rec[i].from = ix->msg[i].from;
@@ -477,5 +484,101 @@ cache_save(const char *dir, const struct cache_id *id,
 		pop_log(LOG_WARNING, "index cache %s: %s", path,
 		    strerror(errno));
 		(void)io_unlink(tmp);
+	}
+}
+
+/*
+ * The seal (README "The index cache").  A cache is trusted when its
+ * identity's ctime was over a second old at the fstat (md_vstat()), or
+ * when it is sealed: the session that took the fstat under the spool
+ * locks held them until the clock that stamps ctimes had passed that
+ * ctime C.  Each writer that takes the locks writes after they are
+ * released, and the kernel stamps its ctime from its coarse realtime
+ * clock, truncated to the file system's granularity g; with multigrain
+ * timestamps (Linux 6.13) a stamp may come from the fine clock, never
+ * below the coarse one.  g divides 10^9 and C's nanoseconds (C is a
+ * truncated stamp), so g <= G = gcd(ns, 10^9): once the coarse clock
+ * reads C + G, any later stamp is C + G or more, and any write after the
+ * locks changes the identity.  Only for a local file system of this
+ * kernel's clock (not NFS, SMB or FUSE: the server's clock stamps), and
+ * not for whole seconds (ns 0: G is a second, too long to wait).  Like
+ * the one-second rule, it assumes the realtime clock is not set back.
+ */
+
+int64_t
+cache_sealwait(const struct timespec *c, const struct timespec *now)
+{
+	int64_t	a = c->tv_nsec, b = 1000000000, t, w;
+
+	while (a != 0) {
+		t = b % a;
+		b = a;
+		a = t;
+	}
+	if (b > CACHE_SEAL_NS)
+		return -1;
+	w = ((int64_t)c->tv_sec - now->tv_sec) * 1000000000 +
+	    (c->tv_nsec - now->tv_nsec) + b;
+	if (w > CACHE_SEAL_NS)
+		return -1;
+	return w > 0 ? w : 0;
+}
+
+static int
+cache_localfs(int fd)
+{
+	struct statfs	sf;
+
+	if (fstatfs(fd, &sf) == -1)
+		return 0;
+	switch (sf.f_type) {
+	case EXT4_SUPER_MAGIC:		/* also ext2 and ext3 */
+	case XFS_SUPER_MAGIC:
+	case BTRFS_SUPER_MAGIC:
+	case F2FS_SUPER_MAGIC:
+	case TMPFS_MAGIC:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+#if defined(POP3D_FAULT) || defined(POP3D_UNIT)
+/* Test builds: POP3D_SEAL_STALL=1 stops the coarse clock at the ctime c,
+ * as if it did not tick: no seal can be made. */
+static int
+cache_coarse(struct timespec *now, const struct timespec *c)
+{
+	if (getenv("POP3D_SEAL_STALL") == NULL)
+		return clock_gettime(CLOCK_REALTIME_COARSE, now);
+	*now = *c;
+	return 0;
+}
+#else
+#define cache_coarse(now, c)	clock_gettime(CLOCK_REALTIME_COARSE, now)
+#endif
+
+int
+cache_seal(int fd, const struct stat *st)
+{
+	struct timespec	now, ts;
+	int64_t		w;
+	uint64_t	start = io_ms();
+
+	if (!cache_localfs(fd))
+		return 0;
+	for (;;) {
+		if (cache_coarse(&now, &st->st_ctim) == -1 ||
+		    (w = cache_sealwait(&st->st_ctim, &now)) == -1)
+			return 0;
+		if (w == 0)
+			return 1;
+		/* The coarse clock moves at its ticks: poll it each ms, and
+		 * give up when it has stopped (or a test stopped it). */
+		if ((io_ms() - start) * 1000000 > CACHE_SEAL_NS)
+			return 0;
+		ts.tv_sec = 0;
+		ts.tv_nsec = w < 1000000 ? (long)w : 1000000;
+		(void)nanosleep(&ts, NULL);
 	}
 }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include <stdint.h>
+#include <time.h>
 
 #include "mbox.h"
 
@@ -26,6 +27,7 @@ struct cache_ix {
 	struct md_msg	*msg;		/* malloc(3)ed; the caller frees */
 	uint32_t	 n;
 	uint64_t	 hidden_end;
+	int		 sealed;	/* the identity was sealed (cache_seal) */
 };
 
 /* The identity of the mailbox path of uid whose fstat is st. */
@@ -42,5 +44,13 @@ void	cache_save(const char *, const struct cache_id *,
  * *ix set, or -1 with *why saying what is wrong (cache_load, fuzz). */
 int	cache_parse(const unsigned char *, size_t, const struct cache_id *,
 	    struct cache_ix *, const char **);
+/* Under the spool locks, with st the fstat of fd's file taken under them:
+ * waits (at most CACHE_SEAL_NS) until any write after the locks must
+ * change the file's ctime (README "The index cache"): 1, or 0 if it
+ * cannot be sure.  The caller then releases the locks. */
+int	cache_seal(int, const struct stat *);
+/* Its rule: the nanoseconds still to wait, the coarse clock reading now,
+ * for a ctime c: 0 when sealed, -1 when not within CACHE_SEAL_NS. */
+int64_t	cache_sealwait(const struct timespec *, const struct timespec *);
 
 #endif /* CACHE_H */

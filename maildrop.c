@@ -177,11 +177,13 @@ fail:
 }
 
 /*
- * The index cache (cache.c): used and kept only for a file whose ctime
- * was old enough to be trusted at the fstat under the spool locks
- * (md_vstat()): a later write, in any clock tick, then changes size,
- * mtime or ctime, and the cache of another identity is a miss.  1 and
- * the maildrop indexed from the cache of the file (st, *id), or 0.
+ * The index cache (cache.c): used and kept only for a file whose identity
+ * was trusted at the fstat under the spool locks: its ctime was old
+ * enough (md_vstat()), or the session that took it sealed it (cache_seal():
+ * it held the locks until the clock had passed that ctime).  A later
+ * write, in any clock tick, then changes size, mtime or ctime, and the
+ * cache of another identity is a miss.  1 and the maildrop indexed from
+ * the cache of the file (st, *id), or 0.
  */
 static int
 md_cached(struct maildrop *md, const struct stat *st, struct cache_id *id)
@@ -191,18 +193,35 @@ md_cached(struct maildrop *md, const struct stat *st, struct cache_id *id)
 	if (md->user->cache[0] == '\0')
 		return 0;
 	cache_ident(id, md->path, md->user->uid, st);
-	if (md->vctime.tv_nsec == -1 || st->st_size == 0 ||
-	    cache_load(md->user->cache, id, &c) == -1)
+	if (st->st_size == 0 || cache_load(md->user->cache, id, &c) == -1)
 		return 0;
+	if (md->vctime.tv_nsec == -1 && !c.sealed) {
+		free(c.msg);
+		return 0;
+	}
+	md->vctime = st->st_ctim;	/* old, or sealed: trusted */
 	md->msg = c.msg;
 	md->n = c.n;
 	md->hidden_end = c.hidden_end;
 	return 1;
 }
 
-/* After an index that md_cached() did not give: keep it for next time. */
+/* Under the spool locks, after an index of the file whose fstat is st
+ * (index: its result): a young ctime sealed for the cache?  1 if so. */
+static int
+md_seal(struct maildrop *md, const struct stat *st, enum md_res index)
+{
+	if (md->user->cache[0] == '\0' || md->vctime.tv_nsec != -1 ||
+	    index != MD_OK || !cache_seal(md->fd, st))
+		return 0;
+	md->vctime = st->st_ctim;
+	return 1;
+}
+
+/* After an index that md_cached() did not give: keep it for next time
+ * (sealed: md_seal() trusted its identity). */
 static void
-md_keep(const struct maildrop *md, const struct cache_id *id)
+md_keep(const struct maildrop *md, const struct cache_id *id, int sealed)
 {
 	struct cache_ix	c;
 
@@ -212,6 +231,7 @@ md_keep(const struct maildrop *md, const struct cache_id *id)
 	c.msg = md->msg;
 	c.n = md->n;
 	c.hidden_end = md->hidden_end;
+	c.sealed = sealed;
 	cache_save(md->user->cache, id, &c);
 }
 
@@ -318,7 +338,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	struct jnl_box	box;
 	struct stat	st;
 	enum md_res	r;
-	int		done;
+	int		done, sealed;
 
 	/* Memory (issue 6: flat, whatever the mailbox): blocks of 128 KiB
 	 * and more come from mmap(2) and go back to the kernel when freed
@@ -368,6 +388,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 		return MD_OK;
 	}
 	r = mbox_index(md->fd, md->indexed, lock_alive, &ix);
+	sealed = md_seal(md, &st, r);
 	md_unlock(md);
 	if (r != MD_OK) {
 		pop_log(LOG_ERR, "cannot index %s", md->path);
@@ -378,7 +399,7 @@ md_open(struct maildrop *md, const struct pop_user *user)
 	md->n = ix.n;
 	if ((r = mbox_twins(md->msg, md->n)) != MD_OK)
 		goto fail;
-	md_keep(md, &id);
+	md_keep(md, &id, sealed);
 	return MD_OK;
 fail:
 	md_close(md);
@@ -759,6 +780,82 @@ md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 	return r;
 }
 
+/*
+ * Would a full index of the file hide its first message (a pseudo-message
+ * moved to the top by an update)?  Indexes that message alone and checks
+ * it is md->msg[0] as made by md_renew(); 1 (or an error): no cache.
+ */
+static int
+md_newtop(const struct maildrop *md)
+{
+	struct mbox_ix	ix;
+	uint64_t	lim = md->n > 1 ? md->msg[1].from : md->indexed;
+	uint64_t	hidden;
+	int		bad;
+
+	if (mbox_index(md->fd, lim, lock_alive, &ix) != MD_OK)
+		return 1;
+	mbox_hide(&ix, lim, &hidden);
+	bad = hidden != 0 || ix.n != 1 || ix.msg[0].from != md->msg[0].from ||
+	    ix.msg[0].data != md->msg[0].data ||
+	    ix.msg[0].end != md->msg[0].end ||
+	    ix.msg[0].size != md->msg[0].size || memcmp(ix.msg[0].hash,
+	    md->msg[0].hash, sizeof(ix.msg[0].hash)) != 0;
+	free(ix.msg);
+	return bad;
+}
+
+/*
+ * After md_compact(), under the spool locks (issue 13: the next login
+ * hits): the index of the file as it now is, made from the session's
+ * (each kept message moved up by the deleted octets before it, with the
+ * same octets, sizes and digests; twins numbered again, as an index of
+ * the new file numbers them), sealed (cache_seal()) and kept.  The
+ * session's index is that of the new file from then on.  Not when mail
+ * came since md_open() (it is not indexed).
+ */
+static void
+md_renew(struct maildrop *md, uint64_t size)
+{
+	struct cache_id	 id;
+	struct cache_ix	 c;
+	struct stat	 st;
+	struct md_msg	*m;
+	uint64_t	 gone = 0, e;
+	uint32_t	 i, n = 0, top = 0;
+
+	if (md->user->cache[0] == '\0' || size != md->indexed)
+		return;
+	for (i = 0; i < md->n; i++) {
+		e = i + 1 < md->n ? md->msg[i + 1].from : md->indexed;
+		if (md->msg[i].deleted) {
+			gone += e - md->msg[i].from;
+			top += n == 0;
+			continue;
+		}
+		m = &md->msg[n++];
+		*m = md->msg[i];
+		m->from -= gone;
+		m->data -= gone;
+		m->end -= gone;
+		m->twin = 0;
+	}
+	md->n = n;
+	md->indexed -= gone;
+	if (md->indexed == 0 || fstat(md->fd, &st) == -1 ||
+	    (uint64_t)st.st_size != md->indexed ||
+	    mbox_twins(md->msg, n) != MD_OK ||
+	    (n > 0 && top > 0 && md->hidden_end == 0 && md_newtop(md)) ||
+	    !cache_seal(md->fd, &st))
+		return;
+	cache_ident(&id, md->path, md->user->uid, &st);
+	c.msg = md->msg;
+	c.n = n;
+	c.hidden_end = md->hidden_end;
+	c.sealed = 1;
+	cache_save(md->user->cache, &id, &c);
+}
+
 enum md_res
 md_update(struct maildrop *md)
 {
@@ -782,8 +879,9 @@ md_update(struct maildrop *md)
 	}
 	if ((r = md_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
-	if ((r = md_revalidate(md, &size)) == MD_OK)
-		r = md_compact(md, k, size);
+	if ((r = md_revalidate(md, &size)) == MD_OK &&
+	    (r = md_compact(md, k, size)) == MD_OK)
+		md_renew(md, size);
 	md_unlock(md);
 	return r;
 }

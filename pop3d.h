@@ -97,12 +97,21 @@
  * Index cache limits (cache.c; README "Design", "The index cache").
  */
 /* The format of a cache file: one of another version is a miss. */
-#define CACHE_VERSION		1
-/* Octets of a record of a cache file (struct cache_rec: four offsets and
- * sizes, the digest, the twin number), and the longest file: a header
- * and MD_MAX_MESSAGES records (112 MB); a longer one is never read. */
+#define CACHE_VERSION		2
+/* Octets of the header of a cache file (struct cache_hdr) and of a record
+ * (struct cache_rec: four offsets and sizes, the digest, the twin number),
+ * and the longest file: a header and MD_MAX_MESSAGES records (112 MB); a
+ * longer one is never read. */
+#define CACHE_HDR		144
 #define CACHE_REC		56
-#define CACHE_MAX_BYTES		(136 + (uint64_t)MD_MAX_MESSAGES * CACHE_REC)
+#define CACHE_MAX_BYTES		\
+	(CACHE_HDR + (uint64_t)MD_MAX_MESSAGES * CACHE_REC)
+/* The longest wait for the clock to pass a mailbox's ctime while the
+ * spool locks are held (cache_seal(): one clock tick is 1 to 10 ms; the
+ * wait is added to the UPDATE that makes the cache, and is zero when the
+ * index took longer): past it, or for a file system that stamps coarser
+ * times than this (whole seconds), no seal. */
+#define CACHE_SEAL_NS		20000000L
 /* Where the caches live: as root, a directory of root's holding one
  * directory per user (DIR/USER, made by root at login, the user's, mode
  * 0700); not root, the user's own directory (made by the user, 0700;
