@@ -943,8 +943,10 @@ jnl_complete(const struct jnl_box *box, struct jnl_state *js, uint64_t size)
 	unsigned char	dg[32];
 	int		v;
 
-	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) != 0)
-		return v;
+	/* jnl_rtab() sets js->ext exactly when it gives 0 (said again for
+	 * clang's analyzer, which loses that in jnl_repair()). */
+	if ((v = jnl_rtab(js->fd, &js->h, &js->ext)) != 0 || js->ext == NULL)
+		return v != 0 ? v : -1;
 	if (js->h.j > 0 && size < jnl_data(js->h.x) + js->h.j)
 		return 2;
 	if (js->h.v2)
