@@ -101,35 +101,75 @@ cache_mix(uint64_t h)
 	return h ^ (h >> 33);
 }
 
-static uint64_t
-cache_sum(const unsigned char *p, size_t len)
+/* cache_sum() in parts: each part but the last a multiple of 32 octets. */
+struct cache_sumst {
+	uint64_t	l[4];
+	uint64_t	len;
+};
+
+static void
+cache_sum_init(struct cache_sumst *st)
 {
-	uint64_t	l[4] = { CACHE_K1, CACHE_K2, ~CACHE_K1, ~CACHE_K2 };
-	uint64_t	w, h;
+	st->l[0] = CACHE_K1;
+	st->l[1] = CACHE_K2;
+	st->l[2] = ~CACHE_K1;
+	st->l[3] = ~CACHE_K2;
+	st->len = 0;
+}
+
+static void
+cache_sum_add(struct cache_sumst *st, const unsigned char *p, size_t len)
+{
+	uint64_t	w;
 	size_t		i, k;
 
 	for (i = 0; i + 32 <= len; i += 32)
 		for (k = 0; k < 4; k++) {
 			memcpy(&w, p + i + 8 * k, 8);
-			l[k] = cache_rotl(l[k] ^ w, 29) * CACHE_K1;
+			st->l[k] = cache_rotl(st->l[k] ^ w, 29) * CACHE_K1;
 		}
 	for (k = 0; i < len; i++, k++)
-		l[k % 4] = cache_rotl(l[k % 4] ^ p[i], 29) * CACHE_K2;
-	h = (uint64_t)len;
+		st->l[k % 4] = cache_rotl(st->l[k % 4] ^ p[i], 29) * CACHE_K2;
+	st->len += len;
+}
+
+static uint64_t
+cache_sum_end(const struct cache_sumst *st)
+{
+	uint64_t	h = st->len;
+	size_t		k;
+
 	for (k = 0; k < 4; k++)
-		h = cache_mix(h ^ l[k]) * CACHE_K1;
+		h = cache_mix(h ^ st->l[k]) * CACHE_K1;
 	return cache_mix(h);
 }
 
-/* The checksum of a file whose header is hdr (sum: 0) and records rec. */
 static uint64_t
-cache_filesum(const struct cache_hdr *h, const void *rec, size_t len)
+cache_sum(const unsigned char *p, size_t len)
+{
+	struct cache_sumst	st;
+
+	cache_sum_init(&st);
+	cache_sum_add(&st, p, len);
+	return cache_sum_end(&st);
+}
+
+/* The checksum of a file whose header is h (sum: 0) and records the sum
+ * of which is rsum. */
+static uint64_t
+cache_hdrsum(const struct cache_hdr *h, uint64_t rsum)
 {
 	struct cache_hdr	c = *h;
 
 	c.sum = 0;
-	return cache_mix(cache_sum((const void *)&c, sizeof(c)) ^
-	    cache_sum(rec, len));
+	return cache_mix(cache_sum((const void *)&c, sizeof(c)) ^ rsum);
+}
+
+/* The checksum of a file whose header is h and records rec. */
+static uint64_t
+cache_filesum(const struct cache_hdr *h, const void *rec, size_t len)
+{
+	return cache_hdrsum(h, cache_sum(rec, len));
 }
 
 void
@@ -409,36 +449,46 @@ cache_stamp(struct cache_hdr *h, const struct cache_id *id)
 	memcpy(h->path, id->path, sizeof(h->path));
 }
 
-/* The octets of the cache file of ix for id (*len of them), or NULL. */
-static unsigned char *
-cache_build(const struct cache_id *id, const struct cache_ix *ix,
-    size_t *len)
-{
-	struct cache_hdr	 h;
-	struct cache_rec	*rec;
-	unsigned char		*buf;
-	uint32_t		 i;
+/* Records written at a time: a multiple of 4 (4 records are 7 of
+ * cache_sum()'s 32-octet blocks), so that memory does not grow with the
+ * mailbox (an index of 2,000,000 messages is 112 MB). */
+#define CACHE_CHUNK	1024
+static struct cache_rec	cache_buf[CACHE_CHUNK];
 
-	*len = sizeof(h) + (size_t)ix->n * sizeof(*rec);
-	if ((buf = calloc(1, *len)) == NULL)
-		return NULL;
-	memset(&h, 0, sizeof(h));
-	cache_stamp(&h, id);
-	h.n = ix->n;
-	h.hidden_end = ix->hidden_end;
-	h.sealed = ix->sealed != 0;
-	rec = (void *)(buf + sizeof(h));
-	for (i = 0; i < ix->n; i++) {
-		rec[i].from = ix->msg[i].from;
-		rec[i].data = ix->msg[i].data;
-		rec[i].end = ix->msg[i].end;
-		rec[i].size = ix->msg[i].size;
-		memcpy(rec[i].hash, ix->msg[i].hash, sizeof(rec[i].hash));
-		rec[i].twin = ix->msg[i].twin;
+/*
+ * Writes the records of ix to fd after the header, a chunk at a time,
+ * then the header h (its sum made on the way): 0, or -1 (errno).
+ */
+static int
+cache_write(int fd, struct cache_hdr *h, const struct cache_ix *ix)
+{
+	struct cache_sumst	 st;
+	struct cache_rec	*r;
+	uint32_t		 i, k, n;
+
+	cache_sum_init(&st);
+	for (i = 0; i < ix->n; i += n) {
+		n = ix->n - i;
+		if (n > CACHE_CHUNK)
+			n = CACHE_CHUNK;
+		memset(cache_buf, 0, (size_t)n * sizeof(*r));
+		for (k = 0; k < n; k++) {
+			r = &cache_buf[k];
+			r->from = ix->msg[i + k].from;
+			r->data = ix->msg[i + k].data;
+			r->end = ix->msg[i + k].end;
+			r->size = ix->msg[i + k].size;
+			memcpy(r->hash, ix->msg[i + k].hash, sizeof(r->hash));
+			r->twin = ix->msg[i + k].twin;
+		}
+		cache_sum_add(&st, (const void *)cache_buf,
+		    (size_t)n * sizeof(*r));
+		if (io_pwrite(fd, cache_buf, (size_t)n * sizeof(*r),
+		    sizeof(*h) + (uint64_t)i * sizeof(*r)) == -1)
+			return -1;
 	}
-	h.sum = cache_filesum(&h, rec, *len - sizeof(h));
-	memcpy(buf, &h, sizeof(h));
-	return buf;
+	h->sum = cache_hdrsum(h, cache_sum_end(&st));
+	return io_pwrite(fd, h, sizeof(*h), 0);
 }
 
 /*
@@ -451,9 +501,8 @@ void
 cache_save(const char *dir, const struct cache_id *id,
     const struct cache_ix *ix)
 {
-	unsigned char	*buf;
+	struct cache_hdr h;
 	char		 path[MD_PATH], tmp[MD_PATH], name[32];
-	size_t		 len;
 	int		 fd, ok;
 
 	(void)snprintf(name, sizeof(name), ".%s.%ld", CACHE_FILE,
@@ -462,22 +511,20 @@ cache_save(const char *dir, const struct cache_id *id,
 	    cache_path(path, sizeof(path), dir, CACHE_FILE) == -1 ||
 	    cache_path(tmp, sizeof(tmp), dir, name) == -1)
 		return;
-	if ((buf = cache_build(id, ix, &len)) == NULL) {
-		pop_log(LOG_WARNING, "index cache %s: %s", path,
-		    strerror(errno));
-		return;
-	}
+	memset(&h, 0, sizeof(h));
+	cache_stamp(&h, id);
+	h.n = ix->n;
+	h.hidden_end = ix->hidden_end;
+	h.sealed = ix->sealed != 0;
 	/* One left by a killed session of the same pid goes first. */
 	(void)io_unlink(tmp);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600)) == -1) {
 		pop_log(LOG_WARNING, "index cache %s: %s", tmp,
 		    strerror(errno));
-		free(buf);
 		return;
 	}
-	ok = io_pwrite(fd, buf, len, 0) == 0;
-	free(buf);
+	ok = cache_write(fd, &h, ix) == 0;
 	if (close(fd) == -1)
 		ok = 0;
 	if (!ok || io_rename(tmp, path) == -1) {
