@@ -745,9 +745,10 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 	/* Not O_EXCL: the spare is there. */
 	if ((jfd = jnl_open_spare(path, box->uid, 0)) == -1) {
 		pop_log(LOG_ERR, "cannot create journal %s: %s%s", path,
-		    strerror(errno), errno == EACCES ? " (the user needs "
-		    "write access to the spool directory: nothing deleted)" :
-		    "");
+		    strerror(errno), errno == EACCES ? " (nothing deleted; "
+		    "the user needs write access to the spool directory, "
+		    "or, in the sandbox, a repair at login used the spare "
+		    "journal: the next session can update)" : "");
 		return -1;
 	}
 	/* The digests of the cut and the journaled octets (SHA-256 at 1-2
