@@ -37,6 +37,7 @@
  * nothing.  Nothing is stored anywhere.
  */
 
+#include <sys/auxv.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -1078,42 +1079,47 @@ mbox_hide(struct mbox_ix *ix, uint64_t lim, uint64_t *hidden)
 	ix->n--;
 }
 
-static int
-mbox_twincmp(const void *a, const void *b, void *arg)
-{
-	const struct md_msg	*msg = arg;
-	uint32_t		 i = *(const uint32_t *)a;
-	uint32_t		 j = *(const uint32_t *)b;
-	int			 c;
-
-	if ((c = memcmp(msg[i].hash, msg[j].hash, sizeof(msg[i].hash))) != 0)
-		return c;
-	return i < j ? -1 : i > j;
-}
-
-/* Numbers byte-identical twins 1, 2, ... in file order. */
+/*
+ * Numbers byte-identical twins 1, 2, ... in file order, in one pass: a
+ * table holds, per digest, the last message seen with it (open
+ * addressing, at most half full).  A sort took 4 ms of a 55 ms open of
+ * 20,000 messages (issue 13).  A sender chooses the bytes that are
+ * digested, and so could make digests share the bits that pick a slot
+ * (2^15 tries a message for 20,000 messages), to make the table a list:
+ * the slot comes from the digest's first 64 bits times a random odd
+ * multiplier (the kernel's AT_RANDOM, a new one each exec), whose high
+ * bits no sender can aim at.
+ */
 enum md_res
 mbox_twins(struct md_msg *msg, uint32_t n)
 {
-	uint32_t	*ord, i, t;
+	const unsigned char	*rnd;
+	uint64_t		 mul = 0x9e3779b97f4a7c15ULL, key;
+	uint32_t		*last, i, j, k, mask;
+	int			 bits = 1;
 
 	if (n < 2)
 		return MD_OK;
-	if ((ord = reallocarray(NULL, n, sizeof(*ord))) == NULL) {
+	while (((uint64_t)1 << bits) < (uint64_t)n * 2)
+		bits++;
+	if ((last = calloc((size_t)1 << bits, sizeof(*last))) == NULL) {
 		pop_log(LOG_ERR, "index: %s", strerror(errno));
 		return MD_TEMP;
 	}
-	for (i = 0; i < n; i++)
-		ord[i] = i;
-	qsort_r(ord, n, sizeof(*ord), mbox_twincmp, msg);
-	for (i = 1, t = 0; i < n; i++) {
-		if (memcmp(msg[ord[i]].hash, msg[ord[i - 1]].hash,
-		    sizeof(msg[0].hash)) == 0)
-			msg[ord[i]].twin = ++t;
-		else
-			t = 0;
+	if ((rnd = (const unsigned char *)getauxval(AT_RANDOM)) != NULL)
+		memcpy(&mul, rnd, sizeof(mul));
+	mul |= 1;
+	mask = (uint32_t)(((uint64_t)1 << bits) - 1);
+	for (i = 0; i < n; i++) {
+		memcpy(&key, msg[i].hash, sizeof(key));
+		k = (uint32_t)((key * mul) >> (64 - bits));
+		while ((j = last[k]) != 0 && memcmp(msg[j - 1].hash,
+		    msg[i].hash, sizeof(msg[i].hash)) != 0)
+			k = (k + 1) & mask;
+		msg[i].twin = j != 0 ? msg[j - 1].twin + 1 : 0;
+		last[k] = i + 1;
 	}
-	free(ord);
+	free(last);
 	return MD_OK;
 }
 

@@ -845,6 +845,40 @@ test_twins(void **state)
 	md_close(&md);
 }
 
+/*
+ * mbox_twins() against a reference: twin i is the number of earlier
+ * records with the same digest.  Digests from a small set, so that many
+ * are twins three and more deep, and pairs that share their first 8 or 15
+ * octets (the slot's key) but not the rest, so that the table is probed
+ * past records that are not twins.
+ */
+static void
+test_twins_table(void **state)
+{
+	static struct md_msg	m[3000];
+	uint32_t		i, j, n, want;
+	unsigned int		seed = 13;
+
+	(void)state;
+	for (n = 2; n <= 3000; n = n < 40 ? n + 1 : n * 3) {
+		memset(m, 0, sizeof(m));
+		for (i = 0; i < n; i++) {
+			j = (uint32_t)rand_r(&seed) % (n / 2 + 1);
+			m[i].hash[0] = (unsigned char)(j % 7);
+			m[i].hash[15] = (unsigned char)j;
+			m[i].hash[8] = (unsigned char)(j >> 8);
+			m[i].twin = 99;
+		}
+		assert_int_equal(mbox_twins(m, n), MD_OK);
+		for (i = 0; i < n; i++) {
+			for (want = 0, j = 0; j < i; j++)
+				want += memcmp(m[i].hash, m[j].hash,
+				    sizeof(m[i].hash)) == 0;
+			assert_int_equal(m[i].twin, want);
+		}
+	}
+}
+
 static void
 test_pseudo(void **state)
 {
@@ -1785,6 +1819,7 @@ main(void)
 		T(test_top_stuffing),
 		T(test_uidl_stable),
 		T(test_twins),
+		T(test_twins_table),
 		T(test_pseudo),
 		T(test_update),
 		T(test_update_appended),
