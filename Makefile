@@ -261,7 +261,8 @@ check-proxy: pop3d
 # SIZES="S M L" adds the 100,000-message 1.7 GB mailbox; RUNS >= 5.
 # BASE=REV (a git revision): pop3d built from REV runs the open workloads
 # side by side as pop3d-base ("open after new mail no slower than today's
-# open"); BENCHFLAGS="--base-pop3d FILE" for a binary at hand.
+# open"), and as root open-append in root mode as pop3d-base-pam;
+# BENCHFLAGS="--base-pop3d FILE" for a binary at hand.
 .PHONY: bench
 SIZES	?= S M
 RUNS	?= 5
