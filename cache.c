@@ -492,14 +492,18 @@ cache_write(int fd, struct cache_hdr *h, const struct cache_ix *ix)
 }
 
 /*
- * A new file under a name of this process, written whole, then renamed
- * to the cache's name: a reader sees the old file, none or the new one,
- * never half of one.  No fsync: a cache lost in a crash is only a miss,
- * and one torn by it fails its checksum (and the length in its header).
- * The old file is removed before the rename, not replaced by it: ext4
- * starts writing a file out when a rename replaces another (auto_da_alloc,
- * for programs that skip the fsync), 0.6 to 2 ms of a session for a cache
- * that need not be durable; a rename to a free name does not.
+ * A new file under a name of this process, written whole, then put in
+ * the old one's place at once: a reader sees the old file or the new
+ * one, never half of one, and a failure keeps the old one.  No fsync: a
+ * cache lost in a crash is only a miss, and one torn by it fails its
+ * checksum (and the length in its header).  The names are exchanged
+ * (the old file then goes under the temporary name), not renamed over:
+ * ext4 starts writing out a file that a rename puts in place of another
+ * (auto_da_alloc, for programs that skip the fsync), 0.6 to 2 ms of a
+ * session for a cache that need not be durable; an exchange, or a rename
+ * to a free name, does not.  Where the exchange fails (no old file, a
+ * file system that cannot, an old name Landlock does not let us move:
+ * a symbolic link), a rename, which replaces the old one or fails whole.
  */
 void
 cache_save(const char *dir, const struct cache_id *id,
@@ -531,8 +535,10 @@ cache_save(const char *dir, const struct cache_id *id,
 	ok = cache_write(fd, &h, ix) == 0;
 	if (close(fd) == -1)
 		ok = 0;
-	if (ok)
-		(void)io_cleanup(path);
+	if (ok && io_exchange(tmp, path) == 0) {
+		(void)io_cleanup(tmp);
+		return;
+	}
 	if (!ok || io_rename(tmp, path) == -1) {
 		pop_log(LOG_WARNING, "index cache %s: %s", path,
 		    strerror(errno));

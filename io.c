@@ -23,10 +23,11 @@
 
 /*
  * Fault injection (issue 4).  Every write, pwrite, fsync, ftruncate,
- * rename, unlink and link of the maildrop goes through these wrappers.  In
+ * rename, exchange, unlink and link of the maildrop goes through these wrappers.  In
  * a build with -DPOP3D_FAULT (and in unit tests), POP3D_FAULT="kill:N"
  * raises SIGKILL instead of the N-th such call of the process (counted
- * from 1), "enospc:N" and "eio:N" make it fail with that errno.  Release
+ * from 1), "enospc:N", "eio:N" and "einval:N" make it fail with that
+ * errno (EINVAL: what a file system without RENAME_EXCHANGE says).  Release
  * builds call the system directly and never read the environment.
  */
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
@@ -58,6 +59,8 @@ io_fault(void)
 				io_fault_kind = ENOSPC;
 			else if (strncmp(s, "eio:", 4) == 0)
 				io_fault_kind = EIO;
+			else if (strncmp(s, "einval:", 7) == 0)
+				io_fault_kind = EINVAL;
 			errno = 0;
 			io_fault_at = strtol(num + 1, &end, 10);
 			if (errno != 0 || *end != '\0' || io_fault_at < 1)
@@ -125,6 +128,14 @@ io_rename(const char *from, const char *to)
 	if (IO_FAULT())
 		return -1;
 	return rename(from, to);
+}
+
+int
+io_exchange(const char *from, const char *to)
+{
+	if (IO_FAULT())
+		return -1;
+	return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
 }
 
 int

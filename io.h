@@ -15,6 +15,9 @@ ssize_t		io_write(int, const void *, size_t);
 int		io_fdatasync(int);
 int		io_ftruncate(int, uint64_t);
 int		io_rename(const char *, const char *);
+/* Swaps two names at once (renameat2 RENAME_EXCHANGE): 0, or -1 with
+ * errno (ENOENT: one is missing; EINVAL: the file system cannot). */
+int		io_exchange(const char *, const char *);
 int		io_unlink(const char *);
 int		io_link(const char *, const char *);
 /* unlink(2) that is never a fault point: temporary files no repair

@@ -88,8 +88,8 @@ struct sbx_ll_attr {
 	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE)
 #define SBX_LL_ENTRIES	(LANDLOCK_ACCESS_FS_MAKE_REG | \
 	LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
-/* The index cache (cache.c): read, write a new file, rename it over
- * the old one. */
+/* The index cache (cache.c): read, write a new file, exchange its name
+ * with the old one's, remove the old one. */
 #define SBX_LL_FILES	(LANDLOCK_ACCESS_FS_READ_FILE | \
 	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG | \
 	LANDLOCK_ACCESS_FS_REMOVE_FILE)

@@ -575,15 +575,11 @@ def test_stalled_clock_no_seal(pop3, cdir):
 	assert same(a, b)
 
 
-@pytest.mark.parametrize("step", range(1, 7))
-def test_crash_while_writing(pop3, cdir, step):
-	"""kill -9 at each write-like call of a login that replaces the
-	cache (the fault build; with --lock fcntl they are the temporary's
-	unlink, its records in two writes of at most 1,024, its header, the
-	rename): the cache file is the old one whole, none (the old one is
-	removed just before the rename), or a new one whole; the next
-	session answers right, and the one after hits."""
-	fault = fault_binary()
+def faulted_login(pop3, cdir, fault):
+	"""A cache made, one message appended, then a login and QUIT of the
+	fault build with POP3D_FAULT=fault (--lock fcntl: the write-like
+	calls are the cache's only).  The old cache's octets, the new
+	mailbox's, the answers without a cache, and the wait status."""
 	data = big_mailbox()
 	warm(pop3, cdir, data)
 	old = (cdir / "index").read_bytes()
@@ -591,23 +587,54 @@ def test_crash_while_writing(pop3, cdir, step):
 	settle()
 	ref = run(pop3, cdir, "--no-cache")
 	argv = pop3.argv("--cache-dir", str(cdir), "--lock", "fcntl")
-	argv[0] = fault
+	argv[0] = fault_binary()
 	kw = pop3.popen_kw()
-	kw["env"] = dict(kw["env"], POP3D_FAULT="kill:%d" % step)
+	kw["env"] = dict(kw["env"], POP3D_FAULT=fault)
 	s = pop3.start(argv, kw)
 	assert s.greeting().ok
 	s.send("USER alice\r\nPASS wonder land\r\nQUIT\r\n")
 	s.wait_eof(10)
-	assert (s.wait() == -9) == (step <= 5)
-	idx = cdir / "index"
-	now = idx.read_bytes() if idx.exists() else None
+	return old, new, ref, s.wait()
+
+
+@pytest.mark.parametrize("step", range(1, 7))
+def test_crash_while_writing(pop3, cdir, step):
+	"""kill -9 at each write-like call of a login that replaces the
+	cache (the fault build; with --lock fcntl they are the temporary's
+	unlink, its records in two writes of at most 1,024, its header, the
+	exchange of its name with the old one's): the cache file is the old
+	one whole, or a new one whole; the next session answers right, and
+	the one after hits."""
+	old, new, ref, st = faulted_login(pop3, cdir, "kill:%d" % step)
+	assert (st == -9) == (step <= 5)
+	if step > 5:
+		# Not killed: the old file went with the temporary name.
+		assert sorted(os.listdir(cdir)) == ["index"]
+	now = (cdir / "index").read_bytes()
 	a = run(pop3, cdir)
-	assert now in (old, None) or hit(a, new), "a torn cache file"
+	assert now == old or hit(a, new), "a torn cache file"
 	assert same(a, ref)
 	check_against(new, a)
 	b = run(pop3, cdir)
 	assert same(b, ref)
 	assert hit(b, new)
+
+
+@pytest.mark.parametrize("fault", ["eio", "enospc", "einval"])
+def test_exchange_fails(pop3, cdir, fault):
+	"""The exchange that puts a new cache in the old one's place fails
+	(the 5th write-like call of test_crash_while_writing; EINVAL is what
+	a file system that cannot exchange says): the new one is renamed
+	over the old one, no temporary is left, the session ends well, the
+	next one answers right and hits."""
+	old, new, ref, st = faulted_login(pop3, cdir, fault + ":5")
+	assert st == 0
+	assert sorted(os.listdir(cdir)) == ["index"]
+	assert (cdir / "index").read_bytes() != old
+	a = run(pop3, cdir)
+	assert hit(a, new)
+	assert same(a, ref)
+	check_against(new, a)
 
 
 def test_default_directory(pop3):
