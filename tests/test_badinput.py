@@ -499,6 +499,18 @@ def test_2gb_message(pop3, bound):
 	    st.st_mtime_ns, st.st_ino)
 
 
+def test_rss_past_a_power_of_two(pop3, bound):
+	"""262,145 messages (2^18 + 1), the count at which a table sized to a
+	power of two would be largest for the messages it holds (the twins'
+	table of the index was, for a while): a login and STAT stay under the
+	memory bound, and STAT counts them all."""
+	n = (1 << 18) + 1
+	pop3.write_mbox([b"Subject: %d\n\n%d\n" % (i, i) for i in range(n)])
+	res = run(pop3, login() + ["STAT", "QUIT"], timeout=120)
+	check(res, bound, OK, messages=n)
+	assert res.t[2].text.startswith("+OK %d " % n), res.t[2]
+
+
 def test_200000_tiny_messages(pop3, bound):
 	"""200,000 messages: STAT, LIST, UIDL of all, RETR of the last, and
 	an update that deletes every 1000th; memory per message stays a small
