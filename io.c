@@ -23,12 +23,13 @@
 
 /*
  * Fault injection (issue 4).  Every write, pwrite, fsync, ftruncate,
- * rename, exchange, unlink and link of the maildrop goes through these wrappers.  In
- * a build with -DPOP3D_FAULT (and in unit tests), POP3D_FAULT="kill:N"
- * raises SIGKILL instead of the N-th such call of the process (counted
- * from 1), "enospc:N", "eio:N" and "einval:N" make it fail with that
- * errno (EINVAL: what a file system without RENAME_EXCHANGE says).  Release
- * builds call the system directly and never read the environment.
+ * rename, exchange, unlink and link of the maildrop goes through these
+ * wrappers.  In a build with -DPOP3D_FAULT (and in unit tests),
+ * POP3D_FAULT="kill:N" raises SIGKILL instead of the N-th such call of
+ * the process (counted from 1), "enospc:N", "eio:N" and "einval:N" make
+ * it fail with that errno (EINVAL: what a file system without
+ * RENAME_EXCHANGE says).  Release builds call the system directly and
+ * never read the environment.
  */
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
 static int	io_fault_init;

@@ -67,9 +67,8 @@ static const int sbx_base[] = {
  * dotlock's link, kill(pid, 0) of its owner, fstatfs), the update journal and
  * its renames, the hash and index threads (clone with CLONE_THREAD only;
  * clone3, whose flags a filter cannot see, says ENOSYS and glibc falls
- * back to clone), gethostname (uname) for the dotlock, sysinfo (glibc's
- * qsort asks), and a new syslog connection (socket AF_UNIX, connect) if
- * syslogd restarted.
+ * back to clone), gethostname (uname) for the dotlock, and a new syslog
+ * connection (socket AF_UNIX, connect) if syslogd restarted.
  */
 static const int sbx_user_calls[] = {
 	SCMP_SYS(openat), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
@@ -81,7 +80,7 @@ static const int sbx_user_calls[] = {
 	SCMP_SYS(utimensat), SCMP_SYS(lstat), SCMP_SYS(stat), SCMP_SYS(statx),
 	SCMP_SYS(uname), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
 	SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_yield),
-	SCMP_SYS(fadvise64), SCMP_SYS(sysinfo), SCMP_SYS(connect),
+	SCMP_SYS(fadvise64), SCMP_SYS(connect),
 	SCMP_SYS(fstatfs),
 };
 
