@@ -908,16 +908,18 @@ pop_transaction(struct pop_conn *c, const struct pop_user *user)
 	    auth_cmds, nitems(auth_cmds));
 	if (res == RES_QUIT && s.status == POP3_EX_CLOSED)
 		s.status = POP3_EX_OK;
-	/* Only a successful UPDATE deleted anything (s.ndele is then). */
+	/* Only a successful UPDATE deleted anything (s.ndele is then), and
+	 * left the session's live messages (its index may be renewed to
+	 * the new file's: md_count() is not the count before). */
 	if (res != RES_QUIT)
 		s.ndele = 0;
-	n = md_count(md);
+	n = s.ndele > 0 ? s.live : md_count(md);
 	md_free(md);
 	(void)pop_flush(c);
 	pop_log(LOG_INFO, "user %s: session end: %s; retrieved %lu "
 	    "(%llu octets), deleted %lu, left %lu", user->name, s.end,
 	    (unsigned long)s.nretr, (unsigned long long)s.retr_octets,
-	    (unsigned long)s.ndele, (unsigned long)(n - s.ndele));
+	    (unsigned long)s.ndele, (unsigned long)n);
 	free(s.dele);
 	return s.status;
 }

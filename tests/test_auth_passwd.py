@@ -230,6 +230,17 @@ def test_log_has_the_summary_and_never_the_password(pop3):
 	assert "UNKNOWN USER" in t.stderr
 	assert secret not in t.stderr and PASSWORD not in t.stderr, t.stderr
 	assert "retrieved 1" in t.stderr and "deleted 1" in t.stderr, t.stderr
+	# What is left is what the test left: 2 written, 1 deleted (with the
+	# index cache on, the update renews the session's index; with -C
+	# it does not).
+	assert "deleted 1, left 1" in t.stderr, t.stderr
+
+
+def test_log_summary_counts_without_the_cache(pop3):
+	pop3.write_mbox([MSG, MSG, MSG])
+	t = pop3.run([*login(), "DELE 1", "QUIT"], "-C")
+	assert t.replies[-1].ok, t
+	assert "deleted 1, left 2" in t.stderr, t.stderr
 
 
 @pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
