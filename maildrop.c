@@ -218,21 +218,36 @@ md_seal(struct maildrop *md, const struct stat *st, enum md_res index)
 	return 1;
 }
 
-/* After an index that md_cached() did not give: keep it for next time
- * (sealed: md_seal() trusted its identity). */
+/*
+ * After an index that md_cached() did not give: kept for next time
+ * (sealed: md_seal() trusted its identity), at the end of the session
+ * (md_close()), so that a session which updates the file writes the
+ * cache once: md_update() drops this one, which the update makes stale,
+ * and md_renew() keeps the new file's.
+ */
 static void
-md_keep(const struct maildrop *md, const struct cache_id *id, int sealed)
+md_keep(struct maildrop *md, const struct cache_id *id, int sealed)
+{
+	md->keep = md->user->cache[0] != '\0' &&
+	    md->vctime.tv_nsec != -1 && md->indexed != 0;
+	md->keep_id = *id;
+	md->keep_sealed = sealed;
+}
+
+/* The cache md_keep() left to keep, written (md_close()). */
+static void
+md_kept(struct maildrop *md)
 {
 	struct cache_ix	c;
 
-	if (md->user->cache[0] == '\0' || md->vctime.tv_nsec == -1 ||
-	    md->indexed == 0)
+	if (!md->keep || md->msg == NULL)
 		return;
+	md->keep = 0;
 	c.msg = md->msg;
 	c.n = md->n;
 	c.hidden_end = md->hidden_end;
-	c.sealed = sealed;
-	cache_save(md->user->cache, id, &c);
+	c.sealed = md->keep_sealed;
+	cache_save(md->user->cache, &md->keep_id, &c);
 }
 
 /* The session md_prepare() opened for md_open(): set, the mailbox's fd
@@ -713,6 +728,7 @@ md_revalidate(struct maildrop *md, uint64_t *size)
 void
 md_close(struct maildrop *md)
 {
+	md_kept(md);
 	lock_dot_release(md->lockpath);
 	lock_session_release(&md->sfd);
 	lock_dot_end();
@@ -879,6 +895,7 @@ md_update(struct maildrop *md)
 	}
 	if ((r = md_lock(md)) != MD_OK)
 		return r == MD_PERM ? MD_TEMP : r;
+	md->keep = 0;		/* of the file before the update */
 	if ((r = md_revalidate(md, &size)) == MD_OK &&
 	    (r = md_compact(md, k, size)) == MD_OK)
 		md_renew(md, size);

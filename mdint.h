@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "cache.h"
 #include "maildrop.h"
 #include "mbox.h"
 
@@ -30,6 +31,9 @@ struct maildrop {
 	struct timespec	 vmtime;	/* of them means verify again */
 	int		 changed;	/* rewritten under us: serve and delete
 					   nothing more */
+	int		 keep;		/* the index to keep at the end (md_keep()): */
+	int		 keep_sealed;	/* its identity keep_id, and sealed */
+	struct cache_id	 keep_id;
 	const struct pop_user *user;
 };
 

@@ -13,6 +13,7 @@ run is in the user's sandbox (the default).
 """
 
 import os
+import shutil
 import time
 
 import pytest
@@ -500,6 +501,69 @@ def test_update_then_hit(pop3, cdir, pseudo_top):
 	b = run(pop3, cdir, "--no-cache")
 	assert same(a, b)
 	assert hit(run(pop3, cdir), new)
+
+
+def cache_files_made(log):
+	"""The cache files a session made: its strace -f -e trace=openat log's
+	creations of a temporary in the cache directory."""
+	with open(log) as f:
+		return sum(1 for ln in f if "/cache/.index." in ln and
+		    "O_CREAT" in ln and "= -1" not in ln)
+
+
+@pytest.mark.parametrize("dele", [(), (1, 3, BIG)])
+def test_one_cache_file_per_session(pop3, cdir, dele):
+	"""A session that misses writes one cache file: at its end when it
+	only reads, once for the new file when it updates (the index of the
+	file before the update, which the update makes stale, is not
+	written).  Counted from strace, not from pop3d; the next login hits
+	and answers what the reference parser says."""
+	strace = shutil.which("strace")
+	need(strace, "strace (package strace)")
+	data = big_mailbox()
+	warm(pop3, cdir, data)
+	data = append(pop3.mailbox(), data)
+	settle()
+	tdir = pop3.base / "trace"	# the session's user writes the log
+	tdir.mkdir()
+	if ROOT:
+		os.chown(tdir, NOBODY, NOBODY)
+	log = tdir / "log"
+	argv = [strace, "-f", "-qq", "-e", "trace=openat", "-o", str(log)] + \
+	    pop3.argv("--cache-dir", str(cdir))
+	kw = pop3.popen_kw()
+	kw["env"] = dict(kw["env"], ASAN_OPTIONS=":".join(filter(None, [
+	    kw["env"].get("ASAN_OPTIONS"), "detect_leaks=0"])))
+	s = pop3.start(argv, kw, 30)
+	s.login()
+	for i in dele:
+		assert s.cmd("DELE %d" % i).ok
+	assert s.cmd("QUIT").ok
+	assert s.wait() == 0
+	assert cache_files_made(log) == 1
+	new = pop3.read_mbox()
+	kept(data, new, dele)
+	a = run(pop3, cdir)
+	assert hit(a, new), "no hit: read %d of %d" % (a.read, len(new))
+	check_against(new, a)
+
+
+def test_dropped_connection_keeps_the_cache(pop3, cdir):
+	"""A session that misses and whose client goes away without QUIT
+	still leaves the cache of what it indexed: the next login hits."""
+	data = big_mailbox()
+	warm(pop3, cdir, data)
+	data = append(pop3.mailbox(), data)
+	settle()
+	s = start(pop3, ("--cache-dir", str(cdir)))
+	s.login()
+	assert s.cmd("DELE 1").ok
+	s.close_stdin()
+	s.wait()
+	assert pop3.read_mbox() == data
+	a = run(pop3, cdir)
+	assert hit(a, data), "no hit: read %d of %d" % (a.read, len(data))
+	check_against(data, a)
 
 
 def test_update_pseudo_to_top(pop3, cdir):
