@@ -422,6 +422,7 @@ static void
 auth_proxy_child(int sp)
 {
 	struct proxy_addr pa;
+	char		 client[INET6_ADDRSTRLEN];
 
 	memset(&pa, 0, sizeof(pa));
 	if (proxy_read(&conn, &pa, auth_peer) == -1)
@@ -430,8 +431,14 @@ auth_proxy_child(int sp)
 		if (proxy_peer(&pa, sizeof(pa), auth_peer,
 		    sizeof(auth_peer)) == -1)
 			fatalx("PROXY address");
-	} else if (send(sp, &pa, sizeof(pa), MSG_NOSIGNAL) != sizeof(pa))
+		return;
+	}
+	if (send(sp, &pa, sizeof(pa), MSG_NOSIGNAL) != sizeof(pa))
 		fatal("send to monitor");
+	/* The monitor logs the header; this process's own log line (too
+	 * many bad commands, for fail2ban) names the client too. */
+	if (proxy_client(&pa, sizeof(pa), client, sizeof(client)) == 1)
+		(void)snprintf(auth_peer, sizeof(auth_peer), "%s", client);
 }
 
 /* The monitor's side: 0 (also if the child ended), -1 a bad record. */

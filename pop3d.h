@@ -346,6 +346,9 @@ int	proxy_read(struct pop_conn *, struct proxy_addr *, const char *);
  * log line naming the proxy (peer) and the client, which then replaces
  * the proxy in peer[size]. */
 int	proxy_peer(const struct proxy_addr *, size_t, char *, size_t);
+/* The same check, quiet: 1 and the client's address in client[size]
+ * (INET6_ADDRSTRLEN), 0 if pa names no client, or -1. */
+int	proxy_client(const struct proxy_addr *, size_t, char *, size_t);
 
 /*
  * auth.c: everything that runs as root, and credential checks.

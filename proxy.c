@@ -390,25 +390,36 @@ proxy_read(struct pop_conn *c, struct proxy_addr *pa, const char *peer)
  * The monitor's side.
  */
 int
-proxy_peer(const struct proxy_addr *pa, size_t n, char *peer, size_t size)
+proxy_client(const struct proxy_addr *pa, size_t n, char *client,
+    size_t size)
 {
 	static const uint8_t zero[12];
-	char	 client[INET6_ADDRSTRLEN];
 
 	if (n != sizeof(*pa))
 		return -1;
-	if (pa->family == 0) {
-		if (memcmp(pa->addr, zero, sizeof(zero)) != 0 ||
-		    memcmp(pa->addr + 12, zero, 4) != 0)
-			return -1;
-		pop_log(LOG_INFO, "PROXY header from %s names no client", peer);
-		return 0;
-	}
+	if (pa->family == 0)
+		return memcmp(pa->addr, zero, sizeof(zero)) != 0 ||
+		    memcmp(pa->addr + 12, zero, 4) != 0 ? -1 : 0;
 	if ((pa->family != 4 && pa->family != 6) || (pa->family == 4 &&
 	    memcmp(pa->addr + 4, zero, sizeof(zero)) != 0) ||
 	    inet_ntop(pa->family == 4 ? AF_INET : AF_INET6, pa->addr, client,
-	    sizeof(client)) == NULL)
+	    (socklen_t)size) == NULL)
 		return -1;
+	return 1;
+}
+
+int
+proxy_peer(const struct proxy_addr *pa, size_t n, char *peer, size_t size)
+{
+	char	 client[INET6_ADDRSTRLEN];
+	int	 r;
+
+	if ((r = proxy_client(pa, n, client, sizeof(client))) == -1)
+		return -1;
+	if (r == 0) {
+		pop_log(LOG_INFO, "PROXY header from %s names no client", peer);
+		return 0;
+	}
 	pop_log(LOG_INFO, "PROXY header from %s: client %s", peer, client);
 	(void)snprintf(peer, size, "%s", client);
 	return 0;

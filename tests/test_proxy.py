@@ -276,6 +276,23 @@ def test_bytes_after_the_header_are_the_clients(mode, header):
 	assert_client(mode, d, CLIENT4)
 
 
+def test_too_many_bad_commands_names_the_client(mode):
+	"""A client behind the proxy that sends only bad commands: the log
+	line fail2ban's filter reads ("too many bad commands from ADDRESS")
+	names the header's client, not the proxy, in both modes (as root the
+	pre-login child writes it; it once named the proxy there, and a ban
+	would have cut off every client behind it)."""
+	d = mode.listen("--proxy-from=127.0.0.1")
+	cmds = ["XYZZY"] * LIMITS["POP3_BAD_MAX"]
+	data = v1() + b"".join(c.encode() + b"\r\n" for c in cmds)
+	g, r, out = exchange(d, data, cmds)
+	assert g is not None and g.ok, out
+	assert all(not x.ok for x in r), r
+	d.wait(20)
+	got = re.findall(r"too many bad commands from (\S+)", d.stderr())
+	assert got == [CLIENT4], d.stderr()
+
+
 # ---------------------------------------------------------------- limits
 
 def test_v1_line_of_107_octets_is_accepted(user):
