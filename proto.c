@@ -766,9 +766,14 @@ cmd_top(struct pop_sess *s, char *argv[])
 
 	if (pop_msgnum(s, argv[0], &i) == -1)
 		return RES_ERR;
+	/* More lines than any body has is the whole message (RFC 1939),
+	 * however many digits ask for it. */
 	if (pop_number(argv[1], LONG_MAX, &k) == -1) {
-		(void)pop_reply(s->c, "-ERR invalid line count");
-		return RES_ERR;
+		if (errno != ERANGE) {
+			(void)pop_reply(s->c, "-ERR invalid line count");
+			return RES_ERR;
+		}
+		k = LONG_MAX;
 	}
 	return pop_send_msg(s, i, (long)k, "+OK top of message follows");
 }

@@ -107,6 +107,12 @@ def test_man_and_readme_have_every_option():
     text = (ROOT / "README").read_text()
     for o in longs:
         assert f"--{o}" in text, f"--{o} not in README"
+    # The SYNOPSIS too: each short option, alone or in a cluster
+    # ([-dhSV]).
+    syn = re.sub(r"\s+", " ", section(rendered(), "SYNOPSIS"))
+    flags = "".join(re.findall(r"\[-([A-Za-z]+)\b", syn))
+    for o in shorts:
+        assert o in flags, f"-{o} not in pop3d.8's SYNOPSIS"
 
 
 @need_mandoc

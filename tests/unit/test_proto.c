@@ -799,7 +799,7 @@ test_trans_numbers(void **state)
 	    "TOP 1 -1\r\n"
 	    "TOP 1 +1\r\n"
 	    "TOP 1 1x\r\n"
-	    "TOP 1 9223372036854775808\r\n"
+	    "TOP 1 9223372036854775808x\r\n"
 	    "TOP 0 1\r\n"
 	    "UIDL 0\r\n"
 	    "DELE 00\r\n"
