@@ -283,15 +283,20 @@ auth_single(void)
 }
 
 /*
- * The exit status of a session that ended before a login.  Too many bad
- * commands is logged with the client's address (for fail2ban, as a failed
- * login is).
+ * The exit status of a session that ended before a login: after a failed
+ * login, the client gave up (pop3d.8, EXIT STATUS), by QUIT or by going
+ * away.  Too many bad commands is logged with the client's address (for
+ * fail2ban, as a failed login is).
  */
 static int
 auth_status(const struct pop_conn *c)
 {
-	if (c->bad >= POP3_BAD_MAX)
+	if (c->bad >= POP3_BAD_MAX) {
 		pop_log(LOG_NOTICE, "too many bad commands from %s", auth_peer);
+		return POP3_EX_CLOSED;
+	}
+	if (c->authfail > 0)
+		return POP3_EX_NOUSER;
 	return c->eof ? POP3_EX_CLOSED : POP3_EX_OK;
 }
 

@@ -502,7 +502,7 @@ def test_auth_plain_failures(root):
 	    "QUIT"])
 	assert t.replies[0].text == "-ERR [AUTH] authentication failed", t
 	assert t.replies[1].err and t.replies[2].err, t
-	assert t.rc == 0, t
+	assert t.rc == LIMITS["POP3_EX_NOUSER"], t	# failed, then QUIT
 	assert "login: user" not in t.stderr
 	assert PW not in t.stderr and "wrong" not in t.stderr
 	s = root.session()
@@ -552,6 +552,15 @@ def test_unknown_user_and_wrong_password_identical(root, auth):
 	# The fixed deadline: 700 ms after PASS, whatever happened.
 	for v in res.values():
 		assert 0.69 <= v[1] < 1.2, res
+
+
+@pytest.mark.parametrize("end", ["QUIT", None])
+def test_one_failure_then_giving_up_is_67(root, end):
+	"""As root too (the pre-login child's status is the session's): one
+	failed login, then QUIT or EOF, is pop3d.8's 67."""
+	t = root.run(["USER alice", "PASS bad"] + ([end] if end else []))
+	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	assert t.rc == LIMITS["POP3_EX_NOUSER"], t
 
 
 def test_three_failures_disconnect(root):

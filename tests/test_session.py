@@ -417,7 +417,9 @@ def test_one_bad_command_less_keeps_the_session(pop3, state):
 	check_lines(lines[len(want) + 1:-1], want)
 	assert lines[-1].startswith(b"+OK") and b"signing off" in lines[-1], \
 	    lines[-3:]
-	assert t.rc == LIMITS["POP3_EX_OK"], t
+	# Before login the good command is USER, so the second round's
+	# "PASS x" is a failed login, and QUIT then gives up (pop3d.8: 67).
+	assert t.rc == LIMITS["POP3_EX_OK" if pre else "POP3_EX_NOUSER"], t
 
 
 def test_good_commands_reset_the_bad_count(pop3):
@@ -957,6 +959,20 @@ def test_disconnect_after_three_failures(pop3):
 	    for i in range(n)), t
 	assert t.rc == LIMITS["POP3_EX_NOUSER"], t
 	assert pop3.read_mbox() == data
+
+
+@pytest.mark.parametrize("fails,end,rc", [
+    (1, "QUIT", "POP3_EX_NOUSER"), (1, None, "POP3_EX_NOUSER"),
+    (0, "QUIT", "POP3_EX_OK"), (0, None, "POP3_EX_CLOSED")])
+def test_exit_status_before_a_login(pop3, fails, end, rc):
+	"""pop3d.8, EXIT STATUS: a client that failed a login and then
+	gave up (QUIT, or going away) is 67, one that never tried is 0 after
+	QUIT and 1 when it went away."""
+	pop3.write_mbox(THREE)
+	cmds = ["USER " + USER, "PASS bad"] * fails + ([end] if end else [])
+	t = pop3.run(cmds)
+	assert all(r.err for r in t.replies[1:2 * fails:2]), t
+	assert t.rc == LIMITS[rc], t
 
 
 def test_failed_login_answered_at_a_fixed_deadline(pop3):
