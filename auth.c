@@ -270,6 +270,8 @@ auth_single(void)
 		pop_wipe(cred.pass, sizeof(cred.pass));
 		if (r == AUTH_OK)
 			break;
+		if (r == AUTH_ERROR)
+			return pop_auth_error(&conn, &cred);
 		if (pop_auth_failed(&conn, &cred) == -1)
 			return POP3_EX_NOUSER;
 	}
@@ -370,11 +372,19 @@ auth_user_valid(const char *user)
 	    user[0] != '.' && user[0] != '-';
 }
 
-/* One log line per failed login; an unknown name is never logged. */
+/*
+ * One log line per failed login; an unknown name is never logged.  A
+ * login the backend could not check is a "login error", which fail2ban's
+ * filter does not count: the client may have given the right password.
+ */
 static void
 auth_log_fail(const char *user, int verdict, const char *why)
 {
-	if (verdict == AUTH_UNKNOWN || !auth_user_valid(user))
+	if (verdict == AUTH_ERROR)
+		pop_log(LOG_ERR, "login error: user %s from %s: %s",
+		    auth_user_valid(user) ? user : "UNKNOWN USER", auth_peer,
+		    why);
+	else if (verdict == AUTH_UNKNOWN || !auth_user_valid(user))
 		pop_log(LOG_NOTICE, "login failed: UNKNOWN USER from %s: %s",
 		    auth_peer, why);
 	else
@@ -1121,6 +1131,8 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 			fatalx("monitor gone");
 		if (v == 'y')
 			_exit(POP3_EX_OK);
+		if (v == 'e')
+			_exit(pop_auth_error(&conn, &cred));
 		if (pop_auth_failed(&conn, &cred) == -1)
 			_exit(POP3_EX_NOUSER);
 	}
@@ -1783,7 +1795,8 @@ auth_logins(struct auth_mon *m, int sp)
 		auth_sleep_until(&t);
 		if (auth_sig != 0)
 			return AUTH_SIGNALLED;
-		if (send(sp, "n", 1, MSG_NOSIGNAL) != 1)
+		/* "e": the login could not be checked (pop_auth_error()). */
+		if (send(sp, r == AUTH_ERROR ? "e" : "n", 1, MSG_NOSIGNAL) != 1)
 			pop_log(LOG_ERR, "verdict to pre-login: %s",
 			    strerror(errno));
 	}

@@ -250,6 +250,13 @@ int	pop_authorize(struct pop_conn *, struct pop_cred *, int greet);
  */
 int	pop_auth_failed(struct pop_conn *, const struct pop_cred *);
 /*
+ * A login the backend could not check (an unusable password file, a PAM
+ * error: the log says which): at the same deadline, "-ERR [SYS/TEMP]"
+ * (not [AUTH]: the password may be right), and the session is over.
+ * Returns its exit status, POP3_EX_CONFIG.
+ */
+int	pop_auth_error(struct pop_conn *, const struct pop_cred *);
+/*
  * The user is known: opens and locks the maildrop, replies to PASS/AUTH
  * ("+OK" or "-ERR [IN-USE]"/"-ERR [SYS/TEMP]"), runs TRANSACTION and, on
  * QUIT, UPDATE.  Returns the process exit status (POP3_EX_*).

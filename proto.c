@@ -558,8 +558,9 @@ pop_authorize(struct pop_conn *c, struct pop_cred *cred, int greet)
 	return 0;
 }
 
-int
-pop_auth_failed(struct pop_conn *c, const struct pop_cred *cred)
+/* Until the fixed deadline of a login's answer, cred->when + fail delay. */
+static void
+pop_auth_deadline(const struct pop_cred *cred)
 {
 	struct timespec	 t = cred->when;
 	int		 r;
@@ -572,6 +573,23 @@ pop_auth_failed(struct pop_conn *c, const struct pop_cred *cred)
 		errno = r;
 		fatal("clock_nanosleep");
 	}
+}
+
+int
+pop_auth_error(struct pop_conn *c, const struct pop_cred *cred)
+{
+	pop_auth_deadline(cred);
+	(void)pop_reply(c, "-ERR [SYS/TEMP] cannot check logins now, try "
+	    "again later");
+	(void)pop_flush(c);
+	c->eof = 1;
+	return POP3_EX_CONFIG;
+}
+
+int
+pop_auth_failed(struct pop_conn *c, const struct pop_cred *cred)
+{
+	pop_auth_deadline(cred);
 	/* The same text whatever the cause: it does not tell who exists. */
 	(void)pop_reply(c, "-ERR [AUTH] authentication failed");
 	if (++c->authfail >= POP3_AUTH_FAIL_MAX) {

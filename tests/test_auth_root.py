@@ -1129,7 +1129,14 @@ def test_unsafe_passwd_file_refused_as_root(root, mode, owner):
 	root.write_passwd(["alice:" + make_hash(PW)], mode=mode, owner=owner)
 	t = root.run(login("alice", PW) + ["QUIT"],
 	    auth="passwd:%s" % root.passwd)
-	assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+	# The right password, a file that cannot be trusted: [SYS/TEMP], not
+	# [AUTH], the session over with pop3d.8's 78, a "login error" line
+	# (fail2ban's filter counts "login failed" lines only).
+	assert t.replies[1].text.startswith("-ERR [SYS/TEMP] "), t
+	assert len(t.replies) == 2, t
+	assert t.rc == LIMITS["POP3_EX_CONFIG"], t
+	assert "login error: user alice from " in t.stderr, t.stderr
+	assert "login failed" not in t.stderr, t.stderr
 	assert "must be owned by root" in t.stderr, t.stderr
 
 

@@ -63,9 +63,10 @@ class Syslog:
 		    MAIL_UID, MAIL_UID))
 		os.chmod(self.passwd, 0o600)
 
-	def session(self, client, cmds):
-		"""One session from client address (a 127.0.0.N or ::1): the
-		octets pop3d sent and the syslog lines it wrote, rsyslog style."""
+	def session(self, client, cmds, passwd=None):
+		"""One session from client address (a 127.0.0.N or ::1), with
+		the password file passwd (default self.passwd): the octets
+		pop3d sent and the syslog lines it wrote, rsyslog style."""
 		fam = socket.AF_INET6 if ":" in client else socket.AF_INET
 		lst = socket.socket(fam)
 		lst.bind(("::1" if fam == socket.AF_INET6 else "127.0.0.1", 0))
@@ -81,7 +82,7 @@ class Syslog:
 		with tempfile.TemporaryFile() as err:
 			p = subprocess.Popen(["unshare", "-m", "sh", "-c", script,
 			    "sh", self.bin, "-s", str(self.spool), "-a",
-			    "passwd:%s" % self.passwd, "-u", "nobody",
+			    "passwd:%s" % (passwd or self.passwd), "-u", "nobody",
 			    "--fail-delay", "50"], stdin=conn, stdout=conn,
 			    stderr=err, cwd=str(self.base))
 			conn.close()
@@ -203,6 +204,23 @@ def test_successful_sessions_never_match(f2b):
 	assert any("from 127.0.0.31" in l for l in all_lines), all_lines
 	assert any("session end" in l for l in all_lines), all_lines
 	assert matched_ips(conf, sl.base, all_lines) == [], all_lines
+
+
+def test_login_errors_never_match(f2b):
+	"""The right password against a password file pop3d refuses (others
+	may read it): -ERR [SYS/TEMP], a "login error" line with the address,
+	and no match: a broken backend bans nobody."""
+	sl, conf = f2b
+	bad = sl.base / "passwd.readable"
+	shutil.copy(sl.passwd, bad)
+	os.chmod(bad, 0o644)
+	addr = "127.0.0.41"
+	out, lines = sl.session(addr, ["USER alice", "PASS " + PW, "QUIT"],
+	    passwd=bad)
+	assert b"-ERR [SYS/TEMP]" in out and b"-ERR [AUTH]" not in out, out
+	# The oracle has something to refuse: the address is in the log.
+	assert any("from %s" % addr in l for l in lines), lines
+	assert matched_ips(conf, sl.base, lines) == [], lines
 
 
 def test_jail_example(f2b):
