@@ -300,7 +300,7 @@ pop_fill(struct pop_conn *c, int64_t deadline)
  * Whatever follows the line stays in c->ibuf.
  */
 int
-pop_getline(struct pop_conn *c, char *line, size_t *lenp)
+pop_getline(struct pop_conn *c, char *line, size_t size, size_t *lenp)
 {
 	int64_t	 deadline;
 	char	*lf;
@@ -314,7 +314,7 @@ pop_getline(struct pop_conn *c, char *line, size_t *lenp)
 			len = n;
 			if (len > 0 && c->ibuf[len - 1] == '\r')
 				len--;
-			if (len > POP3_CMD_MAX - 2) {
+			if (len > size - 2) {
 				pop_consume(c, n + 1);
 				(void)pop_reply(c, "-ERR line too long");
 				errno = ERANGE;
@@ -332,8 +332,9 @@ pop_getline(struct pop_conn *c, char *line, size_t *lenp)
 			*lenp = len;
 			return 1;
 		}
-		/* 253 octets, a CR and the LF are the most a line may be. */
-		if (c->ilen >= POP3_CMD_MAX)
+		/* size - 2 octets, a CR and the LF are the most a line may
+		 * be. */
+		if (c->ilen >= size)
 			break;
 		if ((r = pop_fill(c, deadline)) != 1)
 			return r;

@@ -50,6 +50,12 @@
 /* Longest user name and password accepted (both bounded by the line). */
 #define POP3_USER_MAX		64
 #define POP3_PASS_MAX		POP3_CMD_MAX
+/* RFC 5034 section 4: the response after AUTH's "+ " is not a command
+ * and may pass 255 octets (a client must not send one inline that would
+ * make AUTH longer).  PLAIN's longest that can name a user, with its
+ * CRLF: an authzid and authcid of POP3_USER_MAX (the authzid is empty or
+ * the authcid), a password of POP3_PASS_MAX, two NULs, in base64. */
+#define POP3_SASL_MAX		518	/* checked in proto.c */
 /* RFC 1939 section 7: a unique-id is 1 to 70 characters 0x21..0x7E. */
 #define POP3_UIDL_MAX		70
 
@@ -316,8 +322,9 @@ char	*pop_utoa(char *, uint64_t);
 int	pop_unreply(struct pop_conn *);
 /* A last word before closing: one try, never waits; the session is over. */
 void	pop_bye(struct pop_conn *, const char *);
-/* Reads one command line into line[POP3_CMD_MAX] (conn.c says how). */
-int	pop_getline(struct pop_conn *, char *, size_t *);
+/* Reads one line of at most size octets with its CRLF into line[size]
+ * (a command: POP3_CMD_MAX; conn.c says how). */
+int	pop_getline(struct pop_conn *, char *, size_t, size_t *);
 /* Wipes secrets (explicit_bzero), the portable way. */
 void	pop_wipe(void *, size_t);
 

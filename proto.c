@@ -280,7 +280,7 @@ pop_loop(struct pop_sess *s, const struct pop_cmd *cmds, size_t ncmds,
 			s->end = "write failed";
 			return RES_FAIL;
 		}
-		r = pop_getline(c, line, &len);
+		r = pop_getline(c, line, sizeof(line), &len);
 		if (r == 0) {
 			s->end = "eof";
 			return RES_FAIL;
@@ -391,6 +391,10 @@ cmd_pass(struct pop_sess *s, char *argv[])
 	return RES_NEXT;
 }
 
+_Static_assert(POP3_SASL_MAX ==
+    (2 * POP3_USER_MAX + POP3_PASS_MAX + 2 + 2) / 3 * 4 + 2,
+    "POP3_SASL_MAX is the base64 of pop3d.h's longest PLAIN message");
+
 /*
  * Decodes a SASL PLAIN response (RFC 4616): base64 of authzid NUL authcid
  * NUL passwd.  "=" is an empty response (RFC 5034 section 4).  The authzid
@@ -401,7 +405,7 @@ static int
 pop_plain(struct pop_sess *s, const char *b64)
 {
 	struct base64_decode_ctx ctx;
-	uint8_t		 buf[BASE64_DECODE_LENGTH(POP3_CMD_MAX)];
+	uint8_t		 buf[BASE64_DECODE_LENGTH(POP3_SASL_MAX)];
 	const char	*zid, *cid, *pw, *end;
 	size_t		 len, n = sizeof(buf), i, pad;
 	int		 ok;
@@ -412,7 +416,7 @@ pop_plain(struct pop_sess *s, const char *b64)
 	/* RFC 4648 section 4: "=" only as the last one or two octets. */
 	for (pad = 0; pad < len && b64[len - 1 - pad] == '='; pad++)
 		;
-	ok = len % 4 == 0 && len <= POP3_CMD_MAX && pad <= 2;
+	ok = len % 4 == 0 && len <= POP3_SASL_MAX && pad <= 2;
 	for (i = 0; ok && i < len - pad; i++)
 		ok = (b64[i] >= 'A' && b64[i] <= 'Z') ||
 		    (b64[i] >= 'a' && b64[i] <= 'z') ||
@@ -465,7 +469,7 @@ pop_plain(struct pop_sess *s, const char *b64)
 static enum pop_res
 cmd_auth(struct pop_sess *s, char *argv[])
 {
-	char	 line[POP3_CMD_MAX];
+	char	 line[POP3_SASL_MAX];
 	size_t	 len;
 	int	 r;
 
@@ -495,7 +499,7 @@ cmd_auth(struct pop_sess *s, char *argv[])
 
 	/* The continuation: an empty challenge, one line of response. */
 	(void)pop_reply(s->c, "+ ");
-	r = pop_getline(s->c, line, &len);
+	r = pop_getline(s->c, line, sizeof(line), &len);
 	if (r == 0) {
 		s->end = "eof";
 		return RES_FAIL;

@@ -162,7 +162,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r = pop_plain(&s, in);
 
 	/* What a strict decoder makes of it. */
-	n = len <= POP3_CMD_MAX && strcmp(in, "=") != 0 ?
+	n = len <= POP3_SASL_MAX && strcmp(in, "=") != 0 ?
 	    fz_b64(in, len, dec, &canon) : len == 1 ? 0 : -1;
 	if (n == 0)
 		canon = 1;

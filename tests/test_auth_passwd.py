@@ -232,6 +232,60 @@ def test_names_that_are_paths_never_reach_the_spool(pop3):
 	assert t.replies[0].err, t
 
 
+def sasl_plain(zid, cid, pw):
+	return base64.b64encode(b"\0".join([zid, cid, pw])).decode()
+
+
+def continued(pop3, resp, after=("STAT", "QUIT")):
+	"""AUTH PLAIN, then resp after the "+ " challenge, then after: the
+	reply lines after the greeting (the parser of conftest takes no "+ "
+	line) and the -d log."""
+	o = pop3.run(["AUTH PLAIN", resp, *after], parse=False)
+	lines = o.out.split(b"\r\n")
+	assert lines[0].startswith(b"+OK ") and lines[-1] == b"", lines
+	return lines[1:-1], o.err.decode()
+
+
+def test_sasl_response_after_the_challenge_may_pass_255_octets(pop3):
+	"""RFC 5034 section 4: a client must not send an initial response
+	that would make AUTH longer than 255 octets; it waits for "+ " and
+	sends it there, where it is not a command line.  The longest PLAIN
+	response pop3d can take (an authzid and authcid of 64 octets, a
+	password of 255: 516 octets of base64) logs in; one base64 group
+	more is a line too long, and no login."""
+	name = "u" * LIMITS["POP3_USER_MAX"]
+	pw = ("p%d" % 7) * 200
+	pw = pw[:LIMITS["POP3_PASS_MAX"]]
+	pop3.write_passwd(["%s:%s" % (name, make_hash(pw))])
+	pop3.write_mbox([MSG], user=name)
+	resp = sasl_plain(name.encode(), name.encode(), pw.encode())
+	assert len(resp) + 2 == LIMITS["POP3_SASL_MAX"]
+	lines, _ = continued(pop3, resp)
+	assert lines[0] == b"+ " and lines[1].startswith(b"+OK "), lines
+	assert lines[2].startswith(b"+OK 1 "), lines
+	over = sasl_plain(name.encode(), name.encode(), pw.encode() + b"xyz")
+	assert len(over) == len(resp) + 4
+	lines, err = continued(pop3, over, ("QUIT",))
+	assert lines[:2] == [b"+ ", b"-ERR line too long"], lines
+	assert "login" not in err, err
+
+
+def test_sasl_long_password_the_way_the_rfc_says(pop3):
+	"""A 200-octet password: too long for AUTH PLAIN inline (the line
+	would pass 255 octets), so sent after "+ "; it logs in, as USER and
+	PASS with the same password do."""
+	pw = "q" * 200
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(pw))])
+	pop3.write_mbox([MSG])
+	resp = sasl_plain(b"", USER.encode(), pw.encode())
+	assert len("AUTH PLAIN " + resp) + 2 > LIMITS["POP3_CMD_MAX"]
+	lines, _ = continued(pop3, resp)
+	assert lines[0] == b"+ " and lines[1].startswith(b"+OK "), lines
+	assert lines[2].startswith(b"+OK 1 "), lines
+	t = pop3.run(["USER " + USER, "PASS " + pw, "STAT", "QUIT"])
+	assert t.replies[1].ok and t.replies[2].text.startswith("+OK 1 "), t
+
+
 def test_log_has_the_summary_and_never_the_password(pop3):
 	pop3.write_mbox([MSG, MSG])
 	secret = "S3cret-typed-as-user"

@@ -132,6 +132,7 @@ def test_man_limits_match_header():
     rows = {
         "Command line": f"{h['POP3_CMD_MAX']} octets",
         "Reply line": f"{h['POP3_LINE_MAX']} octets",
+        "SASL response": f"{h['POP3_SASL_MAX']} octets",
         "User name": f"{h['POP3_USER_MAX']} octets",
         "Unique-id": f"{h['POP3_UIDL_MAX']} characters",
         "Idle timeout": f"{h['POP3_TIMEOUT']} s",

@@ -311,7 +311,7 @@ BAD = {
 		"long": (b"X" * 300, []), "longer": (b"NOOP " + b"x" * 3000, []),
 		"nul": (b"NO\0OP", []), "sasl": (b"AUTH CRAM-MD5", []),
 		"sasl cancelled": (b"AUTH PLAIN\r\n*", [b"+ "]),
-		"sasl long": (b"AUTH PLAIN\r\n" + b"A" * 300, [b"+ "]),
+		"sasl long": (b"AUTH PLAIN\r\n" + b"A" * 600, [b"+ "]),
 		"sasl nul": (b"AUTH PLAIN\r\nAA\0A", [b"+ "]),
 	},
 	"after login": {
