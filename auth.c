@@ -331,8 +331,11 @@ auth_passwd_local(const struct pop_cred *cred, struct pop_user *u)
 	}
 	u->uid = getuid();
 	u->gid = getgid();
-	if (auth_mailbox(u, cred->user, e.mailbox) == -1)
-		return AUTH_ERROR;
+	if (auth_mailbox(u, cred->user, e.mailbox) == -1) {
+		/* The password was right: refused as a wrong one is. */
+		auth_log_fail(cred->user, AUTH_BADPASS, "user refused");
+		return AUTH_BADPASS;
+	}
 	return AUTH_OK;
 }
 
@@ -375,15 +378,17 @@ auth_user_valid(const char *user)
 /*
  * One log line per failed login; an unknown name is never logged.  A
  * login the backend could not check is a "login error", which fail2ban's
- * filter does not count: the client may have given the right password.
+ * filter does not count (the client may have given the right password),
+ * and names no user: none was found to be one.  AUTH_ERROR comes only
+ * before the password is checked, or whatever it is; a refusal after a
+ * right one is AUTH_BADPASS, answered as a wrong password.
  */
 static void
 auth_log_fail(const char *user, int verdict, const char *why)
 {
 	if (verdict == AUTH_ERROR)
-		pop_log(LOG_ERR, "login error: user %s from %s: %s",
-		    auth_user_valid(user) ? user : "UNKNOWN USER", auth_peer,
-		    why);
+		pop_log(LOG_ERR, "login error: UNKNOWN USER from %s: %s",
+		    auth_peer, why);
 	else if (verdict == AUTH_UNKNOWN || !auth_user_valid(user))
 		pop_log(LOG_NOTICE, "login failed: UNKNOWN USER from %s: %s",
 		    auth_peer, why);
@@ -712,8 +717,10 @@ auth_pam(const char *user, const char *pass, struct pop_user *u,
 		goto fail;
 	if ((rv = pam_get_item(h, PAM_USER, &item)) != PAM_SUCCESS ||
 	    item == NULL || !auth_user_valid(name = item)) {
+		/* After the password was checked: a refused account,
+		 * answered as a wrong password is (an error's [SYS/TEMP]
+		 * would tell that the password was right). */
 		(void)snprintf(why, sizeof(why), "PAM_USER missing or invalid");
-		verdict = AUTH_ERROR;
 		goto fail;
 	}
 	if ((pw = getpwnam(name)) == NULL) {
@@ -1280,9 +1287,9 @@ auth_pam_result(const struct auth_rec *r, const struct auth_res *res,
 	if (!auth_user_valid(res->name) ||
 	    auth_user_ids(u, 1, (uid_t)res->uid, (gid_t)res->gid) == -1 ||
 	    auth_mailbox(u, res->name, NULL) == -1) {
-		auth_log_fail(r->user, AUTH_ERROR, "check process named a "
+		auth_log_fail(r->user, AUTH_BADPASS, "check process named a "
 		    "user refused here");
-		return AUTH_ERROR;
+		return AUTH_BADPASS;
 	}
 	return AUTH_OK;
 }

@@ -1135,9 +1135,60 @@ def test_unsafe_passwd_file_refused_as_root(root, mode, owner):
 	assert t.replies[1].text.startswith("-ERR [SYS/TEMP] "), t
 	assert len(t.replies) == 2, t
 	assert t.rc == LIMITS["POP3_EX_CONFIG"], t
-	assert "login error: user alice from " in t.stderr, t.stderr
+	assert "login error: UNKNOWN USER from " in t.stderr, t.stderr
+	assert not [ln for ln in t.stderr.splitlines()
+	    if "login error:" in ln and "alice" in ln], t.stderr
 	assert "login failed" not in t.stderr, t.stderr
 	assert "must be owned by root" in t.stderr, t.stderr
+
+
+# A PAM module that, once the password and the account are checked,
+# renames the login "al" to a PAM_USER pop3d refuses (as a directory's
+# canonical name, "DOMAIN\\al", would be).
+RENAME_TO_REFUSED = r"""
+#include <security/pam_modules.h>
+#include <string.h>
+int pam_sm_authenticate(pam_handle_t *h, int f, int c, const char **v)
+{ (void)h; (void)f; (void)c; (void)v; return PAM_SUCCESS; }
+int pam_sm_acct_mgmt(pam_handle_t *h, int f, int c, const char **v)
+{
+	const char *u = NULL;
+	(void)f; (void)c; (void)v;
+	if (pam_get_user(h, &u, NULL) == PAM_SUCCESS && u != NULL &&
+	    strcmp(u, "al") == 0)
+		return pam_set_item(h, PAM_USER, "-al");
+	return PAM_SUCCESS;
+}
+int pam_sm_open_session(pam_handle_t *h, int f, int c, const char **v)
+{ (void)h; (void)f; (void)c; (void)v; return PAM_SUCCESS; }
+int pam_sm_close_session(pam_handle_t *h, int f, int c, const char **v)
+{ (void)h; (void)f; (void)c; (void)v; return PAM_SUCCESS; }
+"""
+
+
+@pytest.mark.parametrize("extra", [[], [HELD]], ids=["no", "held"])
+def test_refused_account_answers_as_a_wrong_password(root, extra):
+	"""An account PAM accepts under a name pop3d refuses (PAM_USER "-al")
+	is refused (pop3d.8: [AUTH]), with the reply, exit status and log
+	line of a wrong password: a [SYS/TEMP] there would tell that the
+	password was right, in a line fail2ban does not count."""
+	src = root.base / "rename.c"
+	src.write_text(RENAME_TO_REFUSED)
+	cc(src, root.base / "rename.so", "-lpam")
+	mod = root.base / "rename.so"
+	(root.pamdir / "pop3").write_text(
+	    "auth required %s passdb=%s\nauth required %s\n"
+	    "account required %s passdb=%s\naccount required %s\n"
+	    "session required %s\n" % (PAM_MATRIX, root.passdb, mod,
+	    PAM_MATRIX, root.passdb, mod, mod))
+	right = root.run(login("al", "al pw") + ["QUIT"], *extra)
+	wrong = root.run(login("al", "nope") + ["QUIT"], *extra)
+	for t in (right, wrong):
+		assert t.replies[1].text == "-ERR [AUTH] authentication failed", t
+		assert t.rc == LIMITS["POP3_EX_NOUSER"], t
+		assert "login failed: user al from " in t.stderr, t.stderr
+		assert "login error" not in t.stderr, t.stderr
+	assert "PAM_USER missing or invalid" in right.stderr, right.stderr
 
 
 def test_passwd_hashes_never_reach_the_monitor(root):
