@@ -1211,12 +1211,13 @@ auth_checked(const struct auth_rec *r, struct pop_user *u)
 	pid_t		 pid;
 	int		 p[2], st;
 
+	/* Each failure here is a "login error" line with the address. */
 	if (pipe2(p, O_CLOEXEC) == -1) {
-		pop_log(LOG_ERR, "pipe: %s", strerror(errno));
+		auth_log_fail(r->user, AUTH_ERROR, strerror(errno));
 		return AUTH_ERROR;
 	}
 	if ((pid = auth_fork(0)) == -1) {
-		pop_log(LOG_ERR, "fork: %s", strerror(errno));
+		auth_log_fail(r->user, AUTH_ERROR, strerror(errno));
 		(void)close(p[0]);
 		(void)close(p[1]);
 		return AUTH_ERROR;
@@ -1236,7 +1237,8 @@ auth_checked(const struct auth_rec *r, struct pop_user *u)
 	    res.verdict > AUTH_ERROR ||
 	    memchr(res.name, '\0', sizeof(res.name)) == NULL ||
 	    memchr(res.mailbox, '\0', sizeof(res.mailbox)) == NULL) {
-		pop_log(LOG_ERR, "login check process failed");
+		auth_log_fail(r->user, AUTH_ERROR, "login check process "
+		    "failed");
 		return AUTH_ERROR;
 	}
 	if (opt.backend == POP3_AUTH_PAM)

@@ -1191,6 +1191,34 @@ def test_refused_account_answers_as_a_wrong_password(root, extra):
 	assert "PAM_USER missing or invalid" in right.stderr, right.stderr
 
 
+CRASHING = r"""
+#include <security/pam_modules.h>
+#include <stdlib.h>
+int pam_sm_authenticate(pam_handle_t *h, int f, int c, const char **v)
+{ (void)h; (void)f; (void)c; (void)v; abort(); }
+int pam_sm_acct_mgmt(pam_handle_t *h, int f, int c, const char **v)
+{ (void)h; (void)f; (void)c; (void)v; return PAM_SUCCESS; }
+"""
+
+
+def test_crashing_pam_module_is_a_login_error(root):
+	"""A PAM module that crashes kills the check process, not the
+	session's monitor: the login could not be checked, so -ERR
+	[SYS/TEMP], the session over with 78, and a "login error" line."""
+	src = root.base / "crash.c"
+	src.write_text(CRASHING)
+	cc(src, root.base / "crash.so", "-lpam")
+	(root.pamdir / "pop3").write_text("auth required %s\n"
+	    "account required %s\n" % ((root.base / "crash.so",) * 2))
+	t = root.run(login("alice", PW) + ["QUIT"])
+	assert t.replies[1].text.startswith("-ERR [SYS/TEMP] "), t
+	assert len(t.replies) == 2, t
+	assert t.rc == LIMITS["POP3_EX_CONFIG"], t
+	assert [ln for ln in t.stderr.splitlines() if "login error: UNKNOWN "
+	    "USER from " in ln and "login check process failed" in ln], \
+	    t.stderr
+
+
 def test_passwd_hashes_never_reach_the_monitor(root):
 	"""The file is read in a short-lived child: the monitor never opens
 	it (its open descriptors during the session show no such file)."""
