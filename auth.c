@@ -243,6 +243,12 @@ auth_single(void)
 	pam_handle_t	*pamh = NULL;
 	int		 first, r, status, null;
 
+	/* No process outside the sandbox could hold a PAM session to the
+	 * end (its close, and libpam's audit record, make calls the user's
+	 * filter refuses): held acts as login, and PAM ends before the
+	 * sandbox. */
+	if (opt.pam_session == POP3_PAM_HELD)
+		opt.pam_session = POP3_PAM_LOGIN;
 	/* Under inetd fd 2 may be the client: nothing but -d writes there. */
 	if (!opt.debug) {
 		if ((null = open("/dev/null", O_WRONLY | O_CLOEXEC)) == -1 ||
@@ -277,10 +283,10 @@ auth_single(void)
 	}
 	pop_log(LOG_INFO, "login: user %s uid %lu mech %s from %s", u.name,
 	    (unsigned long)u.uid, cred.mech, auth_peer);
+	auth_pam_close(pamh);
 	auth_cachedir(&u, 0);
 	auth_user_sandbox(&u);
 	status = pop_transaction(&conn, &u);
-	auth_pam_close(pamh);
 	return status;
 }
 

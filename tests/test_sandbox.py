@@ -399,6 +399,41 @@ def test_proc_status_of_the_single_process(pop3, sandbox):
 	assert s.wait() == 0
 
 
+@pytest.fixture
+def permit_service():
+	"""A PAM service of the system's own libpam (Debian's links libaudit,
+	whose records need a netlink socket), pam_permit only: its name."""
+	need(ROOT, "root, to write a PAM service in /etc/pam.d")
+	name = "pop3d-test-%d" % os.getpid()
+	svc = Path("/etc/pam.d") / name
+	svc.write_text("auth required pam_permit.so\n"
+	    "account required pam_permit.so\n"
+	    "session required pam_permit.so\n")
+	try:
+		yield name
+	finally:
+		svc.unlink()
+
+
+@pytest.mark.parametrize("mode", ["no", "login", "held"])
+def test_single_process_pam_ends_before_the_sandbox(pop3, permit_service,
+    mode):
+	"""Not root, PAM (the system's libpam, not the wrapper): the session
+	ends well whatever --pam-session says.  Held acts as login there, as
+	nothing outside the user's filter could close a session at the end:
+	closing it inside (libpam's audit record opens a netlink socket) was
+	a SIGSYS after QUIT's reply."""
+	import pwd
+	me = pwd.getpwuid(NOBODY if ROOT else os.getuid()).pw_name
+	pop3.write_mbox([b"Subject: one\n\nmine\n"], user=me)
+	t = pop3.run(["USER " + me, "PASS anything", "STAT", "QUIT"],
+	    "-P", permit_service, "--pam-session=" + mode, auth="pam")
+	assert [r.ok for r in t.replies] == [True] * 4, t
+	assert t.replies[2].text.startswith("+OK 1 "), t
+	assert t.rc == 0, t
+	assert "sandbox: seccomp, Landlock ABI" in t.stderr, t.stderr
+
+
 @pytest.mark.parametrize("who", ["prelogin", "user"])
 def test_asan_report_from_inside_the_sandbox(root, who):
 	"""The sanitizer build's filter keeps ASan's reports whole: a read
