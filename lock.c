@@ -342,6 +342,12 @@ lock_dot_mktemp(const char *lockpath)
 	fd = open(lock_tmp.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0644);
 	if (fd == -1) {
+		/* In the user's sandbox (a dotlock not prepared before it)
+		 * Landlock may let the name be made and refuse the write:
+		 * the name, ours alone, goes again. */
+		e = errno;
+		(void)io_cleanup(lock_tmp.path);
+		errno = e;
 		if (errno == EACCES || errno == EPERM || errno == EROFS)
 			pop_log(LOG_ERR, "cannot create a dotlock in %s: %s "
 			    "(the user needs write access to the spool "

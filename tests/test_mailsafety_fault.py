@@ -426,6 +426,30 @@ def test_kill_during_repair_with_mail_delivered(pop3, name):
 
 
 @pytest.mark.parametrize("kind", ["enospc", "eio"])
+def test_dotlock_file_not_written_before_the_sandbox(pop3, kind):
+	"""The session's dotlock file, made and written before the user's
+	sandbox, fails its write (the first write-like call): the lock is
+	made again inside the sandbox, where Landlock lets the name be made
+	and refuses the write.  Whatever the login answers, no such file is
+	left in the spool, the mailbox is as the test wrote it, and the next
+	session works."""
+	data = pop3.write_mbox(six())
+	with Run(pop3, "--no-cache", binary=fault_binary(),
+	    env={"POP3D_FAULT": "%s:1" % kind}) as r:
+		pas = r.login()
+		if pas is not None and pas.ok:
+			assert r.cmd("STAT") is not None
+		r.cmd("QUIT")
+		r.close()
+	assert ERRTEXT[kind] in r.stderr, r.stderr
+	left = [f for f in pop3.spool_files() if f.startswith(".pop3d-lk.")]
+	assert left == [], (left, r.stderr)
+	assert pop3.read_mbox() == data
+	t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
+	assert t[1].ok and t[2].text.startswith("+OK 6 "), t
+
+
+@pytest.mark.parametrize("kind", ["enospc", "eio"])
 def test_error_during_repair(pop3, kind):
 	"""The same repairs (journal committed, mail delivered since) fail at
 	step M with ENOSPC/EIO: PASS gets -ERR [SYS/TEMP] and the journal
