@@ -762,6 +762,35 @@ md_addext(struct jnl_ext *ext, uint64_t *x, uint64_t s, uint64_t len)
 }
 
 /*
+ * Where the mail appended since md_open() starts, when the last message
+ * is deleted: a writer may first end that message's record (its line end
+ * and the empty line before a From_ line: "\n", "\r\n", "\n\n" ...,
+ * when the file did not end with an empty line).  Those octets are that
+ * message's and go with it: the offset of the appended From_ line when
+ * only CR and LF come before it and they close an empty line, else
+ * md->indexed (all of it kept).
+ */
+static uint64_t
+md_appended(const struct maildrop *md, uint64_t size)
+{
+	char		 b[2 + MD_SEP_MAX + 5];
+	uint64_t	 at = md->indexed >= 2 ? md->indexed - 2 : 0;
+	size_t		 t = (size_t)(md->indexed - at), n, j;
+
+	n = size - at < sizeof(b) ? (size_t)(size - at) : sizeof(b);
+	if (io_pread(md->fd, b, n, at) != (ssize_t)n)
+		return md->indexed;
+	for (j = t; j < n && j - t < MD_SEP_MAX &&
+	    (b[j] == '\n' || b[j] == '\r'); j++)
+		;
+	if (j == t || n - j < 5 || memcmp(b + j, "From ", 5) != 0 ||
+	    b[j - 1] != '\n' || !(j >= 2 && (b[j - 2] == '\n' ||
+	    (b[j - 2] == '\r' && j >= 3 && b[j - 3] == '\n'))))
+		return md->indexed;
+	return at + j;
+}
+
+/*
  * Under the spool locks, after md_revalidate(): the update of a file of
  * size octets from message k (the first deleted) on.  The extents to
  * keep: each kept record after it (from its From_ line to the next,
@@ -788,8 +817,11 @@ md_compact(struct maildrop *md, uint32_t k, uint64_t size)
 		e = k + 1 < md->n ? md->msg[k + 1].from : md->indexed;
 		md_addext(ext, &x, s, e - s);
 	}
-	if (size > md->indexed)
-		md_addext(ext, &x, md->indexed, size - md->indexed);
+	if (size > md->indexed) {
+		s = md->msg[md->n - 1].deleted ? md_appended(md, size) :
+		    md->indexed;
+		md_addext(ext, &x, s, size - s);
+	}
 	md_box(md, &box);
 	r = jnl_compact(&box, d, size, ext, x);
 	free(ext);

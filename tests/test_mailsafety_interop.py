@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import FROM_LINE, LIMITS, USER, expected_retr, mbox
+from conftest import FROM_LINE, LIMITS, USER, expected_retr, mbox, parse_mbox
 from mailsafety import (DOTLOCK, Run, as_nobody, census, describe,
     dotlock_append, fault_binary, mda_env, mua_rewrite, procmail_deliver,
     procmail_rc)
@@ -326,3 +326,50 @@ def test_live_pid_dotlock_is_not_stale(pop3, fault_bin):
 	    r.log + r.stderr
 	assert lock.exists()
 	lock.unlink()
+
+
+# ------------------------------------------- a deleted last message's end
+
+SEP_A = FROM_LINE + b"\nSubject: a\nMessage-ID: <a@x>\n\nbody a\n\n"
+SEP_B = FROM_LINE + b"\nSubject: b\nMessage-ID: <b@x>\n\nbody b\n"
+SEP_C = b"From: c\nSubject: c\nMessage-ID: <c@x>\n\nbody c\n\n"
+
+
+@pytest.mark.parametrize("b_end,sep", [
+    (b"\n", b"\n"), (b"\n", b"\r\n"), (b"", b"\n\n"), (b"\n\n", b"\n")],
+    ids=["lf", "crlf", "no-lf", "extra-empty-line"])
+def test_deleted_last_message_takes_its_end_along(pop3, b_end, sep):
+	"""The last message B does not end with an empty line at login (or
+	ends with one and the writer adds another); a writer appends mail
+	that first ends B's record (its line end, an empty line), then its
+	From_ line.  Deleting B deletes B's record as the reference parser
+	of the file sees it, so the message before it keeps its own octets
+	and the new mail its own: no empty line glued onto A."""
+	pop3.write_mbox(SEP_A + SEP_B[:-1] + b_end)
+	with Run(pop3) as r:
+		assert r.login().ok, r.log
+		pop3.append_mbox(sep + FROM_LINE + b"\n" + SEP_C)
+		ref = parse_mbox(pop3.read_mbox())	# what the writers wrote
+		assert len(ref) == 3, ref
+		assert r.cmd("DELE 2").ok, r.log
+		assert r.cmd("QUIT").ok, r.log
+	assert parse_mbox(pop3.read_mbox()) == [ref[0], ref[2]], \
+	    pop3.read_mbox()
+
+
+@pytest.mark.parametrize("b_end,appended", [
+    (b"", b"\nFrom x@y Thu Nov 26 12:00:00 2026\n\nnot a message\n"),
+    (b"\n", b"\n\nno From_ line after the empty lines\n")],
+    ids=["no-empty-line", "no-from-line"])
+def test_appended_octets_kept_when_not_a_record_end(pop3, b_end, appended):
+	"""The other side: the appended octets do not close B's record with
+	an empty line before a From_ line (B had no line end and only one
+	comes; no From_ line follows).  Deleting B keeps every appended
+	octet, as before: nothing a writer added is dropped."""
+	pop3.write_mbox(SEP_A + SEP_B[:-1] + b_end)
+	with Run(pop3) as r:
+		assert r.login().ok, r.log
+		pop3.append_mbox(appended)
+		assert r.cmd("DELE 2").ok, r.log
+		assert r.cmd("QUIT").ok, r.log
+	assert pop3.read_mbox() == SEP_A + appended
