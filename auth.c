@@ -1216,14 +1216,18 @@ auth_checked(const struct auth_rec *r, struct pop_user *u)
 	ssize_t		 n;
 	pid_t		 pid;
 	int		 p[2], st;
+	char		 why[96];
 
 	/* Each failure here is a "login error" line with the address. */
 	if (pipe2(p, O_CLOEXEC) == -1) {
-		auth_log_fail(r->user, AUTH_ERROR, strerror(errno));
+		(void)snprintf(why, sizeof(why), "pipe: %s", strerror(errno));
+		auth_log_fail(r->user, AUTH_ERROR, why);
 		return AUTH_ERROR;
 	}
 	if ((pid = auth_fork(0)) == -1) {
-		auth_log_fail(r->user, AUTH_ERROR, strerror(errno));
+		(void)snprintf(why, sizeof(why), "fork of the login check "
+		    "process: %s", strerror(errno));
+		auth_log_fail(r->user, AUTH_ERROR, why);
 		(void)close(p[0]);
 		(void)close(p[1]);
 		return AUTH_ERROR;

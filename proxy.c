@@ -387,7 +387,8 @@ proxy_read(struct pop_conn *c, struct proxy_addr *pa, const char *peer)
 }
 
 /*
- * The monitor's side.
+ * The monitor's side (proxy_peer()), and the check both sides make of
+ * what the pre-login process read (proxy_client()).
  */
 int
 proxy_client(const struct proxy_addr *pa, size_t n, char *client,
