@@ -36,7 +36,9 @@
  *   [0, JNL_HDR)	the header: magic, dev, ino, D, F, N, L, X, J, then
  *			SHA-256 of the mailbox octets [D+N, F) (cut away by
  *			the truncate), of the extent table, of the
- *			journaled octets, and of all before it.  Written
+ *			journaled octets, the first JNL_MARK octets at D+N
+ *			(fewer if L is less: zeros after them), and SHA-256
+ *			of all before it.  Written
  *			with the rest and made durable by the same fsync:
  *			a journal whose table or data do not match their
  *			digests was never complete on disk, so the mailbox
@@ -46,18 +48,32 @@
  *			magic, sequence number, P, the first 16 octets of
  *			the header's digest, SHA-256 of all before it.  The
  *			valid one with the larger number counts (a torn
- *			write spoils one slot only); none: P = 0.
+ *			write spoils one slot only); none: P = 0.  P = X+1:
+ *			the moves and the mark are durable, the truncate
+ *			may have begun (jnl_marked()).
  *   JNL_TAB		the extent table: X records of s, d, len, joff.
  *   jnl_data(X)	the octets of the journaled extents, J in all (then
  *			zeros up to a whole block).
  */
-#define JNL_MAGIC	"POP3DJ3\n"
-/* The previous pop3d's: no digest of the journaled octets, which it made
- * durable before it wrote the header; applied as it was. */
+#define JNL_MAGIC	"POP3DJ4\n"
+/* The previous pop3d's: no mark, no P = X+1 (the repair tells before the
+ * truncate from after it by the digest of [D+N, F) alone). */
+#define JNL_MAGIC3	"POP3DJ3\n"
+/* An older one's: no digest of the journaled octets either, which it
+ * made durable before it wrote the header.  Both applied as they were. */
 #define JNL_MAGIC2	"POP3DJ2\n"
 #define JNL_MAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
 #define JNL_PMAGIC	"POP3DP2\n"
-#define JNL_HDR		(8 + 8 * 8 + 4 * 32)
+/*
+ * The mark: before the truncate, the first octets of [D+N, F) are
+ * overwritten with a NUL and the header's digest, which no delivery
+ * begins with (an MDA writes a From_ line), so that a repair tells the
+ * cut octets from mail delivered after the truncate even when that mail
+ * is the same octets again.
+ */
+#define JNL_MARK	16
+#define JNL_HDR		(8 + 8 * 8 + 4 * 32 + JNL_MARK)
+#define JNL_HDR3	(8 + 8 * 8 + 4 * 32)
 #define JNL_HDR2	(8 + 8 * 8 + 3 * 32)
 #define JNL_HDR1	(8 + 6 * 8 + 2 * 32)
 #define JNL_BLK		4096
@@ -96,8 +112,9 @@ struct jnl_hdr {
 	unsigned char	 hc[32];	/* SHA-256 of mailbox [d + n, f) */
 	unsigned char	 ht[32];	/* SHA-256 of the extent table */
 	unsigned char	 hd[32];	/* SHA-256 of the journaled octets */
+	unsigned char	 hm[JNL_MARK];	/* mailbox [d + n, d + n + JNL_MARK) */
 	unsigned char	 hh[32];	/* SHA-256 of the header before it */
-	int		 v2;		/* a JNL_MAGIC2 journal: no hd */
+	int		 ver;		/* 4; 3, 2: an older pop3d's journal */
 };
 
 /* A journal being applied. */
@@ -258,15 +275,17 @@ jnl_encode(struct jnl_hdr *h, unsigned char *p)
 	memcpy(p + 72, h->hc, 32);
 	memcpy(p + 104, h->ht, 32);
 	memcpy(p + 136, h->hd, 32);
-	jnl_sha(p, 168, h->hh);
-	memcpy(p + 168, h->hh, 32);
+	memcpy(p + 168, h->hm, JNL_MARK);
+	jnl_sha(p, JNL_HDR - 32, h->hh);
+	memcpy(p + JNL_HDR - 32, h->hh, 32);
+	h->ver = 4;
 }
 
 /*
  * Decodes the header of got octets at p: 0, -1 if it is not a valid one,
  * 1 if it is a valid header of an older pop3d's journal (magic POP3DJ1,
- * 88 octets and their SHA-256).  A JNL_MAGIC2 header (the previous
- * pop3d's, without hd) sets h->v2.
+ * 88 octets and their SHA-256).  The previous pop3d's headers (magic
+ * POP3DJ3: no hm; POP3DJ2: no hd either) set h->ver to 3 or 2.
  */
 static int
 jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
@@ -278,9 +297,13 @@ jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 		jnl_sha(p, JNL_HDR1 - 32, dg);
 		return memcmp(dg, p + JNL_HDR1 - 32, 32) == 0 ? 1 : -1;
 	}
-	h->v2 = memcmp(p, JNL_MAGIC2, 8) == 0;
-	len = h->v2 ? JNL_HDR2 : JNL_HDR;
-	if (got < len || (!h->v2 && memcmp(p, JNL_MAGIC, 8) != 0))
+	if (got < 8)
+		return -1;
+	h->ver = memcmp(p, JNL_MAGIC, 8) == 0 ? 4 :
+	    memcmp(p, JNL_MAGIC3, 8) == 0 ? 3 :
+	    memcmp(p, JNL_MAGIC2, 8) == 0 ? 2 : 0;
+	len = h->ver == 4 ? JNL_HDR : h->ver == 3 ? JNL_HDR3 : JNL_HDR2;
+	if (h->ver == 0 || got < len)
 		return -1;
 	jnl_sha(p, len - 32, dg);
 	if (memcmp(dg, p + len - 32, 32) != 0)
@@ -295,13 +318,31 @@ jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 	h->j = jnl_get64(p + 64);
 	memcpy(h->hc, p + 72, 32);
 	memcpy(h->ht, p + 104, 32);
-	if (!h->v2)
+	if (h->ver >= 3)
 		memcpy(h->hd, p + 136, 32);
+	if (h->ver >= 4)
+		memcpy(h->hm, p + 168, JNL_MARK);
 	memcpy(h->hh, dg, 32);
 	if (h->d > h->f || h->n > h->f - h->d || h->l != h->f - h->d - h->n ||
 	    h->x > JNL_EXT_MAX || h->j > h->n)
 		return -1;
 	return 0;
+}
+
+/* The length of the mark of h: JNL_MARK octets, fewer if fewer are cut. */
+static size_t
+jnl_markl(const struct jnl_hdr *h)
+{
+	return h->l < JNL_MARK ? (size_t)h->l : JNL_MARK;
+}
+
+/* The mark of h (jnl_markl() octets) into p: a NUL, then the header's
+ * digest. */
+static void
+jnl_mark(const struct jnl_hdr *h, unsigned char *p)
+{
+	p[0] = '\0';
+	memcpy(p + 1, h->hh, JNL_MARK - 1);
 }
 
 /*
@@ -581,7 +622,8 @@ jnl_slots(struct jnl_state *js)
 		jnl_sha(b, 40, dg);
 		seq = jnl_get64(b + 8);
 		p = jnl_get64(b + 16);
-		if (memcmp(dg, b + 40, 32) != 0 || p > js->h.x ||
+		if (memcmp(dg, b + 40, 32) != 0 ||
+		    p > js->h.x + (js->h.ver >= 4) ||
 		    (found && seq <= js->seq))
 			continue;
 		found = 1;
@@ -726,6 +768,15 @@ jnl_wdata(const struct jnl_box *box, int jfd, const struct jnl_state *js)
 	return 0;
 }
 
+/* h->hm: what the mark will overwrite (no move writes there), which a
+ * repair that finds the mark before the record P = X+1 puts back. */
+static int
+jnl_cuthead(const struct jnl_box *box, struct jnl_hdr *h)
+{
+	memset(h->hm, 0, JNL_MARK);
+	return io_pread_exact(box->fd, h->hm, jnl_markl(h), h->d + h->n);
+}
+
 /*
  * Writes the journal of js (header fields, table planned) to path, the
  * temporary name (the spare of jnl_prepare(), emptied, or made now): the
@@ -782,7 +833,8 @@ jnl_write(const struct jnl_box *box, const char *path, struct jnl_state *js)
 	}
 	memcpy(js->h.hc, hj.dg, 32);
 	memcpy(js->h.hd, hj.dd, 32);
-	js->h.v2 = 0;
+	if (jnl_cuthead(box, &js->h) == -1)
+		goto fail;
 	/*
 	 * SYNC 1 of an update: the journal, header and all, durable before
 	 * the first change of the mailbox (any later write of the mailbox
@@ -874,28 +926,59 @@ jnl_moves(const struct jnl_box *box, struct jnl_state *js, int redo)
 }
 
 /*
- * Applies a journal that is on disk, from its progress on: the moves,
- * fsync, truncate to D+N, fsync, remove the journal, fsync the directory.
- * Every step can be repeated: D+N <= F, and the truncate comes after all
- * moves are durable.
+ * The end of the moves of a journal of this pop3d's: the mark written at
+ * D+N, then the record P = X+1, which jnl_progress() writes only once the
+ * mailbox (moves and mark) is durable, and makes durable itself.
+ * SYNC 3 (the mailbox, in jnl_progress()): the moves durable before the
+ * truncate, which cuts the sources of the last ones (a truncate on disk
+ * then means every move is), and the mark durable before the record,
+ * which says it is there: a record on disk without its mark would have
+ * a repair take the old octets at D+N for mail delivered after the
+ * truncate, and keep them.
+ * SYNC 3b (the journal, in jnl_progress()): the record durable before
+ * the truncate.  A repair that finds no record P = X+1 then knows that
+ * the truncate never began, and one that finds it tells the two states
+ * by the mark alone: [D+N, F) still there, mark and all, or cut and
+ * perhaps followed by mail delivered since, which may be the very
+ * octets cut (the same message delivered again): the digest of [D+N,
+ * F), all the previous pop3d had, cannot tell them apart.
+ */
+static int
+jnl_marked(const struct jnl_box *box, struct jnl_state *js)
+{
+	unsigned char	mk[JNL_MARK];
+
+	jnl_mark(&js->h, mk);
+	if (io_pwrite(box->fd, mk, jnl_markl(&js->h), js->h.d + js->h.n) == -1)
+		return -1;
+	return jnl_progress(box, js, js->h.x + 1);
+}
+
+/*
+ * Applies a journal that is on disk, from its progress on: the moves, the
+ * mark and its record (an older pop3d's journal: an fsync), truncate to
+ * D+N, fsync, remove the journal, fsync the directory.  Every step can be
+ * repeated: D+N <= F, and the truncate comes after all moves are durable.
  */
 static enum md_res
 jnl_apply(const struct jnl_box *box, struct jnl_state *js, int redo,
     const char *jpath)
 {
+	int	r = 0;
+
+	/* With P = X+1 (a repair) all before the truncate is durable. */
+	if (js->p <= js->h.x) {
+		r = jnl_moves(box, js, redo);
+		if (r == 0)
+			r = js->h.ver >= 4 ? jnl_marked(box, js) :
+			    io_fdatasync(box->fd);
+	}
 	/*
-	 * SYNC 3: the moves durable before the truncate, which cuts the
-	 * sources of the last ones (and the octets whose digest tells a
-	 * repair that the moves are to be redone): a truncate on disk
-	 * then means every move is, which is how jnl_repair() knows the
-	 * state after the truncate (this sync replaces the progress record
-	 * "all moves done" of the previous pop3d, and its own sync).
 	 * SYNC 4: the truncate durable before the journal's removal is: a
 	 * removal on disk without it would leave the mailbox with its moves
 	 * done and its old tail after them, duplicates, and no journal.
 	 */
-	if (jnl_moves(box, js, redo) == -1 || io_fdatasync(box->fd) == -1 ||
-	    io_ftruncate(box->fd, js->h.d + js->h.n) == -1 ||
+	if (r == -1 || io_ftruncate(box->fd, js->h.d + js->h.n) == -1 ||
 	    io_fdatasync(box->fd) == -1) {
 		pop_log(LOG_ERR, "update of %s: %s", box->path,
 		    strerror(errno));
@@ -950,7 +1033,7 @@ jnl_complete(const struct jnl_box *box, struct jnl_state *js, uint64_t size)
 		return v != 0 ? v : -1;
 	if (js->h.j > 0 && size < jnl_data(js->h.x) + js->h.j)
 		return 2;
-	if (js->h.v2)
+	if (js->h.ver == 2)
 		return 0;
 	if (jnl_hashrange(js->fd, jnl_data(js->h.x), js->h.j, dg,
 	    box->alive) == -1)
@@ -1021,7 +1104,7 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 	/* Not complete on disk: its sync never returned, so the mailbox
 	 * was never touched (unless a progress record says otherwise: the
 	 * journal was damaged since). */
-	if (v == 2 && !js->h.v2 && js->seq == 0)
+	if (v == 2 && js->h.ver > 2 && js->seq == 0)
 		return jnl_drop(box, jpath);
 	if (v != 0) {
 		pop_log(LOG_ERR, "journal %s is damaged: %s left as it is",
@@ -1076,22 +1159,71 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 }
 
 /*
+ * Which state of its update the mailbox (of size) is in, by the journal
+ * js: 1 before the truncate, 0 after it, -2 neither; -1 on an error
+ * (logged).  A mark found before the record that says it is there (a
+ * crash may have kept it and lost moves) is replaced by the octets it
+ * overwrote, which the redone moves may read.
+ */
+static int
+jnl_state(const struct jnl_box *box, const struct jnl_state *js,
+    uint64_t size)
+{
+	unsigned char	 dg[32], mk[JNL_MARK], got[JNL_MARK];
+	const size_t	 m = jnl_markl(&js->h);
+	const uint64_t	 at = js->h.d + js->h.n;
+	int		 mark = 0, marked = js->h.ver >= 4 && js->p > js->h.x;
+
+	if (js->h.ver >= 4 && size >= at + m) {
+		jnl_mark(&js->h, mk);
+		if (io_pread_exact(box->fd, got, m, at) == -1)
+			goto err;
+		mark = memcmp(got, mk, m) == 0;
+	}
+	if (marked)
+		return mark ? (size >= js->h.f ? 1 : -2) : 0;
+	if (mark && io_pwrite(box->fd, js->h.hm, m, at) == -1)
+		goto err;
+	if (size >= js->h.f) {
+		if (jnl_hashrange(box->fd, at, js->h.l, dg, box->alive) == -1)
+			goto err;
+		if (memcmp(dg, js->h.hc, 32) == 0)
+			return 1;
+	}
+	/* This pop3d's journal without the record P = X+1: the truncate
+	 * never began.  The previous pop3d's: a truncate on disk means the
+	 * moves are (its last record says so, for a POP3DJ2 journal). */
+	if (js->h.ver == 4 || (js->p != js->h.x && js->h.ver == 2) ||
+	    size < at)
+		return -2;
+	return 0;
+err:
+	pop_log(LOG_ERR, "update of %s: %s", box->path, strerror(errno));
+	return -1;
+}
+
+/*
  * Repair (called under the spool locks, before indexing, and after a
  * failed apply).  A journal without a valid header, or whose table or
  * journaled octets do not match its digests, was never complete on disk,
  * never applied: the mailbox is intact, the journal goes.  A journal for
  * another file (dev/ino) is renamed aside, never applied (jnl_load()).
- * Otherwise the mailbox is in one of two states:
- *   before the truncate: size >= F and [D+N, F) still hashes to the cut
- *     part (no move ever writes there).  The moves are done again from
- *     the last progress record.  Mail appended since is [F, cur): it is
- *     then moved to D+N by a journal of its own (jnl_rejournal()).  Then
- *     the truncate.
- *   after the truncate: the file is at least D+N long (appended mail is
- *     [D+N, cur)) and the moves are on disk: jnl_apply() made them
- *     durable before it cut (a JNL_MAGIC2 journal: its last progress
- *     record says all moves are done).  Only the fsync and the removal
- *     of the journal may be missing; doing them again is harmless.
+ * Otherwise the mailbox is in one of two states (jnl_state()):
+ *   before the truncate: no record P = X+1, or the record and the mark
+ *     at D+N (size >= F).  The moves are done again from the last
+ *     progress record (none with P = X+1); a mark found without its
+ *     record is first replaced by the octets it overwrote, and [D+N, F)
+ *     must then hash to the cut part (no move ever writes there).  Mail
+ *     appended since is [F, cur): it is then moved to D+N by a journal
+ *     of its own (jnl_rejournal()).  Then the truncate.
+ *   after the truncate: the record P = X+1 and no mark at D+N.  Mail
+ *     appended since is [D+N, cur), whatever its octets, and the moves
+ *     are on disk: only the removal of the journal may be missing.
+ *     Doing it again is harmless, and so is a journal that a crash
+ *     brought back over a mailbox changed since: the mark is gone.
+ * The previous pop3d's journal (POP3DJ3, no mark) is told by the digest
+ * of [D+N, F) alone: before the truncate if it matches, after it if it
+ * does not and the file is at least D+N long.
  * Anything else: the mailbox stays untouched, the journal is kept aside,
  * MD_PERM.  *done is set when an update was completed.
  */
@@ -1099,12 +1231,11 @@ enum md_res
 jnl_repair(const struct jnl_box *box, int *done)
 {
 	char		 jpath[MD_PATH], tpath[MD_PATH + 8];
-	unsigned char	 dg[32];
 	struct jnl_state js;
 	struct stat	 st;
 	enum md_res	 r;
 	uint64_t	 appended, redone;
-	int		 act;
+	int		 act, state;
 
 	*done = 0;
 	if (jnl_path(box, jpath, sizeof(jpath)) == -1 ||
@@ -1115,17 +1246,14 @@ jnl_repair(const struct jnl_box *box, int *done)
 	memset(&js, 0, sizeof(js));
 	if ((r = jnl_load(box, jpath, &js, &st, &act)) != MD_OK || !act)
 		goto out;
-	redone = js.h.x - js.p;
+	redone = js.p < js.h.x ? js.h.x - js.p : 0;
 	appended = (uint64_t)st.st_size > js.h.f ?
 	    (uint64_t)st.st_size - js.h.f : 0;
-	if ((uint64_t)st.st_size >= js.h.f &&
-	    jnl_hashrange(box->fd, js.h.d + js.h.n, js.h.l, dg,
-	    box->alive) == -1) {
-		pop_log(LOG_ERR, "read %s: %s", box->path, strerror(errno));
+	if ((state = jnl_state(box, &js, (uint64_t)st.st_size)) == -1) {
 		r = MD_TEMP;
 		goto out;
 	}
-	if ((uint64_t)st.st_size >= js.h.f && memcmp(dg, js.h.hc, 32) == 0) {
+	if (state == 1) {
 		if (jnl_moves(box, &js, 1) == -1) {
 			pop_log(LOG_ERR, "update of %s: %s", box->path,
 			    strerror(errno));
@@ -1146,8 +1274,7 @@ jnl_repair(const struct jnl_box *box, int *done)
 		*done = 1;
 		goto out;
 	}
-	if ((js.p == js.h.x || !js.h.v2) &&
-	    (uint64_t)st.st_size >= js.h.d + js.h.n) {
+	if (state == 0) {
 		if (io_fdatasync(box->fd) == -1 || io_unlink(jpath) == -1 ||
 		    io_fsyncdir(box->path) == -1) {
 			pop_log(LOG_ERR, "update of %s: %s", box->path,
@@ -1207,12 +1334,15 @@ out:
  *      last record on, every extent has its octets in the journal or
  *      intact at its source, and a repair does the moves again from
  *      there.
- *   3. Fsync, truncate to D+N, fsync, unlink the journal, fsync the
- *      directory (syncs 3 to 5, jnl_apply()).  No destination lies in
- *      the octets [D+N, F) that the truncate cuts away, so their digest
- *      in the header tells before from after.
+ *   3. The mark (a NUL and the header's digest) written over the first
+ *      octets of [D+N, F), which no move writes to; fsync the mailbox;
+ *      the record P = X+1 ("moves and mark durable"); fsync the journal
+ *      (syncs 3 and 3b, jnl_marked()); truncate to D+N, fsync, unlink
+ *      the journal, fsync the directory (syncs 4 and 5, jnl_apply()).
+ *      Without the record the truncate never began; with it, the mark
+ *      tells before from after, whatever mail was delivered since.
  *   MD_OK only after all of it.  An error in 2 or 3: one jnl_repair()
- *   try, else the journal stays for the next session.  Five syncs, and
+ *   try, else the journal stays for the next session.  Six syncs, and
  *   two per progress record; each one's reason is next to it, and in
  *   BENCH.md ("Syncs per update").
  * With every 10th message deleted, shifts grow along the file: a record

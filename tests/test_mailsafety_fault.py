@@ -360,9 +360,10 @@ def committed_states(pop3, name):
 		    if now == sc.after(False) else "partial")
 		if ph not in phases:
 			phases[ph] = (k, res, st0, snapshot(pop3))
-	want = ["truncated", "untouched"]
-	if sc.after(False) != sc.initial[:len(sc.after(False))]:
-		want.append("partial")	# T is written over other octets
+		elif ph == "partial":
+			# The last state before the truncate, kept too.
+			phases["uncut"] = (k, res, st0, snapshot(pop3))
+	want = ["truncated", "untouched", "partial", "uncut"]
 	assert sorted(phases) == sorted(want), phases
 	return phases
 
@@ -423,6 +424,51 @@ def test_kill_during_repair_with_mail_delivered(pop3, name):
 		else:
 			pytest.fail("repair still killed after %d steps" %
 			    MAX_STEPS)
+
+
+TWIN = message(2, tag="twin")
+
+
+@pytest.mark.parametrize("more", [[], [LATE]], ids=["twin", "twin+late"])
+def test_same_mail_delivered_after_the_truncate(pop3, more):
+	"""An update killed after its truncate, before its journal was
+	removed; then an MDA delivers the very octets the truncate cut away
+	(the same message again: a message and its twin, the second of them
+	deleted and the first moved over it), alone or followed by another
+	message.  The next session keeps all of it: that mail is not what
+	the update cut, whatever its octets (found by a review that tried to
+	lose mail: the repair told the two by the digest of the cut octets
+	and truncated the delivery away)."""
+	sc = Scenario([message(1), TWIN, TWIN], [2])
+	SCENARIOS["twin"] = sc
+	try:
+		steps, commit = kill_scan(pop3, "twin")
+	finally:
+		del SCENARIOS["twin"]
+	after = sc.after(False)
+	delivered = mbox([TWIN] + more)
+	# The premise: the delivery begins with the octets cut away.
+	assert delivered.startswith(sc.initial[len(after):])
+	tried = 0
+	for k in range(commit, steps + 1):
+		reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % k)
+		assert res.killed, res
+		if not journals(pop3) or pop3.read_mbox() != after:
+			continue
+		tried += 1
+		pop3.append_mbox(delivered)
+		want = after + delivered
+		assert parse_mbox(want) == parse_mbox(mbox([message(1), TWIN,
+		    TWIN] + more))
+		t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
+		ctx = "kill:%d\n%r\n%s" % (k, t, t.stderr)
+		assert pop3.read_mbox() == want, ctx
+		assert t[2].text.startswith("+OK %d " % (3 + len(more))), ctx
+		assert journals(pop3) == [], ctx
+		assert REPAIR_LOG.search(t.stderr), ctx
+	# The kills at the truncate's fsync, the removal and its fsync.
+	assert tried >= 2, (steps, commit)
 
 
 @pytest.mark.parametrize("kind", ["enospc", "eio"])

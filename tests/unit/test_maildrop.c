@@ -1243,7 +1243,7 @@ journal_written(unsigned int keep, char *j, size_t size, struct buf *jb)
 		if (WIFSIGNALED(s) && access(j, F_OK) == 0) {
 			read_file(j, jb);
 			/* The header: its magic. */
-			if (jb->len > 4096 && memcmp(jb->p, "POP3DJ3\n", 8) == 0)
+			if (jb->len > 4096 && memcmp(jb->p, "POP3DJ4\n", 8) == 0)
 				return;
 			buf_free(jb);
 		}
@@ -1290,7 +1290,7 @@ test_journal_bad(void **state)
 	/* An incomplete journal is removed, the mailbox untouched. */
 	write_msgs();
 	read_file(user.mailbox, &orig);
-	write_file(j, "POP3DJ3\ngarbage", 15);
+	write_file(j, "POP3DJ4\ngarbage", 15);
 	assert_dropped(j, &orig);
 	buf_free(&orig);
 }
@@ -1339,25 +1339,25 @@ test_journal_torn(void **state)
 }
 
 /*
- * The previous pop3d's journal (magic POP3DJ2: no digest of the journaled
- * octets, which it made durable before the header; the header's digest
- * over 136 octets) is still applied: an update it began is completed.
+ * A journal of this pop3d's (0x2b kept) turned into one of an older
+ * format: magic, the header's digest over its first len - 32 octets at
+ * len - 32, zeros after it up to this format's header (216 octets).  It
+ * is still applied: the update it began is completed.
  */
 static void
-test_journal_v2(void **state)
+journal_older(const char *magic, size_t len)
 {
 	struct sha256_ctx	 ctx;
 	struct maildrop		 md;
 	struct buf		 jb, after;
 	char			 j[4200];
 
-	(void)state;
 	journal_written(0x2b, j, sizeof(j), &jb);
-	memcpy(jb.p, "POP3DJ2\n", 8);
+	memcpy(jb.p, magic, 8);
 	sha256_init(&ctx);
-	sha256_update(&ctx, 136, (unsigned char *)jb.p);
-	sha256_digest(&ctx, 32, (unsigned char *)jb.p + 136);
-	memset(jb.p + 168, 0, 32);
+	sha256_update(&ctx, len - 32, (unsigned char *)jb.p);
+	sha256_digest(&ctx, 32, (unsigned char *)jb.p + len - 32);
+	memset(jb.p + len, 0, 216 - len);
 	write_file(j, jb.p, jb.len);
 	open_ok(&md);
 	assert_int_equal(md.n, 4);
@@ -1367,6 +1367,23 @@ test_journal_v2(void **state)
 	assert_file(&after);
 	buf_free(&after);
 	buf_free(&jb);
+}
+
+/* The pop3d before the previous one's journal (POP3DJ2: no digest of
+ * the journaled octets, which it made durable before the header). */
+static void
+test_journal_v2(void **state)
+{
+	(void)state;
+	journal_older("POP3DJ2\n", 168);
+}
+
+/* The previous pop3d's journal (POP3DJ3: no mark). */
+static void
+test_journal_v3(void **state)
+{
+	(void)state;
+	journal_older("POP3DJ3\n", 200);
 }
 
 /*
@@ -1408,8 +1425,10 @@ many(const unsigned char *del, struct buf *b)
 			many_msg(i, b);
 }
 
+/* Deletes the messages i < n with del[i] set, under fault: the exit
+ * status (2: not n messages). */
 static int
-child_update_del(const unsigned char *del, const char *fault)
+child_update_del(const unsigned char *del, size_t n, const char *fault)
 {
 	struct maildrop	md;
 	pid_t		pid;
@@ -1422,9 +1441,9 @@ child_update_del(const unsigned char *del, const char *fault)
 		if (fault != NULL)
 			setenv("POP3D_FAULT", fault, 1);
 		io_fault_reset();
-		if (md_open(&md, &user) != MD_OK || md.n != MANY)
+		if (md_open(&md, &user) != MD_OK || md.n != n)
 			_exit(2);
-		for (i = 0; i < MANY; i++)
+		for (i = 0; i < n; i++)
 			md.msg[i].deleted = del[i];
 		r = md_update(&md);
 		md_close(&md);
@@ -1492,7 +1511,7 @@ test_progress(void **state)
 			for (n = 1; n < 200 && !done; n++) {
 				write_file(user.mailbox, before.p, before.len);
 				snprintf(f, sizeof(f), "kill:%d", n);
-				st = child_update_del(del, f);
+				st = child_update_del(del, MANY, f);
 				if (WIFEXITED(st)) {
 					assert_int_equal(WEXITSTATUS(st), 0);
 					done = 1;
@@ -1534,6 +1553,113 @@ test_progress(void **state)
 	unsetenv("POP3D_JSHIFT");
 }
 
+/* Two messages of the same length: the second, moved over the first,
+ * is shifted by exactly its length (moved within the mailbox, not
+ * through the journal, with POP3D_JSHIFT=0), and the mark at D+N lies
+ * on its source. */
+#define TWO_A	FROM1 "Subject: aa\n\nfirst\n\n"
+#define TWO_B	FROM1 "Subject: bb\n\nother\n\n"
+
+/* The P of the journal's newest valid-looking progress record; 0: none. */
+static uint64_t
+jprogress(void)
+{
+	off_t		slot = 0;
+	struct buf	jb;
+	uint64_t	p;
+	char		j[4200];
+
+	if (jseq(&slot) == 0)
+		return 0;
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	read_file(j, &jb);
+	p = le64((unsigned char *)jb.p + slot + 16);
+	buf_free(&jb);
+	return p;
+}
+
+/*
+ * A crash that kept the mark (written before the record P = X+1) and
+ * lost the move it follows (both wait for the same fsync, and the disk
+ * may keep either): the mailbox is as before but for the mark, over the
+ * source of that move.  The repair puts back the octets the mark
+ * overwrote (the header keeps them), then redoes the move: the update is
+ * done.  And a kill after the truncate, with the mailbox rewritten
+ * shorter since: the journal (its record P = X+1 says the truncate
+ * began, no mark is there) goes, the mailbox stays as it is.
+ */
+static void
+test_journal_mark(void **state)
+{
+	const size_t	 la = strlen(TWO_A), lb = strlen(TWO_B);
+	struct maildrop	 md;
+	struct buf	 got, want, before;
+	char		 f[32], j[4200];
+	static const unsigned char two[] = { 1, 0 };
+	uint32_t	 left;
+	int		 n, st, marked = 0, cut = 0;
+
+	(void)state;
+	assert_int_equal(la, lb);
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	setenv("POP3D_JSHIFT", "0", 1);
+	memset(&want, 0, sizeof(want));
+	buf_add(&want, TWO_B, lb);
+	memset(&before, 0, sizeof(before));
+	buf_add(&before, TWO_A TWO_B, la + lb);
+	for (n = 1; n < 100; n++) {
+		mbox(TWO_A TWO_B);
+		snprintf(f, sizeof(f), "kill:%d", n);
+		st = child_update_del(two, 2, f);
+		if (WIFEXITED(st)) {
+			assert_int_equal(WEXITSTATUS(st), 0);
+			break;
+		}
+		read_file(user.mailbox, &got);
+		if (access(j, F_OK) == 0 && got.len == la + lb &&
+		    got.p[lb] == '\0' && jprogress() == 0) {
+			/* The mark without its record: undo the move. */
+			marked++;
+			memcpy(got.p, TWO_A, la);
+			assert_true(memcmp(got.p + lb + 16, TWO_B + 16,
+			    lb - 16) == 0);
+			write_file(user.mailbox, got.p, got.len);
+		} else if (access(j, F_OK) == 0 && got.len == lb &&
+		    jprogress() == 2) {
+			/* Truncated, the journal left: a mail reader
+			 * rewrites the mailbox shorter. */
+			cut++;
+			buf_free(&got);
+			mbox(FROM1 "\nx\n");
+			read_file(user.mailbox, &got);
+			open_ok(&md);
+			assert_int_equal(md.n, 1);
+			md_close(&md);
+			assert_no_journal();
+			assert_file(&got);
+			buf_free(&got);
+			continue;
+		}
+		buf_free(&got);
+		/* Killed before its journal was complete: as before. */
+		open_ok(&md);
+		left = md.n;
+		md_close(&md);
+		assert_no_journal();
+		assert_true(left == 1 || left == 2);
+		if (left == 2) {
+			assert_int_equal(marked + cut, 0);
+			assert_file(&before);
+		} else
+			assert_file(&want);
+	}
+	unsetenv("POP3D_JSHIFT");
+	assert_true(n < 100);
+	assert_true(marked > 0 && cut > 0);
+	buf_free(&want);
+	buf_free(&before);
+}
+
 /*
  * A journal that does not match its digests although a progress record
  * was written after it (so it was complete once and the mailbox has been
@@ -1561,7 +1687,7 @@ test_journal_damaged_after_progress(void **state)
 	for (n = 1; n < 200; n++) {
 		write_file(user.mailbox, before.p, before.len);
 		snprintf(f, sizeof(f), "kill:%d", n);
-		assert_true(WIFSIGNALED(child_update_del(del, f)));
+		assert_true(WIFSIGNALED(child_update_del(del, MANY, f)));
 		if (jseq(&slot) > 0)
 			break;
 		open_ok(&md);	/* repairs: the next try starts as before */
@@ -1830,6 +1956,8 @@ main(void)
 		T(test_journal_bad),
 		T(test_journal_torn),
 		T(test_journal_v2),
+		T(test_journal_v3),
+		T(test_journal_mark),
 		T(test_journal_damaged_after_progress),
 		T(test_progress),
 		T(test_journal_v1),
