@@ -1388,7 +1388,9 @@ auth_become(const struct pop_user *u, int in, int out)
  * The directory of the user's index cache (cache.c) into u->cache, made
  * before the sandbox closes the filesystem.  As root (root = 1): DIR/USER,
  * DIR root's and writable by root alone (made 0755 if missing), USER made
- * here 0700 and given to the user (DIR must let them through: o+x).
+ * here 0700 and given to the user (DIR must let them through: o+x);
+ * root opens it only as a path (O_PATH), so that it needs no capability
+ * to read another's directory (pop3d@.service grants CAP_CHOWN alone).
  * Not root: DIR itself, the user's and
  * writable by the user alone (made 0700 if missing).  Anything else (a
  * link, another owner, writable by others) is logged and means no cache;
@@ -1424,10 +1426,11 @@ auth_cachedir(struct pop_user *u, int root)
 	else if (root && (st.st_mode & S_IXOTH) == 0)
 		why = "the users cannot reach their directories in it";
 	else if (root && ((mkdirat(fd, u->name, 0700) == -1 &&
-	    errno != EEXIST) || (sub = openat(fd, u->name, O_RDONLY |
+	    errno != EEXIST) || (sub = openat(fd, u->name, O_PATH |
 	    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
 	    fstat(sub, &st) == -1 || (st.st_uid == 0 &&
-	    (fchown(sub, u->uid, u->gid) == -1 || fstat(sub, &st) == -1))))
+	    (fchownat(sub, "", u->uid, u->gid, AT_EMPTY_PATH) == -1 ||
+	    fstat(sub, &st) == -1))))
 		why = strerror(errno);
 	else if (root && (st.st_uid != u->uid || (st.st_mode & 022) != 0))
 		why = "the user's directory is not the user's alone";

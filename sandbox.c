@@ -209,8 +209,10 @@ sbx_landlock(const struct sbx_rule *rule, size_t n, const char **why)
 	abi = syscall(SYS_landlock_create_ruleset, NULL, 0,
 	    LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 1) {
+		/* EPERM: a seccomp filter around pop3d refuses it (a
+		 * service manager's). */
 		*why = errno == EOPNOTSUPP ? "disabled at boot" :
-		    "not in this kernel";
+		    errno == ENOSYS ? "not in this kernel" : strerror(errno);
 		return 0;
 	}
 	memset(&a, 0, sizeof(a));
