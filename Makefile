@@ -7,11 +7,13 @@ MANDIR	?= $(PREFIX)/share/man
 PAMDIR	?= /etc/pam.d
 # For a package (debian/rules sets them); empty, make install leaves
 # them out: systemd/'s units go to SYSTEMDUNITDIR, the xinetd, inetd,
-# stunnel, fail2ban and proxy (deploy/) examples to EXAMPLEDIR.  These and the manual
+# stunnel, fail2ban and proxy (deploy/) examples to EXAMPLEDIR, the
+# README to DOCDIR.  These and the manual
 # name the binary as installed: /usr/local/sbin/pop3d made
 # $(SBINDIR)/pop3d (SBINPATH).
 SYSTEMDUNITDIR ?=
 EXAMPLEDIR ?=
+DOCDIR	?=
 UNITFILES = systemd/pop3d.socket systemd/pop3d@.service
 EXAMPLES = xinetd.d/pop3 xinetd.d/pop3-stunnel contrib/inetd.conf \
 	   stunnel/pop3s.conf stunnel/pop3-stls.conf \
@@ -370,6 +372,9 @@ install: pop3d
 		install -d -m 755 "$$(dirname "$(DESTDIR)$$d")"; \
 		$(SBINPATH) "$$f" > "$(DESTDIR)$$d"; \
 		chmod 644 "$(DESTDIR)$$d"; done
+	$(if $(DOCDIR),install -d -m 755 $(DESTDIR)$(DOCDIR))
+	$(if $(DOCDIR),$(SBINPATH) README > $(DESTDIR)$(DOCDIR)/README)
+	$(if $(DOCDIR),chmod 644 $(DESTDIR)$(DOCDIR)/README)
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
@@ -377,6 +382,7 @@ uninstall:
 	$(if $(SYSTEMDUNITDIR),rm -f $(UNITFILES:systemd/%=$(DESTDIR)$(SYSTEMDUNITDIR)/%))
 	$(if $(EXAMPLEDIR),rm -f $(addprefix $(DESTDIR)$(EXAMPLEDIR)/,$(patsubst \
 	    contrib/%,%,$(EXAMPLES))))
+	$(if $(DOCDIR),rm -f $(DESTDIR)$(DOCDIR)/README)
 
 clean:
 	rm -rf pop3d $(OBJS) sbx_bpf.h build tests/__pycache__ .pytest_cache

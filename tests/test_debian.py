@@ -259,6 +259,12 @@ def test_package_contents(pkg):
 		    "/usr/local/sbin/pop3d", "/usr/sbin/pop3d")
 		svc = Path(d, "lib/systemd/system/pop3d@.service").read_text()
 		assert re.search(r"^ExecStart=/usr/sbin/pop3d$", svc, re.M)
+		# The README, naming the installed binary in its launcher
+		# examples (found by a review of the package).
+		readme = run(["zcat", d + "/usr/share/doc/pop3d/README.gz"]).stdout
+		assert "/usr/local/sbin" not in readme
+		assert readme == (ROOT / "README").read_text().replace(
+		    "/usr/local/sbin/pop3d", "/usr/sbin/pop3d")
 		for path in files:
 			p = Path(d + path)
 			if p.suffix != ".gz" and path != "/usr/sbin/pop3d":
@@ -372,6 +378,88 @@ def machine(pkg):
 		shutil.rmtree(spool, ignore_errors=True)
 
 
+FAKE_SYSTEMCTL = """#!/bin/sh
+# systemctl for test_socket_across_upgrade_and_remove: logs each call;
+# pop3d.socket is enabled and active when the file STATE says enabled.
+echo "$*" >> LOG
+verb=
+for a in "$@"; do
+	case $a in -*) ;; *) verb=$a; break;; esac
+done
+state=$(cat STATE)
+case $verb in
+is-enabled) echo "$state"; [ "$state" = enabled ];;
+is-active) [ "$state" = enabled ] && echo active && exit 0
+	echo inactive; exit 3;;
+esac
+exit 0
+"""
+
+
+def service_manager_run(fake, argv):
+	"""argv run where the maintainer scripts find systemd running
+	(/run/systemd/system, in a private mount namespace) and systemctl is
+	fake/systemctl; deb-systemd-invoke is the system's (a policy-rc.d
+	that forbids actions is hidden)."""
+	need(os.path.exists("/usr/bin/systemctl"), "systemctl (package systemd)")
+	made = not os.path.exists("/run/systemd")
+	if made:
+		os.mkdir("/run/systemd")
+	# The fake in systemctl's place: apt runs dpkg with a PATH of its own.
+	script = ('mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system'
+	    ' && mount --bind %s/systemctl /usr/bin/systemctl'
+	    ' && { [ ! -e /usr/sbin/policy-rc.d ] || mount --bind /dev/null '
+	    '/usr/sbin/policy-rc.d; } && exec "$@"' % fake)
+	try:
+		return run(["unshare", "-m", "--propagation", "private", "sh",
+		    "-c", script, "sh"] + argv, timeout=900)
+	finally:
+		if made:
+			os.rmdir("/run/systemd")
+
+
+def test_socket_across_upgrade_and_remove(pkg, machine, tmp_path):
+	"""What the maintainer scripts ask of systemd (through the system's
+	deb-systemd-invoke): an install starts nothing (pop3d.socket is not
+	enabled); once the administrator has enabled it, an upgrade restarts
+	it, never leaving it stopped; removing the package stops it, so that
+	nothing listens on port 110 for a program that is gone (found by a
+	review of the package: the upgrade only stopped it, the removal left
+	it listening)."""
+	need(shutil.which("unshare") and shutil.which("deb-systemd-invoke"),
+	    "unshare, deb-systemd-invoke (util-linux, init-system-helpers)")
+	fake = tmp_path / "bin"
+	fake.mkdir()
+	log, state = tmp_path / "log", tmp_path / "state"
+	(fake / "systemctl").write_text(FAKE_SYSTEMCTL.replace("LOG",
+	    str(log)).replace("STATE", str(state)))
+	(fake / "systemctl").chmod(0o755)
+
+	def step(argv, enabled):
+		state.write_text("enabled\n" if enabled else "disabled\n")
+		log.write_text("")
+		r = service_manager_run(fake, argv)
+		step.log = log.read_text() + r.stdout[-3000:] + r.stderr[-3000:]
+		acts = []
+		for line in log.read_text().splitlines():
+			w = [a for a in line.split() if not a.startswith("-")]
+			if "pop3d.socket" in w and w[0] in ("start", "stop",
+			    "restart", "try-restart", "reload-or-restart"):
+				acts.append(w[0])
+		return acts
+
+	assert step(APT + ["install", str(pkg["deb"])], False) == [], step.log
+	newer = "%s+test2" % pkg["version"]
+	deb2, _, _ = build(pkg["base"], "upgrade2", bump=newer,
+	    opts="nocheck")
+	assert step(APT + ["install", str(deb2)], True) == ["restart"], \
+	    step.log
+	assert dpkg_status() == "install ok installed " + newer
+	assert step(APT + ["remove", PKG], True) == ["stop"], step.log
+	step(APT + ["purge", PKG], False)
+	assert dpkg_status() == "" or "not-installed" in dpkg_status()
+
+
 def name_exists(name):
 	try:
 		pwd.getpwnam(name)
@@ -417,6 +505,8 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert pam.read_text() == edited
 	assert pwd.getpwnam("pop3d").pw_uid == u.pw_uid
 	check_session(spool)
+	# The sessions as root kept the user's index cache.
+	assert os.path.isdir("/var/cache/pop3d/" + TESTUSER)
 
 	apt("remove", PKG)
 	assert not os.path.exists("/usr/sbin/pop3d")
@@ -432,6 +522,7 @@ def test_install_session_upgrade_remove_purge(pkg, machine, tmp_path):
 	assert not [p for p in Path("/var/lib/systemd").glob(
 	    "deb-systemd-helper-*/**/*pop3d*")]
 	assert not os.path.exists("/run/pop3d-empty")
+	assert not os.path.exists("/var/cache/pop3d")	# the index caches
 	dpkg("--purge", PKG)				# again: nothing to do
 	assert tree_state("/var/mail") == mail_before
 	assert listening_110() == listen_before
