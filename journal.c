@@ -284,7 +284,7 @@ jnl_encode(struct jnl_hdr *h, unsigned char *p)
 /*
  * Decodes the header of got octets at p: 0, -1 if it is not a valid one,
  * 1 if it is a valid header of an older pop3d's journal (magic POP3DJ1,
- * 88 octets and their SHA-256).  The previous pop3d's headers (magic
+ * 88 octets and their SHA-256) or has a later pop3d's magic.  The previous pop3d's headers (magic
  * POP3DJ3: no hm; POP3DJ2: no hd either) set h->ver to 3 or 2.
  */
 static int
@@ -302,6 +302,10 @@ jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
 	h->ver = memcmp(p, JNL_MAGIC, 8) == 0 ? 4 :
 	    memcmp(p, JNL_MAGIC3, 8) == 0 ? 3 :
 	    memcmp(p, JNL_MAGIC2, 8) == 0 ? 2 : 0;
+	/* A later pop3d's format (POP3DJ, a version, LF): not ours to
+	 * judge, nor to remove (it may have begun the update). */
+	if (h->ver == 0 && memcmp(p, JNL_MAGIC, 6) == 0 && p[7] == '\n')
+		return 1;
 	len = h->ver == 4 ? JNL_HDR : h->ver == 3 ? JNL_HDR3 : JNL_HDR2;
 	if (h->ver == 0 || got < len)
 		return -1;
@@ -1082,8 +1086,8 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 		return MD_TEMP;
 	}
 	if ((v = jnl_decode(hdr, (size_t)got, &js->h)) == 1) {
-		pop_log(LOG_ERR, "journal %s is an older pop3d's: complete "
-		    "the update with that version", jpath);
+		pop_log(LOG_ERR, "journal %s is an older or a later "
+		    "pop3d's: complete the update with that version", jpath);
 		jnl_aside(jpath);
 		return MD_PERM;
 	}
@@ -1159,35 +1163,83 @@ jnl_rejournal(const struct jnl_box *box, const struct jnl_state *js,
 }
 
 /*
+ * Whether the m octets got at D+N are the mark of h, or (torn: a crash
+ * kept part of its write, or of the write that put the old octets back)
+ * each octet the mark's or the old one's: 2 the mark, 1 torn, 0 neither.
+ */
+static int
+jnl_marks(const struct jnl_hdr *h, const unsigned char *got, size_t m)
+{
+	unsigned char	mk[JNL_MARK];
+	size_t		i;
+
+	jnl_mark(h, mk);
+	if (memcmp(got, mk, m) == 0)
+		return 2;
+	if (memcmp(got, h->hm, m) == 0)
+		return 0;
+	for (i = 0; i < m; i++)
+		if (got[i] != mk[i] && got[i] != h->hm[i])
+			return 0;
+	return 1;
+}
+
+/* Whether [D+N, F) of the mailbox, with the mark's octets as they were
+ * (h->hm), hashes to h->hc: 1, 0, -1 on a read error. */
+static int
+jnl_cutmatch(const struct jnl_box *box, const struct jnl_hdr *h, size_t m)
+{
+	struct sha256_ctx	ctx;
+	unsigned char		dg[32];
+
+	sha256_init(&ctx);
+	sha256_update(&ctx, m, h->hm);
+	if (jnl_copy(box->fd, h->d + h->n + m, h->l - m, -1, 0, &ctx,
+	    box->alive) == -1)
+		return -1;
+	sha256_digest(&ctx, 32, dg);
+	return memcmp(dg, h->hc, 32) == 0;
+}
+
+/*
  * Which state of its update the mailbox (of size) is in, by the journal
  * js: 1 before the truncate, 0 after it, -2 neither; -1 on an error
- * (logged).  A mark found before the record that says it is there (a
- * crash may have kept it and lost moves) is replaced by the octets it
- * overwrote, which the redone moves may read.
+ * (logged).  The octets at D+N are compared with the mark (and with the
+ * mark's old octets), and [D+N, F) checked against its digest as it was
+ * before the mark.  Before the record that says the mark is there, a
+ * mark, whole or torn (a crash may have kept it, or part of it, and lost
+ * moves), is replaced by the octets it overwrote, which the redone moves
+ * may read.  With the record and no mark, or a mark but [D+N, F) not as
+ * the update left it (another program rewrote the file since): after
+ * the truncate, nothing of the update left to do, the file left as it is.
  */
 static int
 jnl_state(const struct jnl_box *box, const struct jnl_state *js,
     uint64_t size)
 {
-	unsigned char	 dg[32], mk[JNL_MARK], got[JNL_MARK];
+	unsigned char	 got[JNL_MARK];
 	const size_t	 m = jnl_markl(&js->h);
 	const uint64_t	 at = js->h.d + js->h.n;
-	int		 mark = 0, marked = js->h.ver >= 4 && js->p > js->h.x;
+	int		 mark = 0, v;
 
 	if (js->h.ver >= 4 && size >= at + m) {
-		jnl_mark(&js->h, mk);
 		if (io_pread_exact(box->fd, got, m, at) == -1)
 			goto err;
-		mark = memcmp(got, mk, m) == 0;
+		mark = jnl_marks(&js->h, got, m);
 	}
-	if (marked)
-		return mark ? (size >= js->h.f ? 1 : -2) : 0;
-	if (mark && io_pwrite(box->fd, js->h.hm, m, at) == -1)
+	if (js->h.ver >= 4 && js->p > js->h.x) {
+		if (mark != 2 || size < js->h.f)
+			return 0;
+		if ((v = jnl_cutmatch(box, &js->h, m)) == -1)
+			goto err;
+		return v;
+	}
+	if (mark != 0 && io_pwrite(box->fd, js->h.hm, m, at) == -1)
 		goto err;
 	if (size >= js->h.f) {
-		if (jnl_hashrange(box->fd, at, js->h.l, dg, box->alive) == -1)
+		if ((v = jnl_cutmatch(box, &js->h, 0)) == -1)
 			goto err;
-		if (memcmp(dg, js->h.hc, 32) == 0)
+		if (v)
 			return 1;
 	}
 	/* This pop3d's journal without the record P = X+1: the truncate
@@ -1210,17 +1262,20 @@ err:
  * another file (dev/ino) is renamed aside, never applied (jnl_load()).
  * Otherwise the mailbox is in one of two states (jnl_state()):
  *   before the truncate: no record P = X+1, or the record and the mark
- *     at D+N (size >= F).  The moves are done again from the last
- *     progress record (none with P = X+1); a mark found without its
- *     record is first replaced by the octets it overwrote, and [D+N, F)
- *     must then hash to the cut part (no move ever writes there).  Mail
+ *     at D+N (size >= F), and [D+N, F) hashing to the cut part as it was
+ *     before the mark (no move ever writes there).  The moves are done
+ *     again from the last progress record (none with P = X+1); a mark
+ *     found without its record, whole or torn by a crash, is first
+ *     replaced by the octets it overwrote.  Mail
  *     appended since is [F, cur): it is then moved to D+N by a journal
  *     of its own (jnl_rejournal()).  Then the truncate.
  *   after the truncate: the record P = X+1 and no mark at D+N.  Mail
  *     appended since is [D+N, cur), whatever its octets, and the moves
  *     are on disk: only the removal of the journal may be missing.
  *     Doing it again is harmless, and so is a journal that a crash
- *     brought back over a mailbox changed since: the mark is gone.
+ *     brought back over a mailbox changed since: the mark is gone.  The
+ *     record and the mark, but [D+N, F) not what the update left there:
+ *     another program (a mail reader) rewrote the file since; the same.
  * The previous pop3d's journal (POP3DJ3, no mark) is told by the digest
  * of [D+N, F) alone: before the truncate if it matches, after it if it
  * does not and the file is at least D+N long.
