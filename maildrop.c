@@ -763,31 +763,39 @@ md_addext(struct jnl_ext *ext, uint64_t *x, uint64_t s, uint64_t len)
 
 /*
  * Where the mail appended since md_open() starts, when the last message
- * is deleted: a writer may first end that message's record (its line end
- * and the empty line before a From_ line: "\n", "\r\n", "\n\n" ...,
- * when the file did not end with an empty line).  Those octets are that
- * message's and go with it: the offset of the appended From_ line when
- * only CR and LF come before it and they close an empty line, else
- * md->indexed (all of it kept).
+ * is deleted: a writer may first end that message's record (its line end,
+ * the empty line before a From_ line: "\n", "\r\n", "\n\n" ...).  Those
+ * CR and LF octets, however many, are that message's and go with it when
+ * a From_ line follows them (the rule of mbox_fromline()): so the message
+ * kept before it keeps its own octets, and a mailbox left with only the
+ * new mail begins with its From_ line (it began with a line end, which
+ * no pop3d would open again).  Otherwise md->indexed: all of it kept.
  */
 static uint64_t
 md_appended(const struct maildrop *md, uint64_t size)
 {
-	char		 b[2 + MD_SEP_MAX + 5];
-	uint64_t	 at = md->indexed >= 2 ? md->indexed - 2 : 0;
-	size_t		 t = (size_t)(md->indexed - at), n, j;
+	unsigned char	 b[MD_FROM_MAX];
+	uint64_t	 at = md->indexed;
+	size_t		 n, i;
+	int		 lf = 0;
 
+	for (;;) {
+		n = size - at < sizeof(b) ? (size_t)(size - at) : sizeof(b);
+		if (n == 0 || io_pread(md->fd, b, n, at) != (ssize_t)n)
+			return md->indexed;
+		for (i = 0; i < n && (b[i] == '\n' || b[i] == '\r'); i++)
+			lf = b[i] == '\n';
+		at += i;
+		if (i < n)
+			break;
+	}
+	if (at == md->indexed || !lf)
+		return md->indexed;
 	n = size - at < sizeof(b) ? (size_t)(size - at) : sizeof(b);
-	if (io_pread(md->fd, b, n, at) != (ssize_t)n)
+	if (io_pread(md->fd, b, n, at) != (ssize_t)n ||
+	    mbox_fromline(b, n) == 0)
 		return md->indexed;
-	for (j = t; j < n && j - t < MD_SEP_MAX &&
-	    (b[j] == '\n' || b[j] == '\r'); j++)
-		;
-	if (j == t || n - j < 5 || memcmp(b + j, "From ", 5) != 0 ||
-	    b[j - 1] != '\n' || !(j >= 2 && (b[j - 2] == '\n' ||
-	    (b[j - 2] == '\r' && j >= 3 && b[j - 3] == '\n'))))
-		return md->indexed;
-	return at + j;
+	return at;
 }
 
 /*

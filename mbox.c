@@ -208,7 +208,7 @@ mbox_iszone(const unsigned char *t, const unsigned char *q)
  * spaces and tabs, a CR before the LF is allowed.  Looks at no more than
  * n (and MD_FROM_MAX) octets.
  */
-static size_t
+size_t
 mbox_fromline(const unsigned char *s, size_t n)
 {
 	const unsigned char	*lo, *e, *q, *t, *r;

@@ -59,6 +59,9 @@ struct mbox_ix {
 #ifdef MD_AVX2
 int		mbox_avx2(void);
 #endif
+/* The length of the From_ line at s (its LF included; n octets there)
+ * if s starts with one, by the rule of mbox.c's first comment; else 0. */
+size_t		mbox_fromline(const unsigned char *, size_t);
 /* Indexes [0, lim) of fd into ix (ix->msg: the records, ix->n). */
 enum md_res	mbox_index(int, uint64_t, void (*)(void), struct mbox_ix *);
 /*

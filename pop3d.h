@@ -91,10 +91,6 @@
  * full-speed reads, small enough to stay in the L2 cache and to keep the
  * memory of a session flat (issue 6: 4 MiB whatever the message size). */
 #define MD_BLOCK		(256 * 1024)
-/* CR and LF octets that appended mail may begin with to end a deleted last
- * message's record (its line end, empty lines) before its From_ line; they
- * go with that message (maildrop.c, md_appended()). */
-#define MD_SEP_MAX		8
 /* Hostile input.  A From_ line is an address (RFC 5321: 256 octets) and a
  * date; longer lines are never message boundaries, and bound the
  * parser's look-ahead. */

@@ -357,15 +357,41 @@ def test_deleted_last_message_takes_its_end_along(pop3, b_end, sep):
 	    pop3.read_mbox()
 
 
+@pytest.mark.parametrize("dele", ["2", "1 2"], ids=["a-kept", "all-deleted"])
+@pytest.mark.parametrize("b_end,sep", [(b"", b"\n"), (b"\n", b"\n" * 12),
+    (b"", b"\r\n" * 9)], ids=["one-lf", "twelve-lf", "nine-crlf"])
+def test_deleted_last_message_takes_any_line_ends_along(pop3, dele, b_end,
+    sep):
+	"""B, the last message, ends without a line end (or with one), and
+	the writer appends a line end only (or a dozen) before its From_
+	line.  Deleting B takes those CR and LF octets along, however many:
+	A keeps its own octets (it gained them), and when B and A are both
+	deleted the mailbox begins with the new From_ line (it began with a
+	line end, and every later login was -ERR [SYS/PERM]: found by a
+	review of the parser).  The next session sees what the reference
+	parser sees."""
+	pop3.write_mbox(SEP_A + SEP_B[:-1] + b_end)
+	with Run(pop3) as r:
+		assert r.login().ok, r.log
+		pop3.append_mbox(sep + FROM_LINE + b"\n" + SEP_C)
+		for n in dele.split():
+			assert r.cmd("DELE " + n).ok, r.log
+		assert r.cmd("QUIT").ok, r.log
+	want = (SEP_A if dele == "2" else b"") + FROM_LINE + b"\n" + SEP_C
+	assert pop3.read_mbox() == want
+	t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
+	assert t[1].ok and t[2].text.startswith("+OK %d " % len(
+	    parse_mbox(want))), t
+
+
 @pytest.mark.parametrize("b_end,appended", [
-    (b"", b"\nFrom x@y Thu Nov 26 12:00:00 2026\n\nnot a message\n"),
+    (b"", b"\nFrom here on, not a From_ line\n"),
     (b"\n", b"\n\nno From_ line after the empty lines\n")],
-    ids=["no-empty-line", "no-from-line"])
+    ids=["not-a-from-line", "no-from-line"])
 def test_appended_octets_kept_when_not_a_record_end(pop3, b_end, appended):
-	"""The other side: the appended octets do not close B's record with
-	an empty line before a From_ line (B had no line end and only one
-	comes; no From_ line follows).  Deleting B keeps every appended
-	octet, as before: nothing a writer added is dropped."""
+	"""The other side: no From_ line follows the CR and LF octets the
+	appended mail begins with.  Deleting B keeps every appended octet:
+	nothing a writer added is dropped."""
 	pop3.write_mbox(SEP_A + SEP_B[:-1] + b_end)
 	with Run(pop3) as r:
 		assert r.login().ok, r.log
