@@ -32,7 +32,7 @@ _TAIL = (rb"(?:(?:" + _B + _ZONE + rb"){0,2}" + _B + _YEAR +
 FROM_RE = re.compile(
     rb"From (?:[^\n]*[ \t])?" + _WDAY + _B + _MON + _B + _DAY + _B + _TIME +
     _TAIL + rb"(?:" + _B + rb"remote" + _B + rb"from" + _B +
-    rb"[^ \t\n]+)?[ \t]*\r?\n\Z")
+    rb"[^ \t\r\n]+)?[ \t]*\r?\n\Z")
 
 
 def _limit(name):
@@ -42,6 +42,9 @@ def _limit(name):
 
 
 FROM_MAX = _limit("MD_FROM_MAX")
+HASH_MAX = 64 * 1024		# MD_HASH_MAX, checked against pop3d.h below
+assert re.search(rb"^#define\s+MD_HASH_MAX\s+\(64 \* 1024\)",
+    (REPO / "pop3d.h").read_bytes(), re.M)
 
 
 def is_from_line(line):
@@ -124,9 +127,14 @@ _SUBJ = b"DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
 def is_pseudo(frm, octets):
 	"""The hidden pseudo-message (only ever the first of the file): from
 	MAILER-DAEMON, with X-IMAP or X-IMAPbase and the FOLDER INTERNAL DATA
-	subject, without Received, Return-Path or Delivered-To."""
-	names, subj = set(), False
+	subject, without Received, Return-Path or Delivered-To: the fields
+	as far as they lie in the first HASH_MAX octets of the header (a
+	line cut there is read up to the cut)."""
+	names, subj, at = set(), False, 0
 	for ln in header(octets):
+		if at >= HASH_MAX:
+			break
+		ln, at = ln[:HASH_MAX - at], at + len(ln)
 		if ln[:1] in (b" ", b"\t") or b":" not in ln:
 			continue
 		name, val = ln.split(b":", 1)

@@ -270,6 +270,41 @@ def test_pseudo_message_written_by_a_mail_program_is_hidden(pop3, frm,
 	assert pop3.read_mbox() == mbox([(frm, pseudo)])
 
 
+@pytest.mark.parametrize("at,hidden", [(64 * 1024 - 100, True),
+    (64 * 1024, False)], ids=["x-imap-within", "x-imap-past"])
+def test_pseudo_message_marks_within_the_first_64k(pop3, at, hidden):
+	"""The marks are looked for in the first 64 KiB of the header (the
+	octets a UIDL is made from; found undocumented by a review of the
+	parser): an X-IMAP field that begins 100 octets before that makes
+	the message the hidden one, one that begins just past it does not
+	(listed), as the reference parser says."""
+	head = PSEUDO_UW.split(b"\n\n")[0].replace(b"X-IMAP: 1796519045 "
+	    b"0000000003\n", b"")
+	pad = at - len(head) - 1 - len(b"X-Long: \n")
+	pseudo = head + b"\nX-Long: " + b"a" * pad + (b"\nX-IMAP: 1 2\n\n"
+	    b"data\n")
+	assert pseudo.index(b"X-IMAP: ") == at
+	data = mbox([(DAEMON, pseudo), M1])
+	assert len(refmbox.visible(data)) == (1 if hidden else 2)
+	pop3.write_mbox(data)
+	t = ok(pop3.run(login() + ["STAT", "QUIT"]))
+	assert t[2].text.startswith("+OK %d " % (1 if hidden else 2)), t
+
+
+def test_remote_from_needs_a_host(pop3):
+	"""A date followed by "remote from" and nothing else is no From_ line
+	(the host is missing; the reference parser took the CR of a CRLF line
+	for one: found by a review), LF or CRLF: one message."""
+	for nl in (b"\n", b"\r\n"):
+		line = b"From bob@example.org " + DATE + b" remote from " + nl
+		assert not refmbox.is_from_line(line)
+		data = mbox([M1]) + b"\n" + line + b"Subject: x\n\nbody\n"
+		assert len(refmbox.visible(data)) == 1
+		pop3.write_mbox(data)
+		t = ok(pop3.run(login() + ["STAT", "QUIT"]))
+		assert t[2].text.startswith("+OK 1 "), t
+
+
 # A delivery that carries the marks: what an MTA adds to it, or its sender.
 PLANTED = [
 	(DAEMON, b"Received: from evil.example by mx.example.org; " +
