@@ -208,26 +208,14 @@ mbox_iszone(const unsigned char *t, const unsigned char *q)
  * spaces and tabs, a CR before the LF is allowed.  Looks at no more than
  * n (and MD_FROM_MAX) octets.
  */
-size_t
-mbox_fromline(const unsigned char *s, size_t n)
+/* Whether the octets [lo, t) of a From_ line end in its date: "DAY MON
+ * DD HH:MM[:SS] [TZ [TZ]] YYYY [TZ]", at most two zone tokens in all. */
+static int
+mbox_fromdate(const unsigned char *lo, const unsigned char *t)
 {
-	const unsigned char	*lo, *e, *q, *t, *r;
+	const unsigned char	*q;
 	int			 tz = 0;
 
-	if (n > MD_FROM_MAX)
-		n = MD_FROM_MAX;
-	if (n < 5 || memcmp(s, "From ", 5) != 0 ||
-	    (e = memchr(s, '\n', n)) == NULL)
-		return 0;
-	lo = s + 5;
-	t = e > lo && e[-1] == '\r' ? e - 1 : e;
-	/* "remote from HOST" (UUCP). */
-	if ((r = mbox_prevtok(lo, t, &q)) != NULL &&
-	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 4 &&
-	    memcmp(r, "from", 4) == 0 &&
-	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 6 &&
-	    memcmp(r, "remote", 6) == 0)
-		t = r;
 	/* The year, maybe with a zone after it (c-client: -0500). */
 	if ((t = mbox_prevtok(lo, t, &q)) == NULL)
 		return 0;
@@ -247,13 +235,36 @@ mbox_fromline(const unsigned char *s, size_t n)
 		if (++tz > 2 || !mbox_iszone(t, q))
 			return 0;
 	}
-	if ((t = mbox_prevtok(lo, t, &q)) == NULL || !mbox_isnum(t, q, 1, 2, 1) ||
-	    (t = mbox_prevtok(lo, t, &q)) == NULL ||
-	    !mbox_isword(t, q, mbox_mon, 12) ||
-	    (t = mbox_prevtok(lo, t, &q)) == NULL ||
-	    !mbox_isword(t, q, mbox_wday, 7))
+	return (t = mbox_prevtok(lo, t, &q)) != NULL &&
+	    mbox_isnum(t, q, 1, 2, 1) &&
+	    (t = mbox_prevtok(lo, t, &q)) != NULL &&
+	    mbox_isword(t, q, mbox_mon, 12) &&
+	    (t = mbox_prevtok(lo, t, &q)) != NULL &&
+	    mbox_isword(t, q, mbox_wday, 7);
+}
+
+size_t
+mbox_fromline(const unsigned char *s, size_t n)
+{
+	const unsigned char	*lo, *e, *q, *t, *r;
+
+	if (n > MD_FROM_MAX)
+		n = MD_FROM_MAX;
+	if (n < 5 || memcmp(s, "From ", 5) != 0 ||
+	    (e = memchr(s, '\n', n)) == NULL)
 		return 0;
-	return (size_t)(e - s) + 1;
+	lo = s + 5;
+	t = e > lo && e[-1] == '\r' ? e - 1 : e;
+	/* "remote from HOST" (UUCP) after the date; or, when the date does
+	 * not end before it, two zone tokens "remote" "from" before the
+	 * year HOST: both readings are the rule's. */
+	if ((r = mbox_prevtok(lo, t, &q)) != NULL &&
+	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 4 &&
+	    memcmp(r, "from", 4) == 0 &&
+	    (r = mbox_prevtok(lo, r, &q)) != NULL && q - r == 6 &&
+	    memcmp(r, "remote", 6) == 0 && mbox_fromdate(lo, r))
+		return (size_t)(e - s) + 1;
+	return mbox_fromdate(lo, t) ? (size_t)(e - s) + 1 : 0;
 }
 
 /* The length of the field name of header line s (n octets), 0 if none. */
