@@ -356,16 +356,14 @@ mbox_pseudofield(const unsigned char *s, size_t n)
  * Feeds the header block at s into ctx: lines up to the first empty line,
  * at most MD_HASH_MAX octets, without the mbox_skip fields and their
  * continuation lines.  avail octets are at s; final: nothing after them
- * counts (end of the indexed file).  A last line the file ends in without
- * an LF is fed with one: mail appended later, which ends it, then leaves
- * the digest (the UIDL) as it was.  Returns 0, or -1 when it needs more
+ * counts (end of the indexed file).  Returns 0, or -1 when it needs more
  * octets (ctx is then spoiled).  pseudo, if not NULL, gets the marks.
  */
 static int
 mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
     int final, int *pseudo)
 {
-	const unsigned char	*nl = s;
+	const unsigned char	*nl;
 	size_t			 lim = avail, pos = 0, run = 0, next;
 	int			 skip = 0;
 
@@ -401,8 +399,6 @@ mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 	}
 	if (pos > run)
 		sha256_update(ctx, pos - run, s + run);
-	if (nl == NULL && !skip && lim == avail)
-		sha256_update(ctx, 1, (const unsigned char *)"\n");
 	return 0;
 }
 
