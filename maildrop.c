@@ -777,19 +777,18 @@ md_appended(const struct maildrop *md, uint64_t size)
 	unsigned char	 b[MD_FROM_MAX];
 	uint64_t	 at = md->indexed;
 	size_t		 n, i;
-	int		 lf = 0;
 
 	for (;;) {
 		n = size - at < sizeof(b) ? (size_t)(size - at) : sizeof(b);
 		if (n == 0 || io_pread(md->fd, b, n, at) != (ssize_t)n)
 			return md->indexed;
 		for (i = 0; i < n && (b[i] == '\n' || b[i] == '\r'); i++)
-			lf = b[i] == '\n';
+			;
 		at += i;
 		if (i < n)
 			break;
 	}
-	if (at == md->indexed || !lf)
+	if (at == md->indexed)
 		return md->indexed;
 	n = size - at < sizeof(b) ? (size_t)(size - at) : sizeof(b);
 	if (io_pread(md->fd, b, n, at) != (ssize_t)n ||

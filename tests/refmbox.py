@@ -32,7 +32,7 @@ _TAIL = (rb"(?:(?:" + _B + _ZONE + rb"){0,2}" + _B + _YEAR +
 FROM_RE = re.compile(
     rb"From (?:[^\n]*[ \t])?" + _WDAY + _B + _MON + _B + _DAY + _B + _TIME +
     _TAIL + rb"(?:" + _B + rb"remote" + _B + rb"from" + _B +
-    rb"[^ \t\r\n]+)?[ \t]*\r?\n\Z")
+    rb"[^ \t\n]+)?[ \t]*\Z")
 
 
 def _limit(name):
@@ -49,8 +49,12 @@ assert re.search(rb"^#define\s+MD_HASH_MAX\s+\(64 \* 1024\)",
 
 def is_from_line(line):
 	"""Is line (bytes, with its LF) a From_ line that starts a message
-	after an empty line?"""
-	return len(line) <= FROM_MAX and FROM_RE.match(line) is not None
+	after an empty line?  One CR before the LF is the line end's; any
+	other is part of the line (in a HOST: any octets but blanks)."""
+	if len(line) > FROM_MAX or not line.endswith(b"\n"):
+		return False
+	line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+	return FROM_RE.match(line) is not None
 
 
 def _lines(data):
@@ -140,7 +144,8 @@ def is_pseudo(frm, octets):
 		name, val = ln.split(b":", 1)
 		name = name.rstrip(b" \t").lower()
 		names.add(name)
-		if name == b"subject" and val.strip(b" \t\r\n") == _SUBJ:
+		if name == b"subject" and \
+		    val.lstrip(b" \t").rstrip(b" \t\r\n") == _SUBJ:
 			subj = True
 	return (re.match(rb"From MAILER-DAEMON[ \t]", frm) is not None and
 	    subj and bool(names & {b"x-imap", b"x-imapbase"}) and

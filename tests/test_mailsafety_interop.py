@@ -359,7 +359,8 @@ def test_deleted_last_message_takes_its_end_along(pop3, b_end, sep):
 
 @pytest.mark.parametrize("dele", ["2", "1 2"], ids=["a-kept", "all-deleted"])
 @pytest.mark.parametrize("b_end,sep", [(b"", b"\n"), (b"\n", b"\n" * 12),
-    (b"", b"\r\n" * 9)], ids=["one-lf", "twelve-lf", "nine-crlf"])
+    (b"", b"\r\n" * 9), (b"\n", b"\n\r"), (b"", b"\r")],
+    ids=["one-lf", "twelve-lf", "nine-crlf", "lf-cr", "cr"])
 def test_deleted_last_message_takes_any_line_ends_along(pop3, dele, b_end,
     sep):
 	"""B, the last message, ends without a line end (or with one), and

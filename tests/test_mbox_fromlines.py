@@ -52,6 +52,10 @@ FROM_LINES = [
 	    "by a review: taken for a UUCP suffix only)"),
 	(b"From bob Sun Dec  6 01:04:05 2026 remote from 2026",
 	    "UUCP rmail, a host that looks like a year"),
+	(b"From bob Sun Dec  6 01:04:05 2026 remote from uu\rcp",
+	    "a CR in the host (any octets but blanks)"),
+	(b"From bob Sun Dec  6 01:04:05 2026 remote from \r\r",
+	    "a host that is a CR, then a CRLF line end"),
 	(b"From bob@example.org Sun Dec  6 01:04 2026",
 	    "old mailers: no seconds"),
 	(b"From bob@example.org Wed Dec 16 01:04:05 2026", "two-digit day"),
@@ -324,6 +328,8 @@ PLANTED = [
 	(b'From "x y"@evil.example  ' + DATE, PSEUDO_UW, "sender"),
 	(b"From MAILER-DAEMON@evil.example " + DATE, PSEUDO_UW,
 	    "sender-domain"),
+	(DAEMON, PSEUDO_UW.replace(b"Subject: DON'T", b"Subject:\rDON'T"),
+	    "subject-after-a-cr"),
 ]
 
 
