@@ -17,6 +17,7 @@ file's uid:gid fields; -m 1000).  Only the unprivileged inetd test runs
 it as an ordinary user (one-process mode).
 """
 
+import ctypes
 import errno
 import grp
 import os
@@ -582,13 +583,14 @@ def test_systemd_socket_activation(launch, site):
 
 
 def unit_setting(name):
-    """The words of pop3d@.service's setting name= (all its lines)."""
-    words = []
-    for line in (ROOT / "systemd/pop3d@.service").read_text().splitlines():
-        if line.startswith(name + "="):
-            words += line.split("=", 1)[1].split()
-    assert words, f"pop3d@.service has no {name}="
-    return words
+    """The words of pop3d@.service's setting name=: one line, an allow
+    list (what this reading of it knows: no "~" deny list, no reset)."""
+    lines = [line.split("=", 1)[1].split() for line in
+        (ROOT / "systemd/pop3d@.service").read_text().splitlines()
+        if line.startswith(name + "=")]
+    assert len(lines) == 1 and lines[0], f"pop3d@.service: {name}= {lines}"
+    assert not [w for w in lines[0] if w.startswith("~")], lines
+    return lines[0]
 
 
 def syscall_sets():
@@ -616,6 +618,16 @@ def expand_filter(words, sets):
             todo += [m for m in sets[w] if m not in out]
         out.add(w)
     return sorted(c for c in out if not c.startswith("@"))
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version, 0 without it (x86_64's
+    landlock_create_ruleset, 444, asked for its version)."""
+    if os.uname().machine != "x86_64":
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    return max(0, libc.syscall(444, None, ctypes.c_size_t(0),
+        ctypes.c_uint32(1)))
 
 
 @pytest.fixture(scope="module")
@@ -657,13 +669,19 @@ def test_systemd_unit_sandbox(launch, site, sysfilter):
     prog, args = site.server()
     site.fill()
     port = free_port()
-    launch("systemd-socket-activate", ["systemd-socket-activate", "--inetd",
-        "--accept", f"--listen=127.0.0.1:{port}", "sh", "-c",
+    # -d: pop3d's log to the launcher's output, to see its sandboxes.
+    daemon = launch("systemd-socket-activate", ["systemd-socket-activate",
+        "--inetd", "--accept", f"--listen=127.0.0.1:{port}", "sh", "-c",
         'umask 077 && exec "$@"', "sh", "setpriv", "--bounding-set=-all,"
         + ",".join("+" + c for c in caps), "--inh-caps=-all",
         str(sysfilter), str(listfile), str(getattr(errno, errno_name)),
-        prog] + args + ["--cache-dir=" + str(cache)], port, site.base)
+        prog] + args + ["--cache-dir=" + str(cache), "-d"], port, site.base)
     poplib_session(port, site, dele=(1,))
+    # Landlock too, where the kernel has it (the filter refused its calls,
+    # and pop3d ran with seccomp alone).
+    if landlock_abi() > 0:
+        assert re.search(r"sandbox: seccomp, Landlock ABI \d+",
+            daemon.out.read_text()), daemon.report()
     udir = cache / USER
     st = udir.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (MAIL_UID, 0o700), st
