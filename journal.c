@@ -1085,10 +1085,13 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 		pop_log(LOG_ERR, "read %s: %s", jpath, strerror(errno));
 		return MD_TEMP;
 	}
+	/* Kept where it is, and every login refused: renamed aside, it
+	 * would let the next session serve a half updated mailbox, and the
+	 * pop3d that knows it would not find it. */
 	if ((v = jnl_decode(hdr, (size_t)got, &js->h)) == 1) {
 		pop_log(LOG_ERR, "journal %s is an older or a later "
-		    "pop3d's: complete the update with that version", jpath);
-		jnl_aside(jpath);
+		    "pop3d's: complete the update with that version (logins "
+		    "refused until then)", jpath);
 		return MD_PERM;
 	}
 	if (v == -1)
@@ -1202,6 +1205,35 @@ jnl_cutmatch(const struct jnl_box *box, const struct jnl_hdr *h, size_t m)
 }
 
 /*
+ * Before a repair acts on the journal js: what it read of it durable.  A
+ * session killed before its journal's fsync (after a progress record) or
+ * its directory's (after the rename) left them in the page cache only; a
+ * crash after the repair changed the mailbox would keep the change and
+ * lose them.  The mailbox is synced first (what the records say is done
+ * is on disk, as jnl_progress() does before one), the two record slots
+ * are written again as read (after an fsync that failed, their pages may
+ * be clean and still not on disk), then the journal and the directory
+ * are synced.
+ */
+static int
+jnl_settle(const struct jnl_box *box, const struct jnl_state *js)
+{
+	unsigned char	b[JNL_SLOTLEN];
+	ssize_t		r;
+	int		i;
+
+	if (io_fdatasync(box->fd) == -1)
+		return -1;
+	for (i = 0; i < 2; i++)
+		if ((r = io_pread(js->fd, b, sizeof(b), JNL_SLOT(i))) == -1 ||
+		    (r > 0 && io_pwrite(js->fd, b, (size_t)r, JNL_SLOT(i)) ==
+		    -1))
+			return -1;
+	return io_fdatasync(js->fd) == -1 || io_fsyncdir(box->path) == -1 ?
+	    -1 : 0;
+}
+
+/*
  * Which state of its update the mailbox (of size) is in, by the journal
  * js: 1 before the truncate, 0 after it, -2 neither; -1 on an error
  * (logged).  The octets at D+N are compared with the mark (and with the
@@ -1301,6 +1333,12 @@ jnl_repair(const struct jnl_box *box, int *done)
 	memset(&js, 0, sizeof(js));
 	if ((r = jnl_load(box, jpath, &js, &st, &act)) != MD_OK || !act)
 		goto out;
+	if (jnl_settle(box, &js) == -1) {
+		pop_log(LOG_ERR, "update of %s: journal %s: %s", box->path,
+		    jpath, strerror(errno));
+		r = MD_TEMP;
+		goto out;
+	}
 	redone = js.p < js.h.x ? js.h.x - js.p : 0;
 	appended = (uint64_t)st.st_size > js.h.f ?
 	    (uint64_t)st.st_size - js.h.f : 0;
