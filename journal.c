@@ -1210,25 +1210,24 @@ jnl_cutmatch(const struct jnl_box *box, const struct jnl_hdr *h, size_t m)
  * its directory's (after the rename) left them in the page cache only; a
  * crash after the repair changed the mailbox would keep the change and
  * lose them.  The mailbox is synced first (what the records say is done
- * is on disk, as jnl_progress() does before one), the two record slots
- * are written again as read (after an fsync that failed, their pages may
- * be clean and still not on disk), then the journal and the directory
- * are synced.
+ * is on disk, as jnl_progress() does before one), the record that counts
+ * (if any) is written again as read (after an fsync that failed, its page
+ * may be clean and still not on disk; only it: the other slot may be a
+ * hole of the sparse journal, which a write would need a block for, and
+ * a full spool must not stop a repair that needs none), then the journal
+ * and the directory are synced.
  */
 static int
 jnl_settle(const struct jnl_box *box, const struct jnl_state *js)
 {
 	unsigned char	b[JNL_SLOTLEN];
-	ssize_t		r;
-	int		i;
+	const uint64_t	at = JNL_SLOT(js->seq & 1);
 
 	if (io_fdatasync(box->fd) == -1)
 		return -1;
-	for (i = 0; i < 2; i++)
-		if ((r = io_pread(js->fd, b, sizeof(b), JNL_SLOT(i))) == -1 ||
-		    (r > 0 && io_pwrite(js->fd, b, (size_t)r, JNL_SLOT(i)) ==
-		    -1))
-			return -1;
+	if (js->seq > 0 && (io_pread_exact(js->fd, b, sizeof(b), at) == -1 ||
+	    io_pwrite(js->fd, b, sizeof(b), at) == -1))
+		return -1;
 	return io_fdatasync(js->fd) == -1 || io_fsyncdir(box->path) == -1 ?
 	    -1 : 0;
 }

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -555,6 +556,43 @@ def _fill(path):
 					if e.errno != 28:
 						raise
 					break
+
+
+def test_full_spool_repair_after_truncate(pop3, request):
+	"""An update killed after its truncate (only the journal's removal
+	left), then a spool with no free block: the next login completes
+	the update (the removal needs no space) and serves the mailbox.  (A
+	repair that first wrote both record slots again needed a block for
+	the one that is a hole of the sparse journal: ENOSPC at every login;
+	found by a review.)"""
+	spool = pop3.spool
+	_mount_tmpfs(spool, 8 << 20)
+	request.addfinalizer(lambda: subprocess.run(["umount", "-l",
+	    str(spool)], check=False))
+	sc = SCENARIOS["every_other"]
+	steps, commit = kill_scan(pop3, "every_other")
+	for k in range(commit, steps + 1):
+		reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % k)
+		assert res.killed, res
+		if not journals(pop3):
+			pytest.fail("no kill left the update truncated with its "
+			    "journal")
+		if pop3.read_mbox() == sc.after(False):
+			break
+	for f in pop3.spool_files():
+		if f not in (USER, JOURNAL):
+			os.unlink(spool / f)
+	# Filled twice: the file system frees blocks a moment after.
+	_fill(spool / "filler")
+	time.sleep(1)
+	_fill(spool / "filler2")
+	t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"], "-l", "fcntl")
+	ctx = "kill:%d\n%r\n%s" % (k, t, t.stderr)
+	assert t[1].ok and t[2].text.startswith("+OK %d " % len(sc.kept())), \
+	    ctx
+	assert pop3.read_mbox() == sc.after(False), ctx
+	assert journals(pop3) == [], ctx
 
 
 @pytest.mark.parametrize("locks", ["fcntl,dotlock", "fcntl"])
