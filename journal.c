@@ -62,7 +62,7 @@
 /* An older one's: no digest of the journaled octets either, which it
  * made durable before it wrote the header.  Both applied as they were. */
 #define JNL_MAGIC2	"POP3DJ2\n"
-#define JNL_MAGIC1	"POP3DJ1\n"	/* an older pop3d's: kept aside */
+#define JNL_MAGIC1	"POP3DJ1\n"	/* an older pop3d's: left alone */
 #define JNL_PMAGIC	"POP3DP2\n"
 /*
  * The mark: before the truncate, the first octets of [D+N, F) are
@@ -284,8 +284,9 @@ jnl_encode(struct jnl_hdr *h, unsigned char *p)
 /*
  * Decodes the header of got octets at p: 0, -1 if it is not a valid one,
  * 1 if it is a valid header of an older pop3d's journal (magic POP3DJ1,
- * 88 octets and their SHA-256) or has a later pop3d's magic.  The previous pop3d's headers (magic
- * POP3DJ3: no hm; POP3DJ2: no hd either) set h->ver to 3 or 2.
+ * 88 octets and their SHA-256) or has a later pop3d's magic.  The
+ * previous pop3d's headers (magic POP3DJ3: no hm; POP3DJ2: no hd either)
+ * set h->ver to 3 or 2.
  */
 static int
 jnl_decode(const unsigned char *p, size_t got, struct jnl_hdr *h)
@@ -1090,8 +1091,10 @@ jnl_load(const struct jnl_box *box, const char *jpath, struct jnl_state *js,
 	 * pop3d that knows it would not find it. */
 	if ((v = jnl_decode(hdr, (size_t)got, &js->h)) == 1) {
 		pop_log(LOG_ERR, "journal %s is an older or a later "
-		    "pop3d's: complete the update with that version (logins "
-		    "refused until then)", jpath);
+		    "pop3d's: logins refused until the update is completed "
+		    "with that version, or the journal is moved away (the "
+		    "mailbox is then served as it is, perhaps half updated)",
+		    jpath);
 		return MD_PERM;
 	}
 	if (v == -1)

@@ -200,14 +200,6 @@ mbox_iszone(const unsigned char *t, const unsigned char *q)
 	return 1;
 }
 
-/*
- * The length of the From_ line at s (with its LF) if s starts with a real
- * one, 0 otherwise: "From ", a sender (any octets, even none), blanks and
- * the date "DAY MON DD HH:MM[:SS] [TZ [TZ]] YYYY [TZ]" (at most two zone
- * tokens in all), optionally followed by "remote from HOST"; blanks are
- * spaces and tabs, a CR before the LF is allowed.  Looks at no more than
- * n (and MD_FROM_MAX) octets.
- */
 /* Whether the octets [lo, t) of a From_ line end in its date: "DAY MON
  * DD HH:MM[:SS] [TZ [TZ]] YYYY [TZ]", at most two zone tokens in all. */
 static int
@@ -243,6 +235,14 @@ mbox_fromdate(const unsigned char *lo, const unsigned char *t)
 	    mbox_isword(t, q, mbox_wday, 7);
 }
 
+/*
+ * The length of the From_ line at s (with its LF) if s starts with a real
+ * one, 0 otherwise: "From ", a sender (any octets, even none), blanks and
+ * the date "DAY MON DD HH:MM[:SS] [TZ [TZ]] YYYY [TZ]" (at most two zone
+ * tokens in all), optionally followed by "remote from HOST" (any octets
+ * but blanks); blanks are spaces and tabs, one CR before the LF is the
+ * line end's.  Looks at no more than n (and MD_FROM_MAX) octets.
+ */
 size_t
 mbox_fromline(const unsigned char *s, size_t n)
 {
