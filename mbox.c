@@ -353,23 +353,56 @@ mbox_pseudofield(const unsigned char *s, size_t n)
 }
 
 /*
+ * For mbox_hdrhash(): a header cut short by the end of the file after
+ * len octets (last: its last octet; crlf: its last line end was CRLF;
+ * skip: its last line is a left-out field) gets what an appender that
+ * ends the line and writes an empty line adds, as far as it falls within
+ * MD_HASH_MAX: the line end, and the empty line's CR when it is a CRLF
+ * that the mark cuts (mbox_hdrhash() digests such a CR as a line).
+ */
+static void
+mbox_hdrend(struct sha256_ctx *ctx, int last, size_t len, int crlf, int skip)
+{
+	const char	*e;
+	size_t		 n;
+
+	if (last != '\n') {
+		e = last == '\r' || !crlf ? "\n" : "\r\n";
+		crlf = crlf || last == '\r';
+		n = strlen(e) < MD_HASH_MAX - len ? strlen(e) : MD_HASH_MAX - len;
+		if (!skip)
+			sha256_update(ctx, n, (const uint8_t *)e);
+		len += n;
+	}
+	if (crlf && len + 1 == MD_HASH_MAX)
+		sha256_update(ctx, 1, (const uint8_t *)"\r");
+}
+
+/*
  * Feeds the header block at s into ctx: lines up to the first empty line,
  * at most MD_HASH_MAX octets, without the mbox_skip fields and their
  * continuation lines.  avail octets are at s; final: nothing after them
  * counts (end of the indexed file).  Returns 0, or -1 when it needs more
  * octets (ctx is then spoiled).  pseudo, if not NULL, gets the marks.
+ *
+ * A header that the end of the file cuts short (a header-only last
+ * message) is fed as a delivery appended after it leaves it, so that its
+ * UIDL stays (mbox_hdrend()): its last line ends as the line before it
+ * (or the From_ line) does, with LF after a final CR, and a lone CR
+ * starting its last line starts the empty line.  crlf: the From_ line
+ * before s ends in CRLF.
  */
 static int
 mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
-    int final, int *pseudo)
+    int final, int crlf, int *pseudo)
 {
 	const unsigned char	*nl;
 	size_t			 lim = avail, pos = 0, run = 0, next;
-	int			 skip = 0;
+	int			 skip = 0, cut = 0;
 
 	if (lim >= MD_HASH_MAX) {
 		lim = MD_HASH_MAX;
-		final = 1;
+		final = cut = 1;
 	}
 	while (pos < lim) {
 		if (s[pos] == '\n')
@@ -380,6 +413,8 @@ mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 					break;
 			} else if (!final)
 				return -1;
+			else if (!cut)
+				break;
 		}
 		nl = memchr(s + pos, '\n', lim - pos);
 		if (nl == NULL && !final)
@@ -390,6 +425,8 @@ mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 			if (pseudo != NULL)
 				*pseudo |= mbox_pseudofield(s + pos, next - pos);
 		}
+		if (nl != NULL)
+			crlf = nl > s && nl[-1] == '\r';
 		if (skip) {
 			if (pos > run)
 				sha256_update(ctx, pos - run, s + run);
@@ -399,6 +436,8 @@ mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 	}
 	if (pos > run)
 		sha256_update(ctx, pos - run, s + run);
+	if (!cut && pos == lim && pos > 0)
+		mbox_hdrend(ctx, s[pos - 1], pos, crlf, skip);
 	return 0;
 }
 
@@ -529,7 +568,7 @@ mbox_ix_hash(struct mbox_ix *ix, const unsigned char *buf, int64_t base,
 	sha256_init(&ctx);
 	sha256_update(&ctx, di - fi, buf + fi);
 	if (mbox_hdrhash(&ctx, buf + di, valid - di, final,
-	    m->from == 0 ? &pseudo : NULL) == -1)
+	    buf[di - 2] == '\r', m->from == 0 ? &pseudo : NULL) == -1)
 		return -1;
 	sha256_digest(&ctx, sizeof(dg), dg);
 	memcpy(m->hash, dg, sizeof(m->hash));
@@ -1147,7 +1186,8 @@ mbox_msghash(int fd, uint64_t lim, const struct md_msg *m,
 		return -1;
 	sha256_init(&ctx);
 	sha256_update(&ctx, flen, buf);
-	(void)mbox_hdrhash(&ctx, buf + flen, hlen, 1, NULL);
+	(void)mbox_hdrhash(&ctx, buf + flen, hlen, 1, buf[flen - 2] == '\r',
+	    NULL);
 	sha256_digest(&ctx, sizeof(dg), dg);
 	memcpy(out, dg, 16);
 	return 0;

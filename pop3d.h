@@ -103,7 +103,7 @@
  * Index cache limits (cache.c; README "Design", "The index cache").
  */
 /* The format of a cache file: one of another version is a miss. */
-#define CACHE_VERSION		2
+#define CACHE_VERSION		3
 /* Octets of the header of a cache file (struct cache_hdr) and of a record
  * (struct cache_rec: four offsets and sizes, the digest, the twin number),
  * and the longest file: a header and MD_MAX_MESSAGES records (112 MB); a

@@ -1,7 +1,7 @@
 """A reference mbox parser for the tests, written from the rule that README
 and pop3d.8 document (never by asking pop3d): where messages begin, what
 their octets and sizes are, and which first message is the hidden
-"FOLDER INTERNAL DATA" pseudo-message.
+"FOLDER INTERNAL DATA" pseudo-message, and each message's UIDL.
 
 The From_ rule: a message starts at the first line of the file (it must
 start with "From " and its LF must come within MD_FROM_MAX octets) and at
@@ -15,6 +15,7 @@ MD_FROM_MAX octets.  This is one regular expression here (pop3d reads the
 line backwards, token by token): two ways to the same rule.
 """
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -158,3 +159,78 @@ def visible(data):
 	if msgs and is_pseudo(*msgs[0]):
 		msgs = msgs[1:]
 	return msgs
+
+
+# The fields a UIDL leaves out (README, "UIDL"), with their continuations.
+SKIP = {b"status", b"x-status", b"x-uid", b"x-keywords", b"x-imap",
+    b"x-imapbase", b"x-uidl", b"content-length", b"lines"}
+
+
+def _skipped(ln):
+	return b":" in ln and \
+	    ln.split(b":", 1)[0].rstrip(b" \t").lower() in SKIP
+
+
+def digest(data, start):
+	"""The 16 octets of a UIDL of the message at offset start of data:
+	SHA-256 over its From_ line (line end included) and its header, up
+	to the first empty line and at most HASH_MAX octets (a line cut at
+	the mark counts up to the mark), less the SKIP fields.  A header cut
+	short by the end of the file (a last message with no empty line) is
+	taken as a delivery appended after it leaves it, one that ends the
+	last line and writes an empty line: a last line without a line end
+	gets one (LF after a CR; else CRLF when the line before it, or the
+	From_ line, ends in CRLF; else LF), the empty line ends the header
+	(CRLF after a CRLF, else LF), and a lone CR starting the last line
+	starts the empty line; all as far as HASH_MAX reaches."""
+	lf = data.index(b"\n", start)
+	h = hashlib.sha256(data[start:lf + 1])
+	rest = data[lf + 1:]
+	cut = len(rest) >= HASH_MAX
+	rest = rest[:HASH_MAX]
+	crlf = data[lf - 1:lf] == b"\r"
+	skip, last = False, None
+	for _, ln in _lines(rest):
+		if ln in (b"\n", b"\r\n") or (ln == b"\r" and not cut):
+			return h.digest()[:16]
+		if ln[:1] not in (b" ", b"\t"):
+			skip = _skipped(ln)
+		if not skip:
+			h.update(ln)
+		if ln.endswith(b"\n"):
+			crlf = ln.endswith(b"\r\n")
+		last = ln
+	if cut or last is None:
+		return h.digest()[:16]
+	# What the delivery adds, as far as it lies within HASH_MAX: the
+	# line end, then the empty line, whose CR is a line of its own when
+	# the mark falls between it and its LF.
+	n = len(rest)
+	if not last.endswith(b"\n"):
+		e = b"\n" if last.endswith(b"\r") or not crlf else b"\r\n"
+		crlf = crlf or last.endswith(b"\r")
+		e = e[:HASH_MAX - n]
+		if not skip:
+			h.update(e)
+		n += len(e)
+	if crlf and n + 1 == HASH_MAX:
+		h.update(b"\r")
+	return h.digest()[:16]
+
+
+def uidls(data):
+	"""The UIDL of every message a client sees: the digest in hex, and
+	"-N" for the Nth earlier message of the file with the same digest."""
+	starts = boundaries(data)
+	if starts is None:
+		return None
+	seen, out = {}, []
+	for s in starts:
+		d = digest(data, s)
+		n = seen.get(d, 0)
+		seen[d] = n + 1
+		out.append(d.hex() + ("-%d" % n if n else ""))
+	msgs = split(data)
+	if msgs and is_pseudo(*msgs[0]):
+		out = out[1:]
+	return out

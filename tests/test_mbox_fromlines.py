@@ -114,18 +114,19 @@ def sizes(reply):
 
 
 def serve(pop3, data, n=None):
-	"""Writes data, runs STAT, LIST, RETR of every message: the count,
-	each LIST size and each RETR are refmbox's (and the count n, if
-	given); returns the RETR outputs."""
+	"""Writes data, runs STAT, LIST, UIDL, RETR of every message: the
+	count, each LIST size, each UIDL and each RETR are refmbox's (and the
+	count n, if given); returns the RETR outputs."""
 	pop3.write_mbox(data)
 	ref = refmbox.visible(data)
 	assert n is None or len(ref) == n, ref
 	n = len(ref)
-	t = ok(pop3.run(login() + ["STAT", "LIST"] +
+	t = ok(pop3.run(login() + ["STAT", "LIST", "UIDL"] +
 	    ["RETR %d" % (i + 1) for i in range(n)] + ["QUIT"]))
 	assert count(t, 2) == n, t[2]
 	assert sizes(t[3]) == [refmbox.size(m) for _, m in ref]
-	out = [t[4 + i].data for i in range(n)]
+	assert [ln.split()[1] for ln in t[4].lines] == refmbox.uidls(data)
+	out = [t[5 + i].data for i in range(n)]
 	for i, (_, m) in enumerate(ref):
 		assert out[i] == stored_retr(m), i
 	return out
