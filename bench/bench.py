@@ -9,12 +9,15 @@ Python only spawns, waits (wait4: wall time and peak RSS) and takes medians.
 Servers, measured side by side in the same run on copies of the same file:
   pop3d       the build's ./pop3d, password-file backend, non-root mode
               (when run as root: as uid/gid 65534, mailbox owned by it)
-  pop3d-pam   ./pop3d as root: privilege separation and PAM (pam_wrapper's
-              pam_matrix, users from nss_wrapper); only when run as root
+  pop3d-pam   ./pop3d as root: privilege separation and PAM (the
+              system's libpam with pam_matrix as the password check, our
+              users and stacks bind-mounted over /etc/passwd, /etc/group
+              and /etc/pam.d in a private mount namespace; pam_wrapper
+              and nss_wrapper where there is none); only when run as root
   popa3d      Debian's popa3d (inetd mode: session on stdin; unpacked
               under build/unpack, as it conflicts with Dovecot's package),
-              as root with the same pam_wrapper/nss_wrapper set-up, in a
-              private mount namespace where build/bench/spool-popa3d is
+              as root with the same PAM set-up, in the private mount
+              namespace, where build/bench/spool-popa3d is also
               bind-mounted over its compiled-in /var/mail
   dovecot     Dovecot's pop3 (dovecot-pop3d installed, or unpacked
               under build/unpack: it conflicts with popa3d's package),
@@ -30,8 +33,9 @@ dd if=F of=copy bs=1M conv=fsync.
 Nothing outside build/bench is written but what the packages of
 tests/packages.txt's bench section install (a /usr/sbin/policy-rc.d that
 exits 101 is put in place for that when missing, so no daemon starts, and
-removed again); /etc and real accounts are not touched (the mount
-namespace dies with this process; popa3d's chroot /var/lib/popa3d, when
+removed again); /etc and real accounts are not touched (the bind mounts
+over /etc/passwd, /etc/group and /etc/pam.d are in a mount namespace
+that dies with this process; popa3d's chroot /var/lib/popa3d, when
 missing, is made on a tmpfs over /var/lib there).
 """
 
@@ -408,7 +412,39 @@ def make_wrappers():
 			text = re.sub(r"(?m)^@include (\S+)\n",
 			    lambda m: common[m.group(1)], f.read())
 		write(os.path.join(pamdir, "pop3"), text)
+	if os.environ.get(NSENV) == "1":
+		return real_pam(pamdir, d)
 	return wrap_env(pamdir, d)
+
+
+def real_pam(pamdir, d):
+	"""In the benchmark's private mount namespace: the system's own
+	libpam and NSS, with the same users and stacks as the wrappers',
+	bind-mounted over /etc/passwd, /etc/group and /etc/pam.d (copies of
+	the real ones with our lines added; the namespace dies with the
+	run).  pam_wrapper would cost pop3d a copy of its service files in
+	each of its processes that calls pam_start (the check process and
+	the root one), and popa3d one: a cost of the wrapper, not of PAM."""
+	etc = os.path.join(d, "etc")
+	os.makedirs(etc, exist_ok=True)
+	for name in ("passwd", "group"):
+		with open(os.path.join(d, name)) as f:
+			ours = f.read().splitlines()
+		names = {ln.split(":")[0] for ln in ours}
+		with open("/etc/" + name) as f:
+			keep = [ln for ln in f.read().splitlines()
+			    if ln.split(":")[0] not in names]
+		write(os.path.join(etc, name), "\n".join(keep + ours) + "\n",
+		    0o644)
+	pd = os.path.join(etc, "pam.d")
+	shutil.rmtree(pd, ignore_errors=True)
+	shutil.copytree("/etc/pam.d", pd, symlinks=True)
+	for svc in ("pop3", "popa3d"):
+		shutil.copy(os.path.join(pamdir, svc), os.path.join(pd, svc))
+	for name in ("passwd", "group", "pam.d"):
+		subprocess.run(["mount", "--bind", os.path.join(etc, name),
+		    "/etc/" + name], check=True)
+	return dict(os.environ)
 
 
 def _uid(name, dflt):
