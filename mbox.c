@@ -434,6 +434,10 @@ mbox_hdrhash(struct sha256_ctx *ctx, const unsigned char *s, size_t avail,
 		}
 		pos = next;
 	}
+	/* A line that ends where the octets do may have more lines after
+	 * it, unless nothing does. */
+	if (pos == lim && !final)
+		return -1;
 	if (pos > run)
 		sha256_update(ctx, pos - run, s + run);
 	if (!cut && pos == lim && pos > 0)

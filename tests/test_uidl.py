@@ -13,7 +13,7 @@ import os
 import pytest
 
 import refmbox
-from conftest import login, mbox, stored_retr
+from conftest import LIMITS, login, mbox, stored_retr
 from test_cache import HDR, SEALED, cdir, forge, hit, run, settle  # noqa: F401
 from test_mbox_fromlines import _procmail
 
@@ -165,3 +165,29 @@ def test_procmail_joins_a_header_without_line_end(pop3):
 			assert len(after) == 2 and after[1] != before[1]
 		else:
 			assert len(after) == 3 and after[:2] == before
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_header_line_ending_where_a_read_ends(pop3, shift):
+	"""The index reads a mailbox in blocks of MD_BLOCK + MD_HASH_MAX and a
+	little more; a header that runs past the end of a read and has a line
+	end exactly there was digested without its later lines (a UIDL other
+	than the documented one, and RETR refused as "cannot read": the
+	stream check digests the whole header).  A header of 2-octet lines
+	across every offset within 4 KiB of that end, both parities: the
+	UIDLs are refmbox's and every RETR sends the stored octets."""
+	end = LIMITS["MD_BLOCK"] + LIMITS["MD_HASH_MAX"] + \
+	    2 * LIMITS["MD_FROM_MAX"]		# about where the first read ends
+	msg = b"Subject: %05d\n\n" + b"x" * 70 + b"\n"
+	n = (end - 16 * 1024) // len(mbox([msg % 0]))
+	head = mbox([msg % i for i in range(n)])
+	data = head + F + b"\n" + b"X: " + b"a" * shift + b"\n" + \
+	    b"b\n" * (16 * 1024) + b"Subject: after\n\nbody\n"
+	assert len(head) < end - 8 * 1024 and len(data) > end + 8 * 1024
+	pop3.write_mbox(data)
+	vis = refmbox.visible(data)
+	t = pop3.run(login() + ["UIDL", "RETR %d" % len(vis), "QUIT"],
+	    "--no-cache")
+	assert all(r.ok for r in t.replies), t
+	assert [ln.split()[1] for ln in t[2].lines] == refmbox.uidls(data)
+	assert t[3].data == stored_retr(vis[-1][1])
