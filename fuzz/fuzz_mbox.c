@@ -53,8 +53,9 @@
 #include "common.h"
 
 #define FZ_PAD_MAX	(2 * 1024 * 1024 + 4096)
-/* The end of mbox_index()'s first read (see its "want"). */
-#define FZ_EDGE		(MD_IX_CAP - 64 - 4)
+/* The end of mbox_index()'s first read (see its "want": the buffer less
+ * the 64 octets after the data and the MD_IX_HIST before offset 0). */
+#define FZ_EDGE		(MD_IX_CAP - 64 - MD_IX_HIST)
 
 struct pop_opts opt;
 

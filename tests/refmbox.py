@@ -220,17 +220,18 @@ def digest(data, start):
 
 def uidls(data):
 	"""The UIDL of every message a client sees: the digest in hex, and
-	"-N" for the Nth earlier message of the file with the same digest."""
+	"-N" for the Nth earlier one of them with the same digest (a hidden
+	pseudo-message is not one of them)."""
 	starts = boundaries(data)
 	if starts is None:
 		return None
+	msgs = split(data)
+	if msgs and is_pseudo(*msgs[0]):
+		starts = starts[1:]
 	seen, out = {}, []
 	for s in starts:
 		d = digest(data, s)
 		n = seen.get(d, 0)
 		seen[d] = n + 1
 		out.append(d.hex() + ("-%d" % n if n else ""))
-	msgs = split(data)
-	if msgs and is_pseudo(*msgs[0]):
-		out = out[1:]
 	return out

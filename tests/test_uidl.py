@@ -191,3 +191,21 @@ def test_header_line_ending_where_a_read_ends(pop3, shift):
 	assert all(r.ok for r in t.replies), t
 	assert [ln.split()[1] for ln in t[2].lines] == refmbox.uidls(data)
 	assert t[3].data == stored_retr(vis[-1][1])
+
+
+def test_twin_of_a_hidden_pseudo_message(pop3):
+	"""A copy of the hidden pseudo-message later in the file (a mailbox
+	and its backup put together; the copy differs only in a left-out
+	field, so it has the same digest) is an ordinary message, and the
+	first of its digest that a client sees: no "-1" (found by a review:
+	refmbox counted the hidden one)."""
+	p = (b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nDate: x\n"
+	    b"From: Mail System Internal Data <MAILER-DAEMON@h>\n"
+	    b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+	    b"X-IMAP: 1 2\n\nbody\n\n")
+	data = p + p.replace(b"X-IMAP: 1 2", b"X-IMAPbase: 1 3") + F + \
+	    b"\nSubject: x\n\nb\n"
+	pop3.write_mbox(data)
+	ref = refmbox.uidls(data)
+	assert len(ref) == 2 and "-" not in ref[0]
+	assert uidls(pop3, "--no-cache") == ref
