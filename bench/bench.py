@@ -28,7 +28,8 @@ Servers, measured side by side in the same run on copies of the same file:
               only (on its first open it writes X-UID headers into the
               mbox, so the write workloads would not compare)
 References on the pristine file: cat F >/dev/null, cat F | cat >/dev/null,
-dd if=F of=copy bs=1M conv=fsync.
+dd if=F of=copy bs=1M conv=fsync; for expunge, the floor of a journaled
+update in place (ref_journal(): its octets written twice, made durable).
 
 Nothing outside build/bench is written but what the packages of
 tests/packages.txt's bench section install (a /usr/sbin/policy-rc.d that
@@ -43,6 +44,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import platform
 import re
@@ -719,6 +721,88 @@ def ref_dd(path):
 	return t
 
 
+# journal.c's JNL_SHIFT: extents moved by less go through the journal.
+JNL_SHIFT = 4 << 20
+
+
+def journaled(mb, dele):
+	"""(D, J): where the update of the expunge that deletes the 1-based
+	messages dele begins (the first deleted message), and the octets its
+	journal holds (journal.c, jnl_plan(): each kept message after D moved
+	by less than JNL_SHIFT; with every 10th message deleted, no move by
+	more overwrites its own source)."""
+	dset = set(dele)
+	d, shift, j = None, 0, 0
+	for i in range(mb.n):
+		size = mb.offs[i + 1] - mb.offs[i]
+		if i + 1 in dset:
+			if d is None:
+				d = mb.offs[i]
+			shift += size
+		elif shift and shift < JNL_SHIFT:
+			j += size
+	return d, j
+
+
+def ref_journal(mb, dele, spool):
+	"""The two writes of a journaled update's octets, each made durable,
+	timed in this process (no process start): (1) to a new file in the
+	spool, read from the mailbox into an aligned 256 KiB buffer and
+	written with O_DIRECT, as jnl_wdata() writes the journal, or copied
+	through the page cache, whichever is faster in this run; (2) in
+	place over the same octets of an allocated copy of the mailbox with
+	copy_file_range(2), as the moves are (the copy is made on the first
+	call).  The mailbox is in the page cache, as pop3d's is.  Their
+	times (s)."""
+	d, j = journaled(mb, dele)
+	copy = os.path.join(spool, ".journal.copy")
+	place = os.path.join(spool, ".inplace.copy")
+	if not os.path.exists(place):
+		shutil.copyfile(mb.path, place)
+	blk = 256 << 10
+	buf = mmap.mmap(-1, blk)
+	src = os.open(mb.path, os.O_RDONLY)
+	try:
+		os.sync()
+		t0 = time.perf_counter()
+		fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+		    os.O_DIRECT, 0o600)
+		for off in range(0, j, blk):
+			n = os.preadv(src, [buf], d + off)
+			m = min(n, j - off)
+			os.pwrite(fd, memoryview(buf)[:(m + 4095) & ~4095], off)
+		os.fdatasync(fd)
+		os.close(fd)
+		t1 = time.perf_counter() - t0
+		os.unlink(copy)
+		# The same through the page cache: the faster of the two.
+		os.sync()
+		t0 = time.perf_counter()
+		fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+		    0o600)
+		off = 0
+		while off < j:
+			off += os.copy_file_range(src, fd, j - off, d + off, off)
+		os.fdatasync(fd)
+		os.close(fd)
+		t1 = min(t1, time.perf_counter() - t0)
+		os.unlink(copy)
+		os.sync()
+		t0 = time.perf_counter()
+		fd = os.open(place, os.O_WRONLY)
+		off = 0
+		while off < j:
+			off += os.copy_file_range(src, fd, j - off, d + off,
+			    d + off)
+		os.fdatasync(fd)
+		os.close(fd)
+		t2 = time.perf_counter() - t0
+	finally:
+		os.close(src)
+		buf.close()
+	return t1, t2
+
+
 def ref_true():
 	return timed(["true"])[:2]
 
@@ -787,7 +871,15 @@ def bench_size(res, size, mb, servers, runs, wls):
 		ts = {s.name: [] for s in who}
 		rss = {s.name: 0 for s in who}
 		notes = {s.name: None for s in who}
+		jts, pts = [], []
 		for r in range(runs + 1):		# run 0: warm-up + check
+			if wl == "expunge" and who:
+				# The update's writes, between the servers' runs.
+				t1, t2 = ref_journal(mb,
+				    scripts[who[0].name][1], who[0].spool)
+				if r > 0:
+					jts.append(t1)
+					pts.append(t2)
 			for s in who:
 				scr, dele = scripts[s.name]
 				if wl in EXPUNGE:
@@ -822,6 +914,13 @@ def bench_size(res, size, mb, servers, runs, wls):
 					continue
 				ts[s.name].append(t)
 				rss[s.name] = max(rss[s.name], m)
+		if jts:
+			res.add(size, "journal", "ref", jts)
+			res.add(size, "in place", "ref", pts)
+			log("  %-14s %-10s %8.4f s" % (wl, "journal", median(jts)))
+			log("  %-14s %-10s %8.4f s" % (wl, "in place",
+			    median(pts)))
+			os.unlink(os.path.join(who[0].spool, ".inplace.copy"))
 		for s in who:
 			res.add(size, wl, s.name, ts[s.name], rss[s.name],
 			    notes[s.name])
@@ -1117,6 +1216,34 @@ TARGETS = {
 }
 
 
+def floor_lines(res, size, mb):
+	"""The floor of expunge for a journaled update in place, measured in
+	the run (ref_journal()): the journaled octets written twice, the
+	journal durable before the first move (sync 1 of journal.c), so the
+	two add up; nothing else of a session counted (process start, login,
+	reading and indexing the mailbox, locks)."""
+	jt = res.get(size, "journal", "ref")
+	pt = res.get(size, "in place", "ref")
+	pa = res.get(size, "expunge", "popa3d")
+	if None in (jt, pt, pa):
+		return []
+	_, j = journaled(mb, list(range(10, mb.n + 1, 10)))
+	fl = jt + pt
+	out = "Floor of expunge for a journaled update in place: the " \
+	    "journaled octets (%.1f MB) written twice, each durable before " \
+	    "the next step: to a new file and fdatasync %s (the journal; " \
+	    "the faster of O_DIRECT, as jnl_wdata() writes it, and the " \
+	    "page cache), then in place with " \
+	    "copy_file_range and fdatasync %s (the moves) = %s, %.2fx " \
+	    "popa3d's whole expunge, which writes them once" % (j / 1e6,
+	    fmt_t(jt), fmt_t(pt), fmt_t(fl), fl / pa)
+	for n in ("pop3d", "pop3d-pam"):
+		t = res.get(size, "expunge", n)
+		if t is not None:
+			out += "; %s %.2fx that floor" % (n, t / fl)
+	return [out + ".", ""]
+
+
 def fmt_t(t):
 	if t is None:
 		return "–"
@@ -1284,6 +1411,7 @@ def report(res, mach, servers, sizes, mbs, runs, mem_mbs, sessions):
 		if any((size, "expunge-last", n) in res.rows for n in names):
 			L.append(row)
 		L.append("")
+		L += floor_lines(res, size, mb)
 		L += open_table(res, size, mb, onames, bound)
 	if ("tiny", "tiny", names[0] if names else "") in res.rows:
 		L.append("### tiny: %d sequential sessions on 3 messages "
