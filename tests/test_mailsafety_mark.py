@@ -35,7 +35,7 @@ from mailsafety import (JOURNAL, Run, describe, fault_binary, journals,
 from messages import message
 
 PAGE = 4096
-HDR = 216				# JNL_HDR of POP3DJ4
+HDR = 216				# JNL_HDR of POP3DJ4 and POP3DJ5
 
 
 def le64(b, off):
@@ -43,8 +43,8 @@ def le64(b, off):
 
 
 def jinfo(jb):
-	"""(D, F, N, X, mark, P) of a POP3DJ4 journal (P None: no record)."""
-	assert jb[:8] == b"POP3DJ4\n"
+	"""(D, F, N, X, mark, P) of a POP3DJ5 journal (P None: no record)."""
+	assert jb[:8] == b"POP3DJ5\n"
 	d, f, n, x = le64(jb, 24), le64(jb, 32), le64(jb, 40), le64(jb, 56)
 	hh = jb[HDR - 32:HDR]
 	best = None
@@ -226,7 +226,7 @@ def test_mua_deletes_the_stale_copies_after_the_mark(pop3):
 	k, res, st0, snap = phases["uncut"]
 	F.restore(pop3, snap)
 	jb = (pop3.spool / JOURNAL).read_bytes()
-	v4 = jb[:8] == b"POP3DJ4\n"
+	v5 = jb[:8] == b"POP3DJ5\n"
 	d, f, n = le64(jb, 24), le64(jb, 32), le64(jb, 40)
 	new = message(5, tag="new", body=b"".join(b"new line %d\n" % i
 	    for i in range(120)))
@@ -242,7 +242,7 @@ def test_mua_deletes_the_stale_copies_after_the_mark(pop3):
 	mua_rewrite(pop3, mua)
 	t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
 	got = pop3.read_mbox()
-	ctx = "POP3DJ4: %s\n%r\n%s\nmailbox from D+N-40: %r" % (v4, t,
+	ctx = "POP3DJ5: %s\n%r\n%s\nmailbox from D+N-40: %r" % (v5, t,
 	    t.stderr, got[d + n - 40:])
 	# Kept as the MUA left it, the journal gone.
 	assert got == mua, "not as the mail reader left it:\n" + ctx
@@ -251,7 +251,7 @@ def test_mua_deletes_the_stale_copies_after_the_mark(pop3):
 
 def test_journal_of_a_newer_format_is_not_dropped(pop3):
 	"""An update killed in its moves (the big message half shifted), then
-	the journal's magic made a later format's ("POP3DJ5", the header's
+	the journal's magic made a later format's ("POP3DJ6", the header's
 	digest made anew): a pop3d that does not know the format refuses the
 	login and keeps the journal where it is, for the pop3d that knows it;
 	the next login too.  (It removed it as one "never complete", then
@@ -264,7 +264,7 @@ def test_journal_of_a_newer_format_is_not_dropped(pop3):
 	F.restore(pop3, snap)
 	jp = pop3.spool / JOURNAL
 	jb = bytearray(jp.read_bytes())
-	jb[:8] = b"POP3DJ5\n"
+	jb[:8] = b"POP3DJ6\n"
 	jb[HDR - 32:HDR] = hashlib.sha256(bytes(jb[:HDR - 32])).digest()
 	jp.write_bytes(bytes(jb))
 	half = pop3.read_mbox()

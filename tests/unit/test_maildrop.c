@@ -70,6 +70,10 @@ put(void *arg, const char *p, size_t n)
 	return 0;
 }
 
+/* The magic of the journals this pop3d writes: POP3DJ4 without a key
+ * for the digest of the journaled octets (POP3D_NOKEY). */
+static const char	*jmagic;
+
 static int
 setup(void **state)
 {
@@ -83,6 +87,7 @@ setup(void **state)
 	snprintf(user.mailbox, sizeof(user.mailbox), "%s/user", dir);
 	opt.locks = POP3_LOCK_FCNTL | POP3_LOCK_DOTLOCK;
 	opt.debug = getenv("MD_TEST_DEBUG") != NULL;	/* log to stderr */
+	jmagic = "POP3DJ5\n";
 	mbox_test_split(0, 0);
 	return 0;
 }
@@ -97,6 +102,9 @@ teardown(void **state)
 	(void)state;
 	mbox_test_split(0, 0);
 	lock_test_refresh(MD_DOTLOCK_REFRESH * 1000ULL);
+	/* What a failed test may have left set. */
+	unsetenv("POP3D_NOKEY");
+	unsetenv("POP3D_JSHIFT");
 	if ((d = opendir(dir)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 ||
@@ -1224,8 +1232,8 @@ test_error_loop(void **state)
 
 /*
  * Kills an update keeping keep right after its journal is written, before
- * its fsync and the first change of the mailbox: the journal is in *jb
- * (its path in j), the mailbox as write_msgs() made it.
+ * its fsync and the first change of the mailbox: the journal, of magic
+ * jmagic, is in *jb (its path in j), the mailbox as write_msgs() made it.
  */
 static void
 journal_written(unsigned int keep, char *j, size_t size, struct buf *jb)
@@ -1243,7 +1251,7 @@ journal_written(unsigned int keep, char *j, size_t size, struct buf *jb)
 		if (WIFSIGNALED(s) && access(j, F_OK) == 0) {
 			read_file(j, jb);
 			/* The header: its magic. */
-			if (jb->len > 4096 && memcmp(jb->p, "POP3DJ4\n", 8) == 0)
+			if (jb->len > 4096 && memcmp(jb->p, jmagic, 8) == 0)
 				return;
 			buf_free(jb);
 		}
@@ -1290,7 +1298,7 @@ test_journal_bad(void **state)
 	/* An incomplete journal is removed, the mailbox untouched. */
 	write_msgs();
 	read_file(user.mailbox, &orig);
-	write_file(j, "POP3DJ4\ngarbage", 15);
+	write_file(j, "POP3DJ5\ngarbage", 15);
 	assert_dropped(j, &orig);
 	buf_free(&orig);
 }
@@ -1338,27 +1346,15 @@ test_journal_torn(void **state)
 	}
 }
 
-/*
- * A journal of this pop3d's (0x2b kept) turned into one of an older
- * format: magic, the header's digest over its first len - 32 octets at
- * len - 32, zeros after it up to this format's header (216 octets).  It
- * is still applied: the update it began is completed.
- */
+/* The next session completes the update of the journal jb (0x2b kept),
+ * written to j. */
 static void
-journal_older(const char *magic, size_t len)
+assert_applied(const char *j, struct buf *jb)
 {
-	struct sha256_ctx	 ctx;
 	struct maildrop		 md;
-	struct buf		 jb, after;
-	char			 j[4200];
+	struct buf		 after;
 
-	journal_written(0x2b, j, sizeof(j), &jb);
-	memcpy(jb.p, magic, 8);
-	sha256_init(&ctx);
-	sha256_update(&ctx, len - 32, (unsigned char *)jb.p);
-	sha256_digest(&ctx, 32, (unsigned char *)jb.p + len - 32);
-	memset(jb.p + len, 0, 216 - len);
-	write_file(j, jb.p, jb.len);
+	write_file(j, jb->p, jb->len);
 	open_ok(&md);
 	assert_int_equal(md.n, 4);
 	md_close(&md);
@@ -1366,6 +1362,39 @@ journal_older(const char *magic, size_t len)
 	want_msgs(0x2b, "", &after);
 	assert_file(&after);
 	buf_free(&after);
+}
+
+/*
+ * A journal of this pop3d's (0x2b kept) turned into one of an older
+ * format: magic, the digest of the journaled octets made a SHA-256 (from
+ * POP3DJ3 on), the header's digest over its first len - 32 octets at
+ * len - 32, zeros after it up to this format's header (216 octets).  It
+ * is still applied: the update it began is completed.
+ */
+static void
+journal_older(const char *magic, size_t len)
+{
+	struct sha256_ctx	 ctx;
+	struct buf		 jb;
+	char			 j[4200];
+	uint64_t		 x, at, n;
+
+	journal_written(0x2b, j, sizeof(j), &jb);
+	memcpy(jb.p, magic, 8);
+	x = le64((unsigned char *)jb.p + 56);
+	at = (12288 + x * 32 + 4095) & ~(uint64_t)4095;
+	n = le64((unsigned char *)jb.p + 64);
+	assert_true(n > 0 && jb.len >= at + n);
+	if (len >= 200) {
+		sha256_init(&ctx);
+		sha256_update(&ctx, n, (unsigned char *)jb.p + at);
+		sha256_digest(&ctx, 32, (unsigned char *)jb.p + 136);
+	}
+	sha256_init(&ctx);
+	sha256_update(&ctx, len - 32, (unsigned char *)jb.p);
+	sha256_digest(&ctx, 32, (unsigned char *)jb.p + len - 32);
+	memset(jb.p + len, 0, 216 - len);
+	assert_applied(j, &jb);
 	buf_free(&jb);
 }
 
@@ -1378,12 +1407,38 @@ test_journal_v2(void **state)
 	journal_older("POP3DJ2\n", 168);
 }
 
-/* The previous pop3d's journal (POP3DJ3: no mark). */
+/* An older pop3d's journal (POP3DJ3: no mark). */
 static void
 test_journal_v3(void **state)
 {
 	(void)state;
 	journal_older("POP3DJ3\n", 200);
+}
+
+/* The previous pop3d's journal (POP3DJ4: the journaled octets' digest a
+ * SHA-256). */
+static void
+test_journal_v4(void **state)
+{
+	(void)state;
+	journal_older("POP3DJ4\n", 216);
+}
+
+/* Without a key for its digest (getrandom(2) failed), a journal of
+ * POP3DJ4, which the next session applies. */
+static void
+test_journal_nokey(void **state)
+{
+	struct buf	jb;
+	char		j[4200];
+
+	(void)state;
+	setenv("POP3D_NOKEY", "1", 1);
+	jmagic = "POP3DJ4\n";
+	journal_written(0x2b, j, sizeof(j), &jb);
+	unsetenv("POP3D_NOKEY");
+	assert_applied(j, &jb);
+	buf_free(&jb);
 }
 
 /*
@@ -1961,6 +2016,8 @@ main(void)
 		T(test_journal_torn),
 		T(test_journal_v2),
 		T(test_journal_v3),
+		T(test_journal_v4),
+		T(test_journal_nokey),
 		T(test_journal_mark),
 		T(test_journal_damaged_after_progress),
 		T(test_progress),
