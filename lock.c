@@ -206,6 +206,12 @@ lock_test_refresh(uint64_t ms)
 {
 	lock_refresh_every = ms;
 }
+
+void
+lock_test_forget(void)
+{
+	lock_ses_held = 0;
+}
 #endif
 
 /* Refreshes our dotlock's mtime so that nobody takes it for stale. */

@@ -33,7 +33,9 @@ void		lock_dot_end(void);
  * during long work under the spool locks. */
 void		lock_alive(void);
 
-/* Unit tests: refresh every ms milliseconds (0: at every chance). */
+/* Unit tests: refresh every ms milliseconds (0: at every chance); forget
+ * the session lock of a maildrop a failed test left open. */
 void		lock_test_refresh(uint64_t);
+void		lock_test_forget(void);
 
 #endif /* LOCK_H */

@@ -1,5 +1,6 @@
-"""The mark of an update (journal format POP3DJ4, journal.c): the crash
-states its repair must take, and what it must never take for them.
+"""The mark of an update (journal formats POP3DJ4 and POP3DJ5, journal.c):
+the crash states its repair must take, and what it must never take for
+them.
 
 After the last move an update writes a mark (a NUL and 15 octets of the
 journal header's digest) over the first octets of [D+N, F), fsyncs the
