@@ -726,35 +726,37 @@ JNL_SHIFT = 4 << 20
 
 
 def journaled(mb, dele):
-	"""(D, J): where the update of the expunge that deletes the 1-based
-	messages dele begins (the first deleted message), and the octets its
-	journal holds (journal.c, jnl_plan(): each kept message after D moved
-	by less than JNL_SHIFT; with every 10th message deleted, no move by
-	more overwrites its own source)."""
+	"""(D, J, V): where the update of the expunge that deletes the
+	1-based messages dele begins (the first deleted message), the octets
+	its journal holds (journal.c, jnl_plan(): each kept message after D
+	moved by less than JNL_SHIFT; with every 10th message deleted, no
+	move by more overwrites its own source), and the octets it moves
+	(every kept message after D)."""
 	dset = set(dele)
-	d, shift, j = None, 0, 0
+	d, shift, j, v = None, 0, 0, 0
 	for i in range(mb.n):
 		size = mb.offs[i + 1] - mb.offs[i]
 		if i + 1 in dset:
 			if d is None:
 				d = mb.offs[i]
 			shift += size
-		elif shift and shift < JNL_SHIFT:
-			j += size
-	return d, j
+		elif shift:
+			v += size
+			j += size if shift < JNL_SHIFT else 0
+	return d, j, v
 
 
 def ref_journal(mb, dele, spool):
-	"""The two writes of a journaled update's octets, each made durable,
-	timed in this process (no process start): (1) to a new file in the
-	spool, read from the mailbox into an aligned 256 KiB buffer and
-	written with O_DIRECT, as jnl_wdata() writes the journal, or copied
-	through the page cache, whichever is faster in this run; (2) in
-	place over the same octets of an allocated copy of the mailbox with
-	copy_file_range(2), as the moves are (the copy is made on the first
-	call).  The mailbox is in the page cache, as pop3d's is.  Their
-	times (s)."""
-	d, j = journaled(mb, dele)
+	"""The writes of a journaled update, each made durable, timed in
+	this process (no process start): (1) the journaled octets to a new
+	file in the spool, read from the mailbox into an aligned 256 KiB
+	buffer and written with O_DIRECT, as jnl_wdata() writes the journal,
+	or copied through the page cache, whichever is faster in this run;
+	(2) the moved octets in place over the same octets of an allocated
+	copy of the mailbox with copy_file_range(2), as the moves are (the
+	copy is made on the first call).  The mailbox is in the page cache,
+	as pop3d's is.  Their times (s)."""
+	d, j, v = journaled(mb, dele)
 	copy = os.path.join(spool, ".journal.copy")
 	place = os.path.join(spool, ".inplace.copy")
 	if not os.path.exists(place):
@@ -791,8 +793,8 @@ def ref_journal(mb, dele, spool):
 		t0 = time.perf_counter()
 		fd = os.open(place, os.O_WRONLY)
 		off = 0
-		while off < j:
-			off += os.copy_file_range(src, fd, j - off, d + off,
+		while off < v:
+			off += os.copy_file_range(src, fd, v - off, d + off,
 			    d + off)
 		os.fdatasync(fd)
 		os.close(fd)
@@ -1216,27 +1218,31 @@ TARGETS = {
 }
 
 
-def floor_lines(res, size, mb):
+def floor_lines(res, size, mb, spawn):
 	"""The floor of expunge for a journaled update in place, measured in
-	the run (ref_journal()): the journaled octets written twice, the
-	journal durable before the first move (sync 1 of journal.c), so the
-	two add up; nothing else of a session counted (process start, login,
-	reading and indexing the mailbox, locks)."""
+	the run: reading the mailbox once (`cat` less the runner's `true`,
+	spawn), the journal's write, then the moves' (ref_journal()): the
+	index comes before the plan of the update, and the journal must be
+	durable before the first move (sync 1 of journal.c), so the three add
+	up; nothing else of a session counted (process start, login, parsing
+	and digests, locks, the cache)."""
+	c = res.get(size, "cat", "ref")
 	jt = res.get(size, "journal", "ref")
 	pt = res.get(size, "in place", "ref")
 	pa = res.get(size, "expunge", "popa3d")
-	if None in (jt, pt, pa):
+	if None in (c, jt, pt, pa):
 		return []
-	_, j = journaled(mb, list(range(10, mb.n + 1, 10)))
-	fl = jt + pt
+	_, j, v = journaled(mb, list(range(10, mb.n + 1, 10)))
+	rd = max(c - spawn, 0)
+	fl = rd + jt + pt
 	out = "Floor of expunge for a journaled update in place: the " \
-	    "journaled octets (%.1f MB) written twice, each durable before " \
-	    "the next step: to a new file and fdatasync %s (the journal; " \
-	    "the faster of O_DIRECT, as jnl_wdata() writes it, and the " \
-	    "page cache), then in place with " \
-	    "copy_file_range and fdatasync %s (the moves) = %s, %.2fx " \
-	    "popa3d's whole expunge, which writes them once" % (j / 1e6,
-	    fmt_t(jt), fmt_t(pt), fmt_t(fl), fl / pa)
+	    "mailbox read once %s (`cat` less `true`), the journaled octets " \
+	    "(%.1f MB) written to a new file and made durable %s (the " \
+	    "faster of O_DIRECT, as jnl_wdata() writes the journal, and the " \
+	    "page cache), then the moved octets (%.1f MB) in place with " \
+	    "copy_file_range and fdatasync %s = %s, %.2fx popa3d's whole " \
+	    "expunge, which writes the moved octets once" % (fmt_t(rd),
+	    j / 1e6, fmt_t(jt), v / 1e6, fmt_t(pt), fmt_t(fl), fl / pa)
 	for n in ("pop3d", "pop3d-pam"):
 		t = res.get(size, "expunge", n)
 		if t is not None:
@@ -1411,7 +1417,7 @@ def report(res, mach, servers, sizes, mbs, runs, mem_mbs, sessions):
 		if any((size, "expunge-last", n) in res.rows for n in names):
 			L.append(row)
 		L.append("")
-		L += floor_lines(res, size, mb)
+		L += floor_lines(res, size, mb, mach["spawn"])
 		L += open_table(res, size, mb, onames, bound)
 	if ("tiny", "tiny", names[0] if names else "") in res.rows:
 		L.append("### tiny: %d sequential sessions on 3 messages "
@@ -1492,6 +1498,38 @@ def update_md(path, key, block):
 
 # ------------------------------------------------------------------ main
 
+# The servers in the order of the tables.
+ORDER = ("pop3d", "pop3d-base", "pop3d-pam", "pop3d-base-pam", "popa3d",
+    "dovecot")
+
+
+def report_again(a, path):
+	"""--report: the block of a saved run, rendered by this bench.py."""
+	import types
+	with open(path) as f:
+		saved = json.load(f)
+	res = Results()
+	res.rows = {}
+	for k, v in saved["rows"].items():
+		p = k.split("|")		# a workload "cat|cat" holds one
+		res.rows[(p[0], "|".join(p[1:-1]), p[-1])] = v
+	who = {k[2] for k in res.rows}
+	full = {k[2] for k in res.rows if k[1] in ("list", "tiny") + EXPUNGE}
+	servers = [types.SimpleNamespace(name=n, skip=None,
+	    only=None if n in full else OPENS) for n in ORDER if n in who]
+	sizes = [s for s in a.sizes.split() if any(k[0] == s
+	    for k in res.rows)]
+	mbs = {s: Mbox(s, a.seed) for s in sizes}
+	mem_mbs = [(k, Mbox(k, a.seed)) for k in ("mem1k", "mem1g", "big4g")
+	    if any(r[0] == k for r in res.rows)]
+	block = report(res, saved["machine"], servers, sizes, mbs, a.runs,
+	    mem_mbs, a.sessions)
+	if a.md:
+		update_md(a.md, "sizes=" + ",".join(sizes) + (",big4g" if any(
+		    k == "big4g" for k, _ in mem_mbs) else ""), block)
+	print(block)
+
+
 def main():
 	global DEVNULL
 	ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -1525,6 +1563,10 @@ def main():
 	    help="also RETR a 4.7 GB mailbox (five 900 MB messages)")
 	ap.add_argument("--wait-idle", type=int, default=0, metavar="SECONDS",
 	    help="wait up to SECONDS for the load average to drop below 0.7")
+	ap.add_argument("--report", metavar="JSON",
+	    help="measure nothing: render the block of a run's results "
+	    "(build/bench/results-*.json, that run's --sizes, --runs and "
+	    "--sessions) again, into --md")
 	ap.add_argument("--md", default=os.path.join(ROOT, "BENCH.md"),
 	    help="update the generated block of this file ('' = no; not "
 	    "under /tmp, which is a private tmpfs during the run as root)")
@@ -1535,6 +1577,9 @@ def main():
 	if bad:
 		ap.error("unknown workload: " + ", ".join(sorted(bad)))
 	os.makedirs(BUILD, exist_ok=True)
+	if a.report:
+		report_again(a, a.report)
+		return
 	if not a.no_install and os.environ.get(NSENV) != "1":
 		install_packages()
 	if os.geteuid() == 0 and os.environ.get(NSENV) != "1" and \
