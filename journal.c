@@ -154,8 +154,13 @@ jnl_shift_min(void)
 	return v;
 }
 #define JNL_SHIFT_NOW()	jnl_shift_min()
+/* POP3D_JLOSE=1: a journal given up (jnl_compact()) keeps its name, as
+ * when a crash loses its unlink. */
+#define JNL_GIVEUP_UNLINK(p)	(getenv("POP3D_JLOSE") != NULL ? 0 : \
+				    io_unlink(p))
 #else
 #define JNL_SHIFT_NOW()	JNL_SHIFT
+#define JNL_GIVEUP_UNLINK(p)	io_unlink(p)
 #endif
 
 /* Starts writing [off, off + len) of fd back to disk without waiting, so
@@ -599,6 +604,24 @@ jnl_hjob_start(const struct jnl_box *box, const struct jnl_state *js,
 		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	return threaded;
+}
+
+/*
+ * A journal given up after its rename, before its name was durable (the
+ * directory's fsync failed): its magic zeroed and synced before it is
+ * unlinked, so that a crash that loses the unlink leaves a file no repair
+ * applies (jnl_decode(): not a header; removed as never applied), not the
+ * complete journal of an update answered -ERR.
+ */
+static void
+jnl_spoil(int fd, const char *path)
+{
+	static const unsigned char	zero[8];
+
+	if (io_pwrite(fd, zero, sizeof(zero), 0) == -1 ||
+	    io_fdatasync(fd) == -1)
+		pop_log(LOG_ERR, "cannot spoil journal %s: %s", path,
+		    strerror(errno));
 }
 
 /* Keeps a journal we must not apply or remove, under another name. */
@@ -1595,8 +1618,10 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	moved = io_rename(tpath, jpath) == 0;
 	if (!moved || io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "journal %s: %s", jpath, strerror(errno));
+		if (moved)
+			jnl_spoil(js.fd, jpath);
 		(void)close(js.fd);
-		if (io_unlink(moved ? jpath : tpath) == -1)
+		if (JNL_GIVEUP_UNLINK(moved ? jpath : tpath) == -1)
 			pop_log(LOG_ERR, "cannot remove %s: %s",
 			    moved ? jpath : tpath, strerror(errno));
 		return MD_TEMP;

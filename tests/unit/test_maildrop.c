@@ -107,6 +107,7 @@ teardown(void **state)
 	 * the directory). */
 	unsetenv("POP3D_NOKEY");
 	unsetenv("POP3D_JSHIFT");
+	unsetenv("POP3D_JLOSE");
 	lock_test_forget();
 	if ((d = opendir(dir)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
@@ -1451,6 +1452,47 @@ test_journal_nokey(void **state)
  * the journal kept aside and the login refused (MD_PERM), for POP3DJ5 as
  * for POP3DJ4 (found by a review: no test held the version check).
  */
+/*
+ * An update that fails with the mailbox untouched leaves it untouched for
+ * the next session too, whichever call failed (EIO at each in turn), even
+ * when the journal it gave up keeps its name (POP3D_JLOSE: a crash lost
+ * the unlink): after a failed fsync of the directory, the journal under
+ * its name was complete, and the next session applied it, deleting
+ * after a -ERR.
+ */
+static void
+test_journal_given_up(void **state)
+{
+	struct maildrop	 md;
+	struct buf	 orig, got;
+	char		 f[32], j[4200];
+	int		 n, st, named = 0;
+
+	(void)state;
+	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
+	for (n = 1; n < 80; n++) {
+		write_msgs();
+		read_file(user.mailbox, &orig);
+		snprintf(f, sizeof(f), "eio:%d", n);
+		setenv("POP3D_JLOSE", "1", 1);
+		st = child_update(0x2b, f);
+		unsetenv("POP3D_JLOSE");
+		read_file(user.mailbox, &got);
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 3 &&
+		    got.len == orig.len &&
+		    memcmp(got.p, orig.p, got.len) == 0) {
+			named += access(j, F_OK) == 0;
+			open_ok(&md);
+			assert_int_equal(md.n, NMSGS);
+			md_close(&md);
+			assert_file(&orig);
+		}
+		buf_free(&got);
+		buf_free(&orig);
+	}
+	assert_true(named > 0);
+}
+
 static uint64_t	jprogress(void);
 
 static void
@@ -2082,6 +2124,7 @@ main(void)
 		T(test_journal_v4),
 		T(test_journal_nokey),
 		T(test_journal_cut_changed),
+		T(test_journal_given_up),
 		T(test_journal_mark),
 		T(test_journal_damaged_after_progress),
 		T(test_progress),
