@@ -620,8 +620,9 @@ jnl_spoil(int fd, const char *path)
 
 	if (io_pwrite(fd, zero, sizeof(zero), 0) == -1 ||
 	    io_fdatasync(fd) == -1)
-		pop_log(LOG_ERR, "cannot spoil journal %s: %s", path,
-		    strerror(errno));
+		pop_log(LOG_ERR, "cannot spoil journal %s: %s (if a crash "
+		    "loses its removal, the next session completes the "
+		    "update)", path, strerror(errno));
 }
 
 /* Keeps a journal we must not apply or remove, under another name. */
@@ -1617,7 +1618,8 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	 */
 	moved = io_rename(tpath, jpath) == 0;
 	if (!moved || io_fsyncdir(box->path) == -1) {
-		pop_log(LOG_ERR, "journal %s: %s", jpath, strerror(errno));
+		pop_log(LOG_ERR, "journal %s: %s (nothing deleted: check the "
+		    "spool's file system)", jpath, strerror(errno));
 		if (moved)
 			jnl_spoil(js.fd, jpath);
 		(void)close(js.fd);
