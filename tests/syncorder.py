@@ -62,7 +62,15 @@ Rules (check()), each for whatever layout the journal has:
 	 durable, the journal is removed and its removal is durable (a
 	 journal that comes back after a crash would have the next session
 	 repair a mailbox that has changed since); the mailbox is not changed
-	 after it.
+	 after it.  An update given up before any change (check(refused=True))
+	 answers -ERR and changes nothing of the mailbox.
+  void	 A journal's name removed before the name was durable (an update
+	 given up when the directory's fsync failed) is removed only once a
+	 write of that journal after the name was made is durable: a crash
+	 may keep the name and lose the removal, and what it keeps must not
+	 be the journal as it was named, complete, which a repair would
+	 apply.  (That the write spoils it is the unit tests' to show; this
+	 checker only sees that one is on disk first.)
 """
 
 import os
@@ -550,6 +558,29 @@ class Report:
 					self.bad("ahead: journal %s %r while the mailbox "
 					    "change %r is not durable", x.kind, x, m)
 
+	def void(self):
+		for e in self.jn:
+			if e.kind != "create" or e.path != self.jpath:
+				continue
+			rm = [x for x in self.jn if x.kind == "remove" and
+			    x.obj is e.obj and x.start > e.end]
+			if not rm or self.name_durable(e, rm[0].start):
+				continue
+			if not any(w.obj is e.obj and w.start > e.end and
+			    self.durable(w, rm[0].start) for w in self.jw):
+				self.bad("void: the journal's name %r removed by %r "
+				    "before the name is durable, and no write of it "
+				    "after the name was made is durable first", e, rm[0])
+
+	def refused(self):
+		r = self.reply
+		if r is None or not unquote(r.call.args[1]).startswith("-ERR"):
+			self.bad("reply: an update given up answered %r, not -ERR",
+			    r)
+		for m in self.mailbox:
+			self.bad("reply: an update given up changed the mailbox: %r",
+			    m)
+
 	def replied(self):
 		r = self.reply
 		if r is None:
@@ -574,12 +605,13 @@ class Report:
 
 
 def check(log, mailbox, journal, size0, cwd=None, hashed=False,
-    there=False):
+    there=False, refused=False):
 	"""Checks the rules of this module's docstring on the strace log of a
 	session whose update began with a mailbox of size0 octets: a Report.
 	cwd: the session's working directory, for relative paths; hashed:
 	the journal holds digests of all its octets (no commit rule); there:
-	the journal was there, durable, when the log began (a repair)."""
+	the journal was there, durable, when the log began (a repair);
+	refused: the update was given up before it changed the mailbox."""
 	tr = Trace(parse(log), cwd)
 	rep = Report(tr, os.path.normpath(mailbox), os.path.normpath(journal),
 	    size0, there)
@@ -592,5 +624,9 @@ def check(log, mailbox, journal, size0, cwd=None, hashed=False,
 	rep.named()
 	rep.cut()
 	rep.ahead()
-	rep.replied()
+	rep.void()
+	if refused:
+		rep.refused()
+	else:
+		rep.replied()
 	return rep

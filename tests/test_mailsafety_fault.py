@@ -769,6 +769,49 @@ def test_repair_order_on_disk(pop3):
 	assert rep.guarded and any(e.kind == "create" for e in rep.jn), ctx
 
 
+def test_given_up_order_on_disk(pop3):
+	"""strace of updates with EIO injected at each write-like call in
+	turn, up to the one that fails the directory's fsync after the
+	journal's rename: every update given up before it changed the
+	mailbox answers -ERR, leaves the mailbox as it was, and removes a
+	journal whose name was never durable only once a write of it since
+	the rename is (syncorder's void rule: a crash that keeps the name
+	and loses the removal must not leave the complete journal, which
+	the next session would apply to an update the client was told
+	failed).  That the write makes it a journal no repair applies is
+	the unit test test_journal_given_up."""
+	sc = SCENARIOS["first"]
+	seen = False
+	for n in range(1, MAX_STEPS):
+		reset(pop3, sc.initial)
+		shutil.rmtree(pop3.base / "trace", ignore_errors=True)
+		argv, log = strace_wrapper(pop3)
+		with Run(pop3, "--no-cache", binary=fault_binary(), env=dict(
+		    sc.env, POP3D_FAULT="eio:%d" % n), wrapper=argv,
+		    timeout=60) as r:
+			pas, q = r.login(), None
+			if pas is not None and pas.ok:
+				for d in sc.dele:
+					assert r.cmd("DELE %d" % d).ok, r.log
+				q = r.cmd("QUIT", timeout=60)
+			r.close(timeout=60)
+		if not (pas is not None and pas.ok):
+			continue	# the fault fell in the login
+		assert q is not None, r.log + r.stderr
+		if q.ok or pop3.read_mbox() != sc.initial:
+			continue	# a failure pop3d outlives, or in the moves
+		rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+		    len(sc.initial), cwd=pop3.base, hashed=True, refused=True)
+		ctx = "eio:%d\n%s\nevents:\n%s" % (n, "\n".join(rep.violations),
+		    rep.timeline())
+		assert rep.violations == [], ctx
+		if any(e.kind == "create" and e.path == rep.jpath for e in rep.jn):
+			seen = True
+			break
+	assert seen, "no fault fell between the journal's rename and the " \
+	    "first change of the mailbox (eio:1 to eio:%d)" % n
+
+
 # The checker itself, on logs written here: a good update, and for each
 # rule orders that break it.  /s/box had 100 octets; /s/.j is the journal.
 GOOD = """\
@@ -805,13 +848,33 @@ def _lines(log, *idx):
 	return "\n".join(log.splitlines()[i - 1] for i in idx)
 
 
-def _edit(drop=(), put=None):
-	"""GOOD without the lines numbered in drop, with {line: text} put in
-	place of lines."""
-	ls = GOOD.splitlines()
+def _edit(drop=(), put=None, base=GOOD):
+	"""base (GOOD) without the lines numbered in drop, with {line: text}
+	put in place of lines."""
+	ls = base.splitlines()
 	for i, t in (put or {}).items():
 		ls[i - 1] = t
 	return "\n".join(ln for i, ln in enumerate(ls, 1) if i not in drop)
+
+
+# An update given up after the journal's rename because the directory's
+# fsync failed: the journal spoiled (a write, synced) before its unlink.
+GIVEN_UP = """\
+100 openat(AT_FDCWD, "/s/box", O_RDWR|O_CLOEXEC) = 3
+100 openat(AT_FDCWD, "/s/.t", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 4
+100 pwrite64(4, "data"..., 4096, 4096) = 4096
+100 pwrite64(4, "head", 23, 0) = 23
+100 fdatasync(4) = 0
+100 rename("/s/.t", "/s/.j") = 0
+100 openat(AT_FDCWD, "/s", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5
+100 fsync(5) = -1 EIO (Input/output error)
+100 close(5) = 0
+100 pwrite64(4, "\\0\\0\\0\\0\\0\\0\\0\\0", 8, 0) = 8
+100 fdatasync(4) = 0
+100 close(4) = 0
+100 unlink("/s/.j") = 0
+100 write(1, "-ERR [SYS/TEMP] no\\r\\n", 20) = 20
+"""
 
 
 RULE_CASES = {
@@ -892,6 +955,20 @@ RULE_CASES = {
 	    "undo", True),
 	"hashed_no_cut_sync": (HASHED.replace("100 fdatasync(3) = 0\n", "",
 	    1), "cut", True),
+	"given_up": (GIVEN_UP, None, True, True),
+	# The journal's name durable after all (the fsync did not fail):
+	# its removal needs no spoil.
+	"given_up_name_durable": (_edit(drop=[10, 11], put={8:
+	    "100 fsync(5) = 0"}, base=GIVEN_UP), None, True, True),
+	"given_up_unsynced": (_edit(drop=[11], base=GIVEN_UP), "void", True,
+	    True),
+	"given_up_unspoiled": (_edit(drop=[10, 11], base=GIVEN_UP), "void",
+	    True, True),
+	"given_up_ok": (_edit(put={14: '100 write(1, "+OK\\r\\n", 5) = 5'},
+	    base=GIVEN_UP), "reply: an update given up", True, True),
+	"given_up_changed": (_edit(put={9: "100 close(5) = 0\n"
+	    '100 pwrite64(3, "x", 20, 10) = 20'}, base=GIVEN_UP),
+	    "reply: an update given up", True, True),
 }
 
 
@@ -899,13 +976,15 @@ RULE_CASES = {
 def test_syncorder_rules(tmp_path, case):
 	"""syncorder.check() on hand-written logs: passes the good order and
 	its equivalents, names the broken rule of every other."""
-	text, rule, hashed = (RULE_CASES[case] + (False,))[:3]
+	text, rule, hashed, refused = (RULE_CASES[case] + (False, False))[:4]
 	log = tmp_path / "log"
 	log.write_text(text + "\n")
-	rep = syncorder.check(log, "/s/box", "/s/.j", 100, hashed=hashed)
+	rep = syncorder.check(log, "/s/box", "/s/.j", 100, hashed=hashed,
+	    refused=refused)
 	got = "\n".join(rep.violations)
 	if rule is None:
 		assert got == "", got + "\n" + rep.timeline()
-		assert rep.guarded and rep.reply is not None
+		assert (rep.jn if refused else rep.guarded) and \
+		    rep.reply is not None
 	else:
 		assert rule in got, (got, rep.timeline())
