@@ -769,6 +769,55 @@ def test_repair_order_on_disk(pop3):
 	assert rep.guarded and any(e.kind == "create" for e in rep.jn), ctx
 
 
+def test_repair_settles_the_record_it_read(pop3):
+	"""A repair acts on a progress record the killed session wrote, maybe
+	without its fsync (or after one that failed: its page may be clean
+	and still not on disk): before its first change of the mailbox it
+	writes that record again, the octets it read where it read them, and
+	makes it durable, so that a crash after the change cannot keep the
+	change and lose the record that led to it.  Kills in turn until one
+	falls after a progress record; the repair under strace (-xx: the
+	octets written), its writes to the journal compared with the journal
+	as the killed session left it, byte for byte."""
+	sc = SCENARIOS["gaps"]
+	seen = None
+	for n in range(1, MAX_STEPS):
+		reset(pop3, sc.initial)
+		res = fault_run(pop3, sc, "kill:%d" % n)
+		if not res.killed:
+			break
+		now = pop3.read_mbox()
+		if JOURNAL not in journals(pop3) or now == sc.initial:
+			continue	# not killed in the moves
+		snap = (pop3.spool / JOURNAL).read_bytes()
+		shutil.rmtree(pop3.base / "trace", ignore_errors=True)
+		argv, log = strace_wrapper(pop3)
+		argv[argv.index("-s") + 1] = "256"
+		argv.insert(1, "-xx")
+		t = pop3.run(pop3.login_cmds() + ["QUIT"], wrapper=argv)
+		assert t[-1].ok and pop3.read_mbox() == sc.after(False), \
+		    "%r\n%r" % (res, t)
+		rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+		    len(now), cwd=pop3.base, hashed=True, there=True)
+		ctx = "kill:%d\n%s\nevents:\n%s" % (n, "\n".join(rep.violations),
+		    rep.timeline())
+		assert rep.violations == [], ctx
+		if not rep.guarded:
+			continue	# killed after its moves: nothing to redo
+		first = rep.guarded[0].start
+		for w in rep.jw:
+			data = syncorder.unquote(w.call.args[1]).encode("latin-1") \
+			    if w.kind == "write" and w.off is not None else b""
+			if w.start < first and data and len(data) == w.len and \
+			    snap[w.off:w.off + w.len] == data:
+				assert rep.durable(w, first), ctx
+				seen = n
+		if seen:
+			break
+	assert seen, "no repair wrote again a record it read (kill:1 to " \
+	    "kill:%d)" % n
+
+
 def test_given_up_order_on_disk(pop3):
 	"""strace of updates with EIO injected at each write-like call in
 	turn, up to the one that fails the directory's fsync after the
