@@ -632,8 +632,12 @@ cache_seal(int fd, const struct stat *st)
 			return 0;
 		if (w == 0)
 			return 1;
-		/* The coarse clock moves at its ticks: poll it each ms, and
-		 * give up when it has stopped (or a test stopped it). */
+		/* The coarse clock moves at its ticks: poll it (sleeps of w,
+		 * at most a ms; the timer slack makes a short one about 50
+		 * us), and give up when it has stopped (or a test stopped
+		 * it).  Its next tick cannot be told from a reading: one
+		 * resolution after it, or two (here the coarse clock reads
+		 * 3.9 to 7.9 ms behind the fine one, at HZ 250). */
 		if ((io_ms() - start) * 1000000 > CACHE_SEAL_NS)
 			return 0;
 		ts.tv_sec = 0;
