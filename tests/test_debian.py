@@ -187,6 +187,40 @@ def test_build_depends_cover_the_package_list():
 		run(["dpkg-checkbuilddeps"], cwd=ROOT)
 
 
+def test_postrm_purge_under_dpkg_root(tmp_path):
+	"""Our lines of postrm under DPKG_ROOT (dpkg working on another root,
+	as when a chroot is made): remove leaves the pre-login chroot
+	directory and the index caches of that root; purge removes them,
+	and nothing of this machine's own (a file put in its cache
+	directory, its chroot directory)."""
+	need(os.geteuid() == 0, "root (this machine's /var/cache, /run)")
+	root = tmp_path / "root"
+	empty, cache = root / "run/pop3d-empty", root / "var/cache/pop3d"
+	empty.mkdir(parents=True)
+	(cache / "alice").mkdir(parents=True)
+	(cache / "alice/index").write_bytes(b"an index")
+	real, real_empty = Path("/var/cache/pop3d"), Path("/run/pop3d-empty")
+	made = [d for d in (real, real_empty) if not d.exists()]
+	for d in made:
+		d.mkdir(0o700 if d == real else 0o755)
+	marker = real / ".pop3d-test-dpkg-root"
+	marker.write_bytes(b"")
+	try:
+		env = dict(ENV, DPKG_ROOT=str(root))
+		script = str(ROOT / "debian/pop3d.postrm")
+		run(["sh", script, "remove"], env=env)
+		assert empty.is_dir() and (cache / "alice/index").exists()
+		run(["sh", script, "purge"], env=env)
+		assert not empty.exists() and not cache.exists()
+		assert (root / "run").is_dir() and (root / "var/cache").is_dir()
+		assert marker.exists() and real_empty.is_dir()
+	finally:
+		marker.unlink(missing_ok=True)
+		for d in made:
+			if d.exists():
+				d.rmdir()
+
+
 def test_lintian_clean(pkg):
 	"""lintian reports no error and no warning on the .deb and the source
 	package (info, pedantic and experimental tags are shown, not fatal)."""
