@@ -30,7 +30,10 @@ Rules (check()), each for whatever layout the journal has:
 	 durable, and so is the journal's name (its directory entry).  A
 	 truncate alone, the update's only change, needs no journal: a
 	 crash leaves the file cut or whole.  (A repair's log begins with
-	 the journal there, its name durable: check(there=True).)
+	 the journal there, its name durable: check(there=True); or its
+	 name not known to be durable, when the session that made it was
+	 killed before its directory's fsync returned: check(there="named"),
+	 and the repair's own directory fsync must come first.)
   commit The journal write that commits it (its last one before the
 	 mailbox is first changed) is issued only when every earlier write
 	 of that journal is durable: a journal that does not hash its data
@@ -64,12 +67,15 @@ Rules (check()), each for whatever layout the journal has:
 	 repair a mailbox that has changed since); the mailbox is not changed
 	 after it.  An update given up before any change (check(refused=True))
 	 answers -ERR and changes nothing of the mailbox.
-  void	 A journal's name removed before the name was durable (an update
-	 given up when the directory's fsync failed) is removed only once a
-	 write of that journal after the name was made is durable: a crash
-	 may keep the name and lose the removal, and what it keeps must not
-	 be the journal as it was named, complete, which a repair would
-	 apply.  (That the write spoils it is the unit tests' to show; this
+  void	 A journal's name removed before the name was durable is removed
+	 only once a write of that journal after the name was made is
+	 durable: a crash may keep the name and lose the removal, and what
+	 it keeps must not be the journal as it was named, complete, which a
+	 repair would apply.  For an update given up (check(refused=True)),
+	 by the reply: a journal's name that is not durable then has its
+	 removal durable, or a write of it since the name was made; a name
+	 made durable is the repair's, which completes the update.  (That
+	 the write spoils the journal is the unit tests' to show; this
 	 checker only sees that one is on disk first.)
 """
 
@@ -435,7 +441,8 @@ class Report:
 	# by the session that wrote it (check(there=True): a repair).
 	THERE = "the journal there before the log"
 
-	def __init__(self, trace, mailbox, journal, size0, there=False):
+	def __init__(self, trace, mailbox, journal, size0, there=False,
+	    refused=False):
 		self.trace = trace
 		self.violations = []
 		ev = trace.events
@@ -453,6 +460,7 @@ class Report:
 		self.journal = self.jw + self.jn
 		self.jpath = journal
 		self.there = there
+		self.refused_mode = refused
 		self.guarded = []
 		kept = size0
 		for e in self.mailbox:
@@ -479,8 +487,12 @@ class Report:
 
 	def name_durable(self, e, t):
 		"""The name e made or removed is on disk at log line t."""
-		if e is self.THERE:
+		if e is self.THERE and self.there != "named":
 			return True
+		if e is self.THERE:
+			return any(s.end < t and (s.kind == "sync" or (s.kind ==
+			    "fsync" and os.path.dirname(self.jpath) in s.names))
+			    for s in self.syncs)
 		return any(s.start > e.end and s.end < t and (s.kind == "sync" or
 		    (s.kind == "fsync" and e.dir in s.names)) for s in self.syncs)
 
@@ -559,18 +571,26 @@ class Report:
 					    "change %r is not durable", x.kind, x, m)
 
 	def void(self):
+		end = self.reply.start if self.reply is not None else \
+		    float("inf")
 		for e in self.jn:
 			if e.kind != "create" or e.path != self.jpath:
 				continue
 			rm = [x for x in self.jn if x.kind == "remove" and
 			    x.obj is e.obj and x.start > e.end]
-			if not rm or self.name_durable(e, rm[0].start):
+			t = end if self.refused_mode else rm[0].start if rm else None
+			if t is None or self.name_durable(e, t):
+				continue
+			if self.refused_mode and rm and rm[0].end < t and \
+			    self.name_durable(rm[0], t):
 				continue
 			if not any(w.obj is e.obj and w.start > e.end and
-			    self.durable(w, rm[0].start) for w in self.jw):
-				self.bad("void: the journal's name %r removed by %r "
-				    "before the name is durable, and no write of it "
-				    "after the name was made is durable first", e, rm[0])
+			    self.durable(w, t) for w in self.jw):
+				self.bad("void: the journal's name %r, not durable, %s",
+				    e, "stands at the reply %r with neither its removal "
+				    "nor a write of it since durable" % self.reply if
+				    self.refused_mode else "removed by %r before a write "
+				    "of it since is durable" % rm[0])
 
 	def refused(self):
 		r = self.reply
@@ -610,11 +630,12 @@ def check(log, mailbox, journal, size0, cwd=None, hashed=False,
 	session whose update began with a mailbox of size0 octets: a Report.
 	cwd: the session's working directory, for relative paths; hashed:
 	the journal holds digests of all its octets (no commit rule); there:
-	the journal was there, durable, when the log began (a repair);
+	the journal was there, durable, when the log began (a repair), or
+	"named": there, its name maybe not on disk;
 	refused: the update was given up before it changed the mailbox."""
 	tr = Trace(parse(log), cwd)
 	rep = Report(tr, os.path.normpath(mailbox), os.path.normpath(journal),
-	    size0, there)
+	    size0, there, refused)
 	for c in tr.untracked:
 		rep.bad("a file operation on a descriptor the checker does not "
 		    "know (its tracking is incomplete): %r", c)

@@ -150,15 +150,15 @@ def reset(pop3, data):
 	return os.stat(pop3.mailbox())
 
 
-def fault_run(pop3, sc, fault):
-	"""Login, (append), DELE each of sc.dele, QUIT under POP3D_FAULT.
-	Without the index cache: its writes (a young ctime is sealed and
-	cached at the login) would be steps of their own, failures that
-	pop3d ignores; test_cache.py kills them."""
+def fault_run(pop3, sc, fault, wrapper=()):
+	"""Login, (append), DELE each of sc.dele, QUIT under POP3D_FAULT
+	(under wrapper: strace).  Without the index cache: its writes (a
+	young ctime is sealed and cached at the login) would be steps of
+	their own, failures that pop3d ignores; test_cache.py kills them."""
 	appended = False
 	quit = None
 	with Run(pop3, "--no-cache", binary=fault_binary(), env=dict(sc.env,
-	    POP3D_FAULT=fault), timeout=60) as r:
+	    POP3D_FAULT=fault), timeout=60, wrapper=wrapper) as r:
 		pas = r.login()
 		if pas is not None and pas.ok:
 			if sc.append is not None:
@@ -769,66 +769,80 @@ def test_repair_order_on_disk(pop3):
 	assert rep.guarded and any(e.kind == "create" for e in rep.jn), ctx
 
 
-def test_repair_settles_the_record_it_read(pop3):
-	"""A repair acts on a progress record the killed session wrote, maybe
-	without its fsync (or after one that failed: its page may be clean
-	and still not on disk): before its first change of the mailbox it
-	writes that record again, the octets it read where it read them, and
-	makes it durable, so that a crash after the change cannot keep the
-	change and lose the record that led to it.  Kills in turn until one
-	falls after a progress record; the repair under strace (-xx: the
-	octets written), its writes to the journal compared with the journal
-	as the killed session left it, byte for byte."""
+def _octets(w):
+	"""The octets of a write event of an strace -xx log."""
+	return syncorder.unquote(w.call.args[1]).encode("latin-1")
+
+
+def test_repair_settles_what_it_read(pop3):
+	"""A repair acts on what a killed session left, maybe not on disk: a
+	progress record written without its fsync (or after one that failed:
+	its page may be clean and still not on disk), the journal's name
+	before its directory's fsync returned.  Before its first change of
+	the mailbox it writes that record again, the octets the killed
+	session wrote where it wrote them, and makes it durable; and it
+	syncs the directory (syncorder's undo rule with there="named").  So
+	a crash after the change cannot keep the change and lose what led
+	to it.  Kills in turn, each session and its repair under strace
+	(-xx: the octets written), until both cases came."""
 	sc = SCENARIOS["gaps"]
-	seen = None
+	records = named = 0
 	for n in range(1, MAX_STEPS):
 		reset(pop3, sc.initial)
-		res = fault_run(pop3, sc, "kill:%d" % n)
-		if not res.killed:
-			break
-		now = pop3.read_mbox()
-		if JOURNAL not in journals(pop3) or now == sc.initial:
-			continue	# not killed in the moves
-		snap = (pop3.spool / JOURNAL).read_bytes()
 		shutil.rmtree(pop3.base / "trace", ignore_errors=True)
 		argv, log = strace_wrapper(pop3)
-		argv[argv.index("-s") + 1] = "256"
-		argv.insert(1, "-xx")
+		argv[argv.index("-s") + 1:argv.index("-s") + 2] = ["256", "-xx"]
+		if not fault_run(pop3, sc, "kill:%d" % n, wrapper=argv).killed:
+			break		# the session ended: no kill left
+		if JOURNAL not in journals(pop3):
+			continue
+		now = pop3.read_mbox()
+		rep0 = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+		    len(sc.initial), cwd=pop3.base, hashed=True)
+		made = [e for e in rep0.jn if e.kind == "create" and
+		    e.path == rep0.jpath]
+		there = True if made and rep0.name_durable(made[-1],
+		    float("inf")) else "named"
+		recs = [w for w in rep0.jw if w.kind == "write" and
+		    rep0.guarded and w.start > rep0.guarded[0].end]
+		log.rename(log.with_name("killed"))
 		t = pop3.run(pop3.login_cmds() + ["QUIT"], wrapper=argv)
 		assert t[-1].ok and pop3.read_mbox() == sc.after(False), \
-		    "%r\n%r" % (res, t)
+		    "kill:%d\n%r" % (n, t)
 		rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
-		    len(now), cwd=pop3.base, hashed=True, there=True)
-		ctx = "kill:%d\n%s\nevents:\n%s" % (n, "\n".join(rep.violations),
-		    rep.timeline())
+		    len(now), cwd=pop3.base, hashed=True, there=there)
+		ctx = "kill:%d (there=%r)\n%s\nevents:\n%s" % (n, there,
+		    "\n".join(rep.violations), rep.timeline())
 		assert rep.violations == [], ctx
 		if not rep.guarded:
-			continue	# killed after its moves: nothing to redo
-		first = rep.guarded[0].start
-		for w in rep.jw:
-			data = syncorder.unquote(w.call.args[1]).encode("latin-1") \
-			    if w.kind == "write" and w.off is not None else b""
-			if w.start < first and data and len(data) == w.len and \
-			    snap[w.off:w.off + w.len] == data:
-				assert rep.durable(w, first), ctx
-				seen = n
-		if seen:
+			continue	# nothing left to redo
+		named += there == "named"
+		if recs:
+			first, last = rep.guarded[0].start, recs[-1]
+			again = [w for w in rep.jw if w.kind == "write" and
+			    w.start < first and w.off == last.off and
+			    _octets(w) == _octets(last) and w.len == last.len]
+			assert again and rep.durable(again[0], first), \
+			    "%s\nthe killed session's last record: %r" % (ctx, last)
+			records += 1
+		if records and named:
 			break
-	assert seen, "no repair wrote again a record it read (kill:1 to " \
-	    "kill:%d)" % n
+	assert records and named, "kill:1 to kill:%d: %d repairs after a " \
+	    "progress record, %d of a journal whose name was not durable" % (
+	    n, records, named)
 
 
 def test_given_up_order_on_disk(pop3):
 	"""strace of updates with EIO injected at each write-like call in
 	turn, up to the one that fails the directory's fsync after the
-	journal's rename: every update given up before it changed the
-	mailbox answers -ERR, leaves the mailbox as it was, and removes a
-	journal whose name was never durable only once a write of it since
-	the rename is (syncorder's void rule: a crash that keeps the name
-	and loses the removal must not leave the complete journal, which
-	the next session would apply to an update the client was told
-	failed).  That the write makes it a journal no repair applies is
-	the unit test test_journal_given_up."""
+	journal's rename: every update that did not change the mailbox
+	answers -ERR, and by that reply a journal whose name was never
+	durable has its removal durable or a write of it since the rename
+	(syncorder's void rule: a crash that keeps the name and loses the
+	removal must not leave the complete journal, which the next session
+	would apply to an update the client was told failed); the next
+	session leaves the mailbox as it was.  That the write makes it a
+	journal no repair applies is the unit test test_journal_given_up."""
 	sc = SCENARIOS["first"]
 	seen = False
 	for n in range(1, MAX_STEPS):
@@ -847,14 +861,19 @@ def test_given_up_order_on_disk(pop3):
 		if not (pas is not None and pas.ok):
 			continue	# the fault fell in the login
 		assert q is not None, r.log + r.stderr
-		if q.ok or pop3.read_mbox() != sc.initial:
-			continue	# a failure pop3d outlives, or in the moves
 		rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
 		    len(sc.initial), cwd=pop3.base, hashed=True, refused=True)
+		if rep.mailbox:
+			continue	# the update changed the mailbox
 		ctx = "eio:%d\n%s\nevents:\n%s" % (n, "\n".join(rep.violations),
 		    rep.timeline())
-		assert rep.violations == [], ctx
-		if any(e.kind == "create" and e.path == rep.jpath for e in rep.jn):
+		assert rep.violations == [] and pop3.read_mbox() == sc.initial, \
+		    ctx
+		if any(e.kind == "create" and e.path == rep.jpath and
+		    not rep.name_durable(e, rep.reply.start) for e in rep.jn):
+			t = pop3.run(pop3.login_cmds() + ["STAT", "QUIT"])
+			assert t[-1].ok and pop3.read_mbox() == sc.initial, \
+			    "%s\nnext session:\n%r" % (ctx, t)
 			seen = True
 			break
 	assert seen, "no fault fell between the journal's rename and the " \
@@ -924,6 +943,14 @@ GIVEN_UP = """\
 100 unlink("/s/.j") = 0
 100 write(1, "-ERR [SYS/TEMP] no\\r\\n", 20) = 20
 """
+
+
+# A repair that redoes the moves of a journal left by a killed session:
+# the record it read written again and synced, the directory synced.
+REPAIR = "\n".join([_lines(GOOD, 1),
+    '100 openat(AT_FDCWD, "/s/.j", O_RDWR|O_CLOEXEC) = 4',
+    "100 fdatasync(3) = 0", '100 pwrite64(4, "record", 6, 4096) = 6',
+    _lines(GOOD, 5, 8, 9, 10, 11, 12, 15, 16, 17, 18, 19, 20, 22)]) + "\n"
 
 
 RULE_CASES = {
@@ -1018,6 +1045,23 @@ RULE_CASES = {
 	"given_up_changed": (_edit(put={9: "100 close(5) = 0\n"
 	    '100 pwrite64(3, "x", 20, 10) = 20'}, base=GIVEN_UP),
 	    "reply: an update given up", True, True),
+	# Neither spoiled nor removed: the complete journal stands.
+	"given_up_left": (_edit(drop=[10, 11, 13], base=GIVEN_UP), "void",
+	    True, True),
+	# Removed, and the removal durable before the reply: no spoil needed.
+	"given_up_removal_synced": (_edit(drop=[10, 11], put={13:
+	    _lines(GIVEN_UP, 13, 7) + "\n100 fsync(5) = 0"}, base=GIVEN_UP),
+	    None, True, True),
+	# -ERR before the spoil is durable.
+	"given_up_reply_first": (_edit(drop=[14], put={9: _lines(GIVEN_UP, 9,
+	    14)}, base=GIVEN_UP), "void", True, True),
+	# A repair of a journal whose name a killed session made and may not
+	# have made durable: its own directory fsync before the moves.
+	"repair_named": (REPAIR, None, True, False, "named"),
+	"repair_named_no_dir_fsync": (_edit(drop=[6, 7, 8], base=REPAIR),
+	    "undo", True, False, "named"),
+	"repair_there_no_dir_fsync": (_edit(drop=[6, 7, 8], base=REPAIR),
+	    None, True, False, True),
 }
 
 
@@ -1025,11 +1069,12 @@ RULE_CASES = {
 def test_syncorder_rules(tmp_path, case):
 	"""syncorder.check() on hand-written logs: passes the good order and
 	its equivalents, names the broken rule of every other."""
-	text, rule, hashed, refused = (RULE_CASES[case] + (False, False))[:4]
+	text, rule, hashed, refused, there = (RULE_CASES[case] +
+	    (False, False, False))[:5]
 	log = tmp_path / "log"
 	log.write_text(text + "\n")
 	rep = syncorder.check(log, "/s/box", "/s/.j", 100, hashed=hashed,
-	    refused=refused)
+	    refused=refused, there=there)
 	got = "\n".join(rep.violations)
 	if rule is None:
 		assert got == "", got + "\n" + rep.timeline()
