@@ -28,18 +28,22 @@
  * POP3D_FAULT="kill:N" raises SIGKILL instead of the N-th such call of
  * the process (counted from 1), "enospc:N", "eio:N" and "einval:N" make
  * it fail with that errno (EINVAL: what a file system without
- * RENAME_EXCHANGE says).  Release builds call the system directly and
- * never read the environment.
+ * RENAME_EXCHANGE says), and "done:N" makes the call and then says EIO
+ * (what NFS says of a rename or unlink whose reply was lost, done again:
+ * the call did its work and failed).  Release builds call the system
+ * directly and never read the environment.
  */
 #if defined(POP3D_FAULT) || defined(POP3D_UNIT)
 static int	io_fault_init;
-static int	io_fault_kind;		/* 0, -1 kill, or an errno */
+static int	io_fault_kind;		/* 0, -1 kill, -2 done, or an errno */
+static int	io_fault_late;		/* done: the call in progress fails */
 static long	io_fault_at, io_fault_count;
 
 void
 io_fault_reset(void)
 {
 	io_fault_init = 0;
+	io_fault_late = 0;
 	io_fault_count = 0;
 }
 
@@ -62,6 +66,8 @@ io_fault(void)
 				io_fault_kind = EIO;
 			else if (strncmp(s, "einval:", 7) == 0)
 				io_fault_kind = EINVAL;
+			else if (strncmp(s, "done:", 5) == 0)
+				io_fault_kind = -2;
 			errno = 0;
 			io_fault_at = strtol(num + 1, &end, 10);
 			if (errno != 0 || *end != '\0' || io_fault_at < 1)
@@ -72,12 +78,29 @@ io_fault(void)
 		return 0;
 	if (io_fault_kind == -1)
 		(void)raise(SIGKILL);
+	if (io_fault_kind == -2) {
+		io_fault_late = 1;
+		return 0;
+	}
 	errno = io_fault_kind;
 	return -1;
 }
+
+/* r, what the call returned; -1 with EIO if "done" chose this call. */
+static long
+io_done(long r)
+{
+	if (!io_fault_late)
+		return r;
+	io_fault_late = 0;
+	errno = EIO;
+	return -1;
+}
 #define IO_FAULT()	io_fault()
+#define IO_DONE(r)	io_done(r)
 #else
 #define IO_FAULT()	0
+#define IO_DONE(r)	(r)
 #endif
 
 ssize_t
@@ -85,7 +108,7 @@ io_write(int fd, const void *p, size_t n)
 {
 	if (IO_FAULT())
 		return -1;
-	return write(fd, p, n);
+	return (ssize_t)IO_DONE(write(fd, p, n));
 }
 
 static ssize_t
@@ -93,7 +116,7 @@ io_pwrite1(int fd, const void *p, size_t n, off_t off)
 {
 	if (IO_FAULT())
 		return -1;
-	return pwrite(fd, p, n, off);
+	return (ssize_t)IO_DONE(pwrite(fd, p, n, off));
 }
 
 /* For the spool directory. */
@@ -102,7 +125,7 @@ io_fsync(int fd)
 {
 	if (IO_FAULT())
 		return -1;
-	return fsync(fd);
+	return (int)IO_DONE(fsync(fd));
 }
 
 /* For files: their octets and what it takes to read them back (size,
@@ -112,7 +135,7 @@ io_fdatasync(int fd)
 {
 	if (IO_FAULT())
 		return -1;
-	return fdatasync(fd);
+	return (int)IO_DONE(fdatasync(fd));
 }
 
 int
@@ -120,7 +143,7 @@ io_ftruncate(int fd, uint64_t len)
 {
 	if (IO_FAULT())
 		return -1;
-	return ftruncate(fd, (off_t)len);
+	return (int)IO_DONE(ftruncate(fd, (off_t)len));
 }
 
 int
@@ -128,7 +151,7 @@ io_rename(const char *from, const char *to)
 {
 	if (IO_FAULT())
 		return -1;
-	return rename(from, to);
+	return (int)IO_DONE(rename(from, to));
 }
 
 int
@@ -136,7 +159,8 @@ io_exchange(const char *from, const char *to)
 {
 	if (IO_FAULT())
 		return -1;
-	return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
+	return (int)IO_DONE(renameat2(AT_FDCWD, from, AT_FDCWD, to,
+	    RENAME_EXCHANGE));
 }
 
 int
@@ -144,7 +168,7 @@ io_unlink(const char *path)
 {
 	if (IO_FAULT())
 		return -1;
-	return unlink(path);
+	return (int)IO_DONE(unlink(path));
 }
 
 /* Not a fault point: removes a file that no repair reads (a kill there
@@ -160,7 +184,7 @@ io_link(const char *from, const char *to)
 {
 	if (IO_FAULT())
 		return -1;
-	return link(from, to);
+	return (int)IO_DONE(link(from, to));
 }
 
 /* copy_file_range(2), one of the wrapped writes. */
@@ -172,7 +196,7 @@ io_copy_range(int src, uint64_t *off, int dst, uint64_t *doff, size_t n)
 
 	if (IO_FAULT())
 		return -1;
-	r = copy_file_range(src, &o, dst, &d, n, 0);
+	r = (ssize_t)IO_DONE(copy_file_range(src, &o, dst, &d, n, 0));
 	if (r > 0) {
 		*off += (uint64_t)r;
 		*doff += (uint64_t)r;

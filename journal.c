@@ -607,11 +607,13 @@ jnl_hjob_start(const struct jnl_box *box, const struct jnl_state *js,
 }
 
 /*
- * A journal given up after its rename, before its name was durable (the
- * directory's fsync failed): its magic zeroed and synced before it is
- * unlinked, so that a crash that loses the unlink leaves a file no repair
- * applies (jnl_decode(): not a header; removed as never applied), not the
- * complete journal of an update answered -ERR.
+ * A journal given up at its rename or after it, before its name was
+ * durable (the directory's fsync failed, or the rename said it failed,
+ * which may have done its work, as NFS's can when its reply is lost):
+ * its magic zeroed and synced before it is unlinked, so that a crash that
+ * loses the unlink, or the name the rename gave it, leaves a file no
+ * repair applies (jnl_decode(): not a header; removed as never applied),
+ * not the complete journal of an update answered -ERR.
  */
 static void
 jnl_spoil(int fd, const char *path)
@@ -1620,8 +1622,7 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	if (!moved || io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "journal %s: %s (nothing deleted: check the "
 		    "spool's file system)", jpath, strerror(errno));
-		if (moved)
-			jnl_spoil(js.fd, jpath);
+		jnl_spoil(js.fd, moved ? jpath : tpath);
 		(void)close(js.fd);
 		if (JNL_GIVEUP_UNLINK(moved ? jpath : tpath) == -1)
 			pop_log(LOG_ERR, "cannot remove %s: %s",

@@ -832,10 +832,12 @@ def test_repair_settles_what_it_read(pop3):
 	    n, records, named)
 
 
-def test_given_up_order_on_disk(pop3):
+@pytest.mark.parametrize("kind", ["eio", "done"])
+def test_given_up_order_on_disk(pop3, kind):
 	"""strace of updates with EIO injected at each write-like call in
-	turn, up to the one that fails the directory's fsync after the
-	journal's rename: every update that did not change the mailbox
+	turn (before the call, or after it did its work: "done"), up to the
+	one that fails the directory's fsync after the journal's rename, or
+	the rename itself: every update that did not change the mailbox
 	answers -ERR, and by that reply a journal whose name was never
 	durable has its removal durable or a write of it since the rename
 	(syncorder's void rule: a crash that keeps the name and loses the
@@ -850,7 +852,7 @@ def test_given_up_order_on_disk(pop3):
 		shutil.rmtree(pop3.base / "trace", ignore_errors=True)
 		argv, log = strace_wrapper(pop3)
 		with Run(pop3, "--no-cache", binary=fault_binary(), env=dict(
-		    sc.env, POP3D_FAULT="eio:%d" % n), wrapper=argv,
+		    sc.env, POP3D_FAULT="%s:%d" % (kind, n)), wrapper=argv,
 		    timeout=60) as r:
 			pas, q = r.login(), None
 			if pas is not None and pas.ok:
@@ -865,8 +867,8 @@ def test_given_up_order_on_disk(pop3):
 		    len(sc.initial), cwd=pop3.base, hashed=True, refused=True)
 		if rep.mailbox:
 			continue	# the update changed the mailbox
-		ctx = "eio:%d\n%s\nevents:\n%s" % (n, "\n".join(rep.violations),
-		    rep.timeline())
+		ctx = "%s:%d\n%s\nevents:\n%s" % (kind, n, "\n".join(
+		    rep.violations), rep.timeline())
 		assert rep.violations == [] and pop3.read_mbox() == sc.initial, \
 		    ctx
 		if any(e.kind == "create" and e.path == rep.jpath and
@@ -877,7 +879,7 @@ def test_given_up_order_on_disk(pop3):
 			seen = True
 			break
 	assert seen, "no fault fell between the journal's rename and the " \
-	    "first change of the mailbox (eio:1 to eio:%d)" % n
+	    "first change of the mailbox (%s:1 to %s:%d)" % (kind, kind, n)
 
 
 # The checker itself, on logs written here: a good update, and for each

@@ -1454,43 +1454,47 @@ test_journal_nokey(void **state)
  */
 /*
  * An update that fails with the mailbox untouched leaves it untouched for
- * the next session too, whichever call failed (EIO at each in turn), even
- * when the journal it gave up keeps its name (POP3D_JLOSE: a crash lost
- * the unlink): after a failed fsync of the directory, the journal under
- * its name was complete, and the next session applied it, deleting
- * after a -ERR.
+ * the next session too, whichever call failed (EIO at each in turn,
+ * before the call or after it did its work: "done"), even when the
+ * journal it gave up keeps its name (POP3D_JLOSE: a crash lost the
+ * unlink): after a failed fsync of the directory, the journal under its
+ * name was complete, and the next session applied it, deleting after a
+ * -ERR; so it was after a rename that did its work and said EIO.
  */
 static void
 test_journal_given_up(void **state)
 {
+	static const char *const kinds[] = { "eio", "done" };
 	struct maildrop	 md;
 	struct buf	 orig, got;
 	char		 f[32], j[4200];
-	int		 n, st, named = 0;
+	int		 k, n, st, named;
 
 	(void)state;
 	snprintf(j, sizeof(j), "%s/.user.pop3d-journal", dir);
-	for (n = 1; n < 80; n++) {
-		write_msgs();
-		read_file(user.mailbox, &orig);
-		snprintf(f, sizeof(f), "eio:%d", n);
-		setenv("POP3D_JLOSE", "1", 1);
-		st = child_update(0x2b, f);
-		unsetenv("POP3D_JLOSE");
-		read_file(user.mailbox, &got);
-		if (WIFEXITED(st) && WEXITSTATUS(st) == 3 &&
-		    got.len == orig.len &&
-		    memcmp(got.p, orig.p, got.len) == 0) {
-			named += access(j, F_OK) == 0;
-			open_ok(&md);
-			assert_int_equal(md.n, NMSGS);
-			md_close(&md);
-			assert_file(&orig);
+	for (k = 0; k < 2; k++) {
+		for (named = 0, n = 1; n < 80; n++) {
+			write_msgs();
+			read_file(user.mailbox, &orig);
+			snprintf(f, sizeof(f), "%s:%d", kinds[k], n);
+			setenv("POP3D_JLOSE", "1", 1);
+			st = child_update(0x2b, f);
+			unsetenv("POP3D_JLOSE");
+			read_file(user.mailbox, &got);
+			if (WIFEXITED(st) && WEXITSTATUS(st) == 3 &&
+			    got.len == orig.len &&
+			    memcmp(got.p, orig.p, got.len) == 0) {
+				named += access(j, F_OK) == 0;
+				open_ok(&md);
+				assert_int_equal(md.n, NMSGS);
+				md_close(&md);
+				assert_file(&orig);
+			}
+			buf_free(&got);
+			buf_free(&orig);
 		}
-		buf_free(&got);
-		buf_free(&orig);
+		assert_true(named > 0);
 	}
-	assert_true(named > 0);
 }
 
 static uint64_t	jprogress(void);
