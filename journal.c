@@ -627,6 +627,23 @@ jnl_spoil(int fd, const char *path)
 		    "update)", path, strerror(errno));
 }
 
+/* The journal given up by jnl_compact(), of descriptor fd: spoiled,
+ * closed and removed under the name it has (moved: the rename said it
+ * was done; when it said it failed and TPATH is gone, it did its work). */
+static void
+jnl_giveup(int fd, const char *jpath, const char *tpath, int moved)
+{
+	const char	*path = moved ? jpath : tpath;
+	int		 r;
+
+	jnl_spoil(fd, path);
+	(void)close(fd);
+	if ((r = JNL_GIVEUP_UNLINK(path)) == -1 && !moved && errno == ENOENT)
+		r = JNL_GIVEUP_UNLINK(path = jpath);
+	if (r == -1)
+		pop_log(LOG_ERR, "cannot remove %s: %s", path, strerror(errno));
+}
+
 /* Keeps a journal we must not apply or remove, under another name. */
 static void
 jnl_aside(const char *jpath)
@@ -1622,11 +1639,7 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	if (!moved || io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "journal %s: %s (nothing deleted: check the "
 		    "spool's file system)", jpath, strerror(errno));
-		jnl_spoil(js.fd, moved ? jpath : tpath);
-		(void)close(js.fd);
-		if (JNL_GIVEUP_UNLINK(moved ? jpath : tpath) == -1)
-			pop_log(LOG_ERR, "cannot remove %s: %s",
-			    moved ? jpath : tpath, strerror(errno));
+		jnl_giveup(js.fd, jpath, tpath, moved);
 		return MD_TEMP;
 	}
 	r = jnl_apply(box, &js, 0, jpath);
