@@ -503,13 +503,25 @@ cache_write(int fd, struct cache_hdr *h, const struct cache_ix *ix)
  * session for a cache that need not be durable; an exchange, or a rename
  * to a free name, does not.  Where the exchange fails (no old file, a
  * file system that cannot, an old name Landlock does not let us move:
- * a symbolic link), a rename, which replaces the old one or fails whole.
+ * a symbolic link), a rename, which replaces the old one or fails whole;
+ * not when the exchange said it failed and did its work (the new file
+ * under PATH: cache_ours()), which the rename would undo.
  */
+static int
+cache_ours(const char *path, const struct stat *st)
+{
+	struct stat	now;
+
+	return lstat(path, &now) == 0 && now.st_dev == st->st_dev &&
+	    now.st_ino == st->st_ino;
+}
+
 void
 cache_save(const char *dir, const struct cache_id *id,
     const struct cache_ix *ix)
 {
 	struct cache_hdr h;
+	struct stat	 st;
 	char		 path[MD_PATH], tmp[MD_PATH], name[32];
 	int		 fd, ok;
 
@@ -532,10 +544,10 @@ cache_save(const char *dir, const struct cache_id *id,
 		    strerror(errno));
 		return;
 	}
-	ok = cache_write(fd, &h, ix) == 0;
+	ok = cache_write(fd, &h, ix) == 0 && fstat(fd, &st) == 0;
 	if (close(fd) == -1)
 		ok = 0;
-	if (ok && io_exchange(tmp, path) == 0) {
+	if (ok && (io_exchange(tmp, path) == 0 || cache_ours(path, &st))) {
 		(void)io_cleanup(tmp);
 		return;
 	}

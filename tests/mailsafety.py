@@ -3,7 +3,7 @@
   fault_binary()        build/fault/pop3d (make; or $POP3D_FAULT_BIN, a
                         prebuilt one), copied where uid 65534 can run it
                         (conftest's shared_copy()):
-                        POP3D_FAULT=kill:N|enospc:N|eio:N hits the N-th
+                        POP3D_FAULT=kill:N|enospc:N|eio:N|done:N hits the N-th
                         write (write, pwrite, copy_file_range), fsync,
                         ftruncate, rename, unlink or link of the maildrop
                         (io.c) in that process;

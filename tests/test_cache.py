@@ -684,13 +684,15 @@ def test_crash_while_writing(pop3, cdir, step):
 	assert hit(b, new)
 
 
-@pytest.mark.parametrize("fault", ["eio", "enospc", "einval"])
+@pytest.mark.parametrize("fault", ["eio", "enospc", "einval", "done"])
 def test_exchange_fails(pop3, cdir, fault):
 	"""The exchange that puts a new cache in the old one's place fails
 	(the 5th write-like call of test_crash_while_writing; EINVAL is what
 	a file system that cannot exchange says): the new one is renamed
 	over the old one, no temporary is left, the session ends well, the
-	next one answers right and hits."""
+	next one answers right and hits.  With done, the exchange said EIO
+	and did its work: the new one stays (a rename after it had put the
+	old one back)."""
 	old, new, ref, st = faulted_login(pop3, cdir, fault + ":5")
 	assert st == 0
 	assert sorted(os.listdir(cdir)) == ["index"]

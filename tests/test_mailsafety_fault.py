@@ -33,7 +33,8 @@ from messages import message, numbered
 
 # Steps of one update stay far below this; a run past it is a bug.
 MAX_STEPS = 200
-ERRTEXT = {"enospc": os.strerror(28), "eio": os.strerror(5)}
+ERRTEXT = {"enospc": os.strerror(28), "eio": os.strerror(5),
+    "done": os.strerror(5)}
 REPAIR_LOG = re.compile(r"repaired an interrupted update|completed an "
     r"interrupted update|removed the journal of an update")
 
@@ -482,7 +483,7 @@ def test_same_mail_delivered_after_the_truncate(pop3, more):
 	assert tried >= 2, (steps, commit)
 
 
-@pytest.mark.parametrize("kind", ["enospc", "eio"])
+@pytest.mark.parametrize("kind", ["enospc", "eio", "done"])
 def test_dotlock_file_not_written_before_the_sandbox(pop3, kind):
 	"""The session's dotlock file, made and written before the user's
 	sandbox, fails its write (the first write-like call): the lock is
@@ -506,7 +507,7 @@ def test_dotlock_file_not_written_before_the_sandbox(pop3, kind):
 	assert t[1].ok and t[2].text.startswith("+OK 6 "), t
 
 
-@pytest.mark.parametrize("kind", ["enospc", "eio"])
+@pytest.mark.parametrize("kind", ["enospc", "eio", "done"])
 def test_error_during_repair(pop3, kind):
 	"""The same repairs (journal committed, mail delivered since) fail at
 	step M with ENOSPC/EIO: PASS gets -ERR [SYS/TEMP] and the journal

@@ -280,7 +280,7 @@ def test_journal_of_a_newer_format_is_not_dropped(pop3):
 		    jp.read_bytes() == bytes(jb), ctx
 
 
-@pytest.mark.parametrize("fault", ["kill", "eio", "enospc"])
+@pytest.mark.parametrize("fault", ["kill", "eio", "enospc", "done"])
 @pytest.mark.parametrize("what", ["none", "twin", "short", "late"])
 @pytest.mark.parametrize("jshift", [None, "0"], ids=["plain", "jshift0"])
 def test_mark_without_record_repair_faults(pop3, jshift, what, fault):
@@ -375,7 +375,7 @@ def test_killed_update_then_repair_order(pop3, name):
 @pytest.mark.plain_pass
 @pytest.mark.parametrize("name", ["first", "gaps"])
 @pytest.mark.parametrize("jshift", [None, "0"], ids=["plain", "jshift0"])
-@pytest.mark.parametrize("kind", ["eio", "enospc"])
+@pytest.mark.parametrize("kind", ["eio", "enospc", "done"])
 def test_error_then_repair_order(pop3, kind, jshift, name):
 	sc = F.SCENARIOS[name]
 	steps, commit = F.kill_scan(pop3, name)
