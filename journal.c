@@ -615,33 +615,43 @@ jnl_hjob_start(const struct jnl_box *box, const struct jnl_state *js,
  * repair applies (jnl_decode(): not a header; removed as never applied),
  * not the complete journal of an update answered -ERR.
  */
-static void
+static int
 jnl_spoil(int fd, const char *path)
 {
 	static const unsigned char	zero[8];
+	int				w;
 
-	if (io_pwrite(fd, zero, sizeof(zero), 0) == -1 ||
-	    io_fdatasync(fd) == -1)
-		pop_log(LOG_ERR, "cannot spoil journal %s: %s (if a crash "
-		    "loses its removal, the next session completes the "
-		    "update)", path, strerror(errno));
+	/* The sync even after a write that said it failed (it may have
+	 * done its work). */
+	w = io_pwrite(fd, zero, sizeof(zero), 0);
+	if (io_fdatasync(fd) == 0 && w == 0)
+		return 0;
+	pop_log(LOG_ERR, "cannot spoil journal %s: %s (its removal is "
+	    "synced instead)", path, strerror(errno));
+	return -1;
 }
 
 /* The journal given up by jnl_compact(), of descriptor fd: spoiled,
  * closed and removed under the name it has (moved: the rename said it
- * was done; when it said it failed and TPATH is gone, it did its work). */
+ * was done; when it said it failed and TPATH is gone, it did its work);
+ * if the spoil failed, the removal synced (DIR: the spool's path). */
 static void
-jnl_giveup(int fd, const char *jpath, const char *tpath, int moved)
+jnl_giveup(int fd, const char *jpath, const char *tpath, int moved,
+    const char *dir)
 {
 	const char	*path = moved ? jpath : tpath;
-	int		 r;
+	int		 r, spoiled;
 
-	jnl_spoil(fd, path);
+	spoiled = jnl_spoil(fd, path) == 0;
 	(void)close(fd);
 	if ((r = JNL_GIVEUP_UNLINK(path)) == -1 && !moved && errno == ENOENT)
 		r = JNL_GIVEUP_UNLINK(path = jpath);
 	if (r == -1)
 		pop_log(LOG_ERR, "cannot remove %s: %s", path, strerror(errno));
+	else if (!spoiled && io_fsyncdir(dir) == -1)
+		pop_log(LOG_ERR, "journal %s: %s (if a crash loses its "
+		    "removal, the next session completes the update)", path,
+		    strerror(errno));
 }
 
 /* Keeps a journal we must not apply or remove, under another name. */
@@ -1639,7 +1649,7 @@ jnl_compact(const struct jnl_box *box, uint64_t d, uint64_t f,
 	if (!moved || io_fsyncdir(box->path) == -1) {
 		pop_log(LOG_ERR, "journal %s: %s (nothing deleted: check the "
 		    "spool's file system)", jpath, strerror(errno));
-		jnl_giveup(js.fd, jpath, tpath, moved);
+		jnl_giveup(js.fd, jpath, tpath, moved, box->path);
 		return MD_TEMP;
 	}
 	r = jnl_apply(box, &js, 0, jpath);

@@ -893,6 +893,39 @@ def test_given_up_order_on_disk(pop3, kind):
 	    "first change of the mailbox (%s:1 to %s:%d)" % (kind, kind, n)
 
 
+def test_given_up_spoil_fails_order_on_disk(pop3):
+	"""The directory's fsync after the journal's rename fails, and so
+	does the spoil's fdatasync (strace injects EIO into the first fsync
+	and the second fdatasync of the session: the journal's own comes
+	first): the removal of the journal, the only thing left that keeps
+	a crash from bringing it back complete, is synced before the -ERR
+	(syncorder's void rule at the reply); the mailbox as it was."""
+	sc = SCENARIOS["first"]
+	reset(pop3, sc.initial)
+	argv, log = strace_wrapper(pop3)
+	argv[1:1] = ["-e", "inject=fsync:error=EIO:when=1", "-e",
+	    "inject=fdatasync:error=EIO:when=2"]
+	# -S: strace injects an error by making the call one no seccomp
+	# filter allows (the process is killed by SIGSYS).
+	with Run(pop3, "--no-cache", "-S", wrapper=argv, timeout=60) as r:
+		assert r.login().ok, r.log
+		for d in sc.dele:
+			assert r.cmd("DELE %d" % d).ok, r.log
+		q = r.cmd("QUIT", timeout=60)
+		r.close(timeout=60)
+	assert q is not None and not q.ok, r.log + r.stderr
+	rep = syncorder.check(log, pop3.mailbox(), pop3.spool / JOURNAL,
+	    len(sc.initial), cwd=pop3.base, hashed=True, refused=True)
+	ctx = "%s\nevents:\n%s" % ("\n".join(rep.violations), rep.timeline())
+	# The two injected calls were the ones meant: the journal was named
+	# and never by a directory fsync that returned before its removal.
+	made = [e for e in rep.jn if e.kind == "create" and
+	    e.path == rep.jpath]
+	assert made and not rep.name_durable(made[0], rep.jn[-1].start), ctx
+	assert rep.violations == [] and pop3.read_mbox() == sc.initial, ctx
+	assert journals(pop3) == [], ctx
+
+
 # The checker itself, on logs written here: a good update, and for each
 # rule orders that break it.  /s/box had 100 octets; /s/.j is the journal.
 GOOD = """\
