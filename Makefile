@@ -177,24 +177,39 @@ layers: $(OBJS)
 # The one test command (README, .ci/run): packages, a -Werror build from
 # scratch (-B: objects of a plain build are not reused), the hardening
 # assertions, the unit tests, then pytest against pop3d and again against
-# the ASan/UBSan build (with a valgrind run of a session in the first),
-# then the fuzz targets for a short time and the static analyzers
-# (make fuzz-check, make analyze).  All of them always run; the output
-# ends with their summary lines and a total of the unit tests and both
-# pytest passes: passed, failed, skipped.  POP3D_STRICT: a test that
-# would skip fails (tests/conftest.py).  bash for pipefail.
+# the ASan/UBSan build, then the fuzz targets for a short time and the
+# static analyzers (make fuzz-check, make analyze).  The two pytest passes
+# run at the same time (a pass waits on its sessions' clocks, syncs and
+# sleeps most of its time: 60% of one CPU), the second with the files in
+# reverse order so that the two meet in one file at most; the tests
+# marked plain_pass (they install, build trees or run valgrind: what
+# another test running beside them could disturb) run after them, alone.
+# The builds the tests make for themselves are made first.  All of them
+# always run; the output ends with their summary lines and a total of the
+# unit tests and the pytest runs: passed, failed, skipped.  POP3D_STRICT:
+# a test that would skip fails (tests/conftest.py).  bash for pipefail.
+TESTS_REVERSED = $(shell ls tests/test_*.py | sort -r)
 check: SHELL = /bin/bash
 check: deps
 	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
+	$(MAKE) WERROR=-Werror build/fault/pop3d build/exploit/pop3d \
+	    build/exploit-san/pop3d
 	@$(MAKE) --no-print-directory hardening
 	@$(MAKE) --no-print-directory layers
 	@mkdir -p build/log; rc=0; set -o pipefail; \
 	$(MAKE) --no-print-directory unit 2>&1 | tee build/log/unit.log || rc=1; \
-	echo "== pytest, POP3D_BIN=pop3d"; \
-	POP3D_STRICT=1 $(PYTEST) tests 2>&1 | tee build/log/pytest.log || rc=1; \
-	echo "== pytest, POP3D_BIN=build/san/pop3d"; \
-	POP3D_STRICT=1 POP3D_BIN=build/san/pop3d $(PYTEST) tests 2>&1 | \
-	    tee build/log/pytest-san.log || rc=1; \
+	echo "== pytest, POP3D_BIN=pop3d and POP3D_BIN=build/san/pop3d at once"; \
+	POP3D_STRICT=1 $(PYTEST) -m 'not plain_pass' tests \
+	    > build/log/pytest.log 2>&1 & plain=$$!; \
+	POP3D_STRICT=1 POP3D_BIN=build/san/pop3d $(PYTEST) $(TESTS_REVERSED) \
+	    > build/log/pytest-san.log 2>&1 & san=$$!; \
+	wait $$plain || rc=1; echo "== pytest, POP3D_BIN=pop3d"; \
+	cat build/log/pytest.log; \
+	wait $$san || rc=1; echo "== pytest, POP3D_BIN=build/san/pop3d"; \
+	cat build/log/pytest-san.log; \
+	echo "== pytest, POP3D_BIN=pop3d, the plain_pass tests alone"; \
+	POP3D_STRICT=1 $(PYTEST) -m plain_pass tests 2>&1 | \
+	    tee build/log/pytest-alone.log || rc=1; \
 	echo "== fuzz, $(FUZZ_CHECK_TIME) s per target"; \
 	$(MAKE) --no-print-directory fuzz-check 2>&1 | tee build/log/fuzz.log || rc=1; \
 	echo "== analyze"; \
@@ -214,6 +229,7 @@ echo "== summary"; rc=0; \
 	grep -h '^\[  \(PASSED\|FAILED\|SKIPPED\) *\]\|^== .*: FAILED (exit' build/log/unit.log | sed 's/^/unit: /'; \
 	echo "pytest: $$(tail -n 1 build/log/pytest.log)"; \
 	echo "pytest (ASan/UBSan): $$(tail -n 1 build/log/pytest-san.log)"; \
+	echo "pytest (plain_pass, alone): $$(tail -n 1 build/log/pytest-alone.log)"; \
 	grep -h '^fuzz_' build/log/fuzz.log || echo 'fuzz: no result'; \
 	grep -h ': clean$$' build/log/analyze.log || true; \
 	grep -q 'gcc -fanalyzer: clean' build/log/analyze.log && \
@@ -221,7 +237,7 @@ echo "== summary"; rc=0; \
 	    grep -q 'clang-tidy: clean' build/log/analyze.log || \
 	    { echo 'analyze: FAILED (build/log/analyze.log)'; rc=1; }; \
 	{ cat build/log/unit.log; tail -qn 1 build/log/pytest.log \
-	    build/log/pytest-san.log; } | awk ' \
+	    build/log/pytest-san.log build/log/pytest-alone.log; } | awk ' \
 	    /^\[  PASSED  \] [0-9]+ test/ { p += $$4 } \
 	    /^\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
 	    /^\[  SKIPPED \] [0-9]+ test/ { s += $$4 } \

@@ -14,6 +14,7 @@ expected numbers come from that construction, not from either server.
 The README's "Moving from popa3d" section quotes them.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -40,12 +41,19 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 
 def popa3d_binary():
-	"""popa3d's binary, unpacked under build/popa3d."""
+	"""popa3d's binary, unpacked under build/popa3d (under a lock: make
+	check's two passes run at the same time)."""
 	dest = ROOT / "build" / "popa3d"
+	dest.mkdir(parents=True, exist_ok=True)
+	with open(dest / ".lock", "w") as lock:
+		fcntl.flock(lock, fcntl.LOCK_EX)
+		return _popa3d_unpacked(dest)
+
+
+def _popa3d_unpacked(dest):
 	binary = dest / "root" / "usr" / "sbin" / "popa3d"
 	if binary.exists():
 		return binary
-	dest.mkdir(parents=True, exist_ok=True)
 	debs, r = [], None
 	for attempt in ("download", "update", "download"):
 		debs = list(dest.glob("popa3d_*.deb"))

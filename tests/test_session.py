@@ -1143,6 +1143,8 @@ def test_readme_shows_the_help_text(pop3d_bin):
 
 # ------------------------------------------------------------ make demo
 
+# make runs ./pop3d or builds its own (not POP3D_BIN): the first pass only.
+@pytest.mark.plain_pass
 def test_make_demo_runs_green():
 	p = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True,
 	    timeout=300)
@@ -1174,6 +1176,7 @@ def user_tree(tmp_path):
 	return src, kw
 
 
+@pytest.mark.plain_pass
 def test_make_demo_as_non_root():
 	"""make demo needs no root (as root, it runs as 65534 in a copy)."""
 	tmp = tempfile.mkdtemp(prefix="pop3d-demo-user.", dir="/tmp")
@@ -1188,6 +1191,7 @@ def test_make_demo_as_non_root():
 		shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.plain_pass
 def test_make_install_as_non_root():
 	"""make install DESTDIR=... and make uninstall work for a normal user
 	(as root: uid 65534 in a copy of the tree, so nothing of the checkout
