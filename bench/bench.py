@@ -721,8 +721,21 @@ def ref_dd(path):
 	return t
 
 
-# journal.c's JNL_SHIFT: extents moved by less go through the journal.
-JNL_SHIFT = 4 << 20
+def jnl_shift():
+	"""journal.c's JNL_SHIFT, read from journal.c (extents moved by less
+	go through the journal)."""
+	with open(os.path.join(ROOT, "journal.c")) as f:
+		m = re.search(r"^#define\s+JNL_SHIFT\s+\(([\d\s*]+)\)", f.read(),
+		    re.M)
+	if m is None:
+		raise RuntimeError("journal.c: no #define JNL_SHIFT (NUMBER * ...)")
+	v = 1
+	for f in m.group(1).split("*"):
+		v *= int(f)
+	return v
+
+
+JNL_SHIFT = jnl_shift()
 
 
 def journaled(mb, dele):
