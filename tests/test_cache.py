@@ -94,6 +94,7 @@ class Answers:
 	def __init__(self, pop3, *extra, binary=None, env=None, retr=(1, 2)):
 		s = start(pop3, extra, binary, env)
 		s.login()
+		self.logged_in = time.monotonic()
 		self.read = rchar(s.proc.pid)
 		self.stat = s.cmd("STAT").text
 		self.sizes = [int(ln.split()[1]) for ln in s.cmd("LIST").lines]
@@ -255,12 +256,18 @@ def test_young_ctime_sealed(pop3, cdir):
 	good = (cdir / "index").read_bytes()
 	idx = cdir / "index"
 	for sealed, want in ((0, False), (1, True)):
-		t = young(pop3.mailbox(), data)
-		idx.write_bytes(forge(good, os.stat(pop3.mailbox()), sealed))
-		if ROOT:
-			os.chown(idx, NOBODY, NOBODY)
-		c = run(pop3, cdir)
-		if time.monotonic() - t > 0.9:
+		# The ctime must still be young at the login's fstat: timed to
+		# the login, tried again when a loaded machine was slower.
+		for _ in range(3):
+			t = young(pop3.mailbox(), data)
+			idx.write_bytes(forge(good, os.stat(pop3.mailbox()),
+			    sealed))
+			if ROOT:
+				os.chown(idx, NOBODY, NOBODY)
+			c = run(pop3, cdir)
+			if c.logged_in - t < 0.9:
+				break
+		else:
 			pytest.skip("too slow to keep the ctime young")
 		assert hit(c, data) == want, (sealed, c.read)
 		assert same(a, c)

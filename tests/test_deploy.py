@@ -189,9 +189,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def listening(port):
-    """True when something listens on TCP port (read from /proc, so that
-    no probe connection starts a session)."""
+def listening(port, sid):
+    """True when a process of session sid listens on TCP port (read from
+    /proc, so that no probe connection starts a session).  Only its own
+    socket counts: free_port() may give the same port to a test running
+    beside this one (make check runs two passes at once)."""
+    inodes = set()
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(name).read_text().splitlines()[1:]
@@ -200,8 +203,27 @@ def listening(port):
         for line in lines:
             f = line.split()
             if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+                inodes.add("socket:[%s]" % f[9])
+    return bool(inodes & session_sockets(sid))
+
+
+def session_sockets(sid):
+    """The sockets ("socket:[INODE]") the processes of session sid hold."""
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fds = "/proc/%s/fd" % pid
+        try:
+            if os.getsid(int(pid)) != sid:
+                continue
+            names = os.listdir(fds)
+        except OSError:		# gone since, or not ours to read
+            continue
+        for fd in names:
+            try:
+                out.add(os.readlink(os.path.join(fds, fd)))
+            except OSError:
+                pass
+    return out
 
 
 class Daemon:
@@ -217,7 +239,7 @@ class Daemon:
                 stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
                 start_new_session=True)
         deadline = time.monotonic() + 15
-        while not listening(port):
+        while not listening(port, self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"{name} did not listen on {port}:\n"
