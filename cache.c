@@ -492,20 +492,39 @@ cache_write(int fd, struct cache_hdr *h, const struct cache_ix *ix)
 }
 
 /*
- * A new file under a name of this process, written whole, then put in
- * the old one's place at once: a reader sees the old file or the new
- * one, never half of one, and a failure keeps the old one.  No fsync: a
- * cache lost in a crash is only a miss, and one torn by it fails its
- * checksum (and the length in its header).  The names are exchanged
- * (the old file then goes under the temporary name), not renamed over:
- * ext4 starts writing out a file that a rename puts in place of another
- * (auto_da_alloc, for programs that skip the fsync), 0.6 to 2 ms of a
- * session for a cache that need not be durable; an exchange, or a rename
- * to a free name, does not.  Where the exchange fails (no old file, a
- * file system that cannot, an old name Landlock does not let us move:
- * a symbolic link), a rename, which replaces the old one or fails whole;
- * not when the exchange said it failed and did its work (the new file
- * under PATH: cache_ours()), which the rename would undo.
+ * The temporary's name: ".index." and the first 8 octets of the digest of
+ * the mailbox's path, in hex.  One name per mailbox, so that the sessions
+ * that write it are those of one mailbox, which its session lock keeps
+ * apart, and a temporary a killed session left is removed by the next
+ * session of that mailbox that writes the cache (a name of the pid would
+ * stay until that pid came again: one more file each time).
+ */
+static void
+cache_tmpname(char *name, size_t len, const struct cache_id *id)
+{
+	size_t	i, n;
+
+	n = (size_t)snprintf(name, len, ".%s.", CACHE_FILE);
+	for (i = 0; i < 8 && n + 2 < len; i++, n += 2)
+		(void)snprintf(name + n, len - n, "%02x", id->path[i]);
+}
+
+/*
+ * A new file under a name of this mailbox (cache_tmpname()), written
+ * whole, then put in the old one's place at once: a reader sees the old
+ * file or the new one, never half of one, and a failure keeps the old
+ * one.  No fsync: a cache lost in a crash is only a miss, and one torn
+ * by it fails its checksum (and the length in its header).  The names
+ * are exchanged (the old file then goes under the temporary name), not
+ * renamed over: ext4 starts writing out a file that a rename puts in
+ * place of another (auto_da_alloc, for programs that skip the fsync),
+ * 0.6 to 2 ms of a session for a cache that need not be durable; an
+ * exchange, or a rename to a free name, does not.  Where the exchange
+ * fails (no old file, a file system that cannot, an old name Landlock
+ * does not let us move: a symbolic link), a rename, which replaces the
+ * old one or fails whole; not when the exchange said it failed and did
+ * its work (the new file under PATH: cache_ours()), which the rename
+ * would undo.
  */
 static int
 cache_ours(const char *path, const struct stat *st)
@@ -525,8 +544,7 @@ cache_save(const char *dir, const struct cache_id *id,
 	char		 path[MD_PATH], tmp[MD_PATH], name[32];
 	int		 fd, ok;
 
-	(void)snprintf(name, sizeof(name), ".%s.%ld", CACHE_FILE,
-	    (long)getpid());
+	cache_tmpname(name, sizeof(name), id);
 	if (cache_dirok(dir, id->uid) == -1 ||
 	    cache_path(path, sizeof(path), dir, CACHE_FILE) == -1 ||
 	    cache_path(tmp, sizeof(tmp), dir, name) == -1)
@@ -536,7 +554,7 @@ cache_save(const char *dir, const struct cache_id *id,
 	h.n = ix->n;
 	h.hidden_end = ix->hidden_end;
 	h.sealed = ix->sealed != 0;
-	/* One left by a killed session of the same pid goes first. */
+	/* One left by a killed session of this mailbox goes first. */
 	(void)io_unlink(tmp);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, 0600)) == -1) {

@@ -675,7 +675,9 @@ def test_crash_while_writing(pop3, cdir, step):
 	unlink, its records in two writes of at most 1,024, its header, the
 	exchange of its name with the old one's): the cache file is the old
 	one whole, or a new one whole; the next session answers right, and
-	the one after hits."""
+	the one after hits.  The temporary a killed session left is gone
+	once the next session has written the cache (it has the same name:
+	one per mailbox, not per pid)."""
 	old, new, ref, st = faulted_login(pop3, cdir, "kill:%d" % step)
 	assert (st == -9) == (step <= 5)
 	if step > 5:
@@ -686,6 +688,7 @@ def test_crash_while_writing(pop3, cdir, step):
 	assert now == old or hit(a, new), "a torn cache file"
 	assert same(a, ref)
 	check_against(new, a)
+	assert sorted(os.listdir(cdir)) == ["index"], "a temporary left"
 	b = run(pop3, cdir)
 	assert same(b, ref)
 	assert hit(b, new)
