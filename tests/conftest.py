@@ -270,41 +270,18 @@ def mbox(messages, nl=b"\n", final_newline=True):
 
 
 def parse_mbox(data):
-	"""Splits an mbox into (from_line, message) pairs: a message starts at a
-	From_ line (refmbox.is_from_line(): the documented rule) at the start
-	of the file or after an empty line; the empty line before it is the
-	separator."""
-	msgs = []
-	lines = data.split(b"\n")
-	start = None
-	cur = []
-	prev_empty = True
-	for i, ln in enumerate(lines):
-		if (prev_empty and i + 1 < len(lines) and
-		    refmbox.is_from_line(ln + b"\n")):
-			if start is not None:
-				if cur and cur[-1] in (b"", b"\r"):
-					cur.pop()
-				msgs.append((start, b"\n".join(cur) + b"\n"))
-			start, cur = ln, []
-		elif start is not None:
-			cur.append(ln)
-		prev_empty = ln in (b"", b"\r")
-	if start is not None:
-		if cur and cur[-1] == b"":		# final newline
-			cur.pop()
-			if cur and cur[-1] in (b"", b"\r"):
-				cur.pop()
-			msgs.append((start, b"\n".join(cur) + b"\n"))
-		else:
-			msgs.append((start, b"\n".join(cur)))
-	return msgs
+	"""Splits an mbox into (from_line, message) pairs, [] if it is none:
+	refmbox.split(), the documented rule (a message starts at a From_ line
+	at the start of the file or after an empty line; the empty line
+	before it is the separator)."""
+	return refmbox.split(data) or []
 
 
 def expected_retr(msg, nl=b"\n"):
 	"""The octets RETR must send for msg, before byte-stuffing: every line
 	ends in CRLF (a CR already before the LF is not doubled), the last line
-	too; bare CR and NUL are data."""
+	too (a last line that ends in a bare CR gets only the LF); bare CR
+	and NUL are data."""
 	m = _lines(msg)
 	if nl != b"\n":
 		m = m.replace(b"\n", nl)
@@ -312,7 +289,7 @@ def expected_retr(msg, nl=b"\n"):
 	last = parts.pop()		# after the last LF: b"" or an open line
 	out = [p + (b"\n" if p.endswith(b"\r") else b"\r\n") for p in parts]
 	if last:
-		out.append(last + b"\r\n")
+		out.append(last + (b"\n" if last.endswith(b"\r") else b"\r\n"))
 	return b"".join(out)
 
 
