@@ -333,15 +333,15 @@ cmd_capa(struct pop_sess *s, char *argv[])
 
 	(void)argv;
 	(void)pop_reply(c, "+OK capability list follows");
+	/* The same in both states (RFC 2449 section 5: what AUTHORIZATION
+	 * offers is announced in both). */
 	(void)pop_reply(c, "TOP");
-	if (s->md == NULL)
-		(void)pop_reply(c, "USER");
+	(void)pop_reply(c, "USER");
 	(void)pop_reply(c, "UIDL");
 	(void)pop_reply(c, "RESP-CODES");
 	(void)pop_reply(c, "PIPELINING");
 	(void)pop_reply(c, "AUTH-RESP-CODE");
-	if (s->md == NULL)
-		(void)pop_reply(c, "SASL PLAIN");
+	(void)pop_reply(c, "SASL PLAIN");
 	(void)pop_reply(c, "IMPLEMENTATION %s-%s", POP3D_NAME, POP3D_VERSION);
 	(void)pop_reply(c, ".");
 	return RES_DONE;
@@ -406,7 +406,7 @@ pop_plain(struct pop_sess *s, const char *b64)
 {
 	struct base64_decode_ctx ctx;
 	uint8_t		 buf[BASE64_DECODE_LENGTH(POP3_SASL_MAX)];
-	const char	*zid, *cid, *pw, *end;
+	const char	*zid, *cid, *pw, *end, *why;
 	size_t		 len, n = sizeof(buf), i, pad;
 	int		 ok;
 
@@ -440,22 +440,22 @@ pop_plain(struct pop_sess *s, const char *b64)
 	if (cid != NULL)
 		pw = memchr(cid + 1, '\0', (size_t)(end - cid - 1));
 	if (pw == NULL || pw + 1 == end ||
-	    memchr(pw + 1, '\0', (size_t)(end - pw - 1)) != NULL ||
-	    (size_t)(end - pw - 1) > POP3_PASS_MAX) {
+	    memchr(pw + 1, '\0', (size_t)(end - pw - 1)) != NULL) {
 		pop_wipe(buf, sizeof(buf));
 		(void)pop_reply(s->c, "-ERR malformed PLAIN response");
 		return -1;
 	}
 	cid++;
 	pw++;
-	if (!pop_user_syntax(cid, strlen(cid))) {
+	/* Credentials that cannot pass: [AUTH], which AUTH-RESP-CODE
+	 * promises for every credential problem (RFC 3206 section 6). */
+	why = !pop_user_syntax(cid, strlen(cid)) ? "invalid user name" :
+	    *zid != '\0' && strcmp(zid, cid) != 0 ?
+	    "invalid authorization identity" :
+	    (size_t)(end - pw) > POP3_PASS_MAX ? "password too long" : NULL;
+	if (why != NULL) {
 		pop_wipe(buf, sizeof(buf));
-		(void)pop_reply(s->c, "-ERR invalid user name");
-		return -1;
-	}
-	if (*zid != '\0' && strcmp(zid, cid) != 0) {
-		pop_wipe(buf, sizeof(buf));
-		(void)pop_reply(s->c, "-ERR invalid authorization identity");
+		(void)pop_reply(s->c, "-ERR [AUTH] %s", why);
 		return -1;
 	}
 	memcpy(s->cred->user, cid, strlen(cid) + 1);

@@ -273,6 +273,37 @@ def test_sasl_response_after_the_challenge_may_pass_255_octets(pop3):
 	assert "login" not in err, err
 
 
+def test_credential_errors_to_auth_carry_the_auth_code(pop3):
+	"""CAPA lists AUTH-RESP-CODE, which promises [AUTH] on every -ERR
+	that the credentials caused (RFC 3206 section 6).  To AUTH PLAIN: a
+	user name pop3d never takes (empty, a '/', 65 octets), an authzid
+	other than the authcid, a password one octet longer than
+	POP3_PASS_MAX (one of POP3_PASS_MAX logs in); the session goes on
+	after each.  A response that is not PLAIN's form is no credential:
+	no [AUTH]."""
+	pmax = LIMITS["POP3_PASS_MAX"]
+	pw = "q" * pmax
+	pop3.write_passwd(["%s:%s" % (USER, make_hash(pw))])
+	pop3.write_mbox([MSG])
+	t = pop3.run(["CAPA", "QUIT"])
+	assert "AUTH-RESP-CODE" in t[0].lines, t
+	me, bad = USER.encode(), []
+	for zid, cid, p in [(b"", b"", b"x"), (b"", b"al/ice", b"x"),
+	    (b"", b"a" * (LIMITS["POP3_USER_MAX"] + 1), b"x"),
+	    (b"other", me, pw.encode()), (b"", me, pw.encode() + b"q")]:
+		lines, err = continued(pop3, sasl_plain(zid, cid, p),
+		    ("CAPA", "QUIT"))
+		if not (lines[0] == b"+ " and lines[1].startswith(b"-ERR [AUTH] ") and
+		    lines[2].startswith(b"+OK ") and "login:" not in err):
+			bad.append((zid, cid[:8], len(p), lines[:3]))
+	assert bad == [], bad
+	lines, _ = continued(pop3, base64.b64encode(b"\0" + me).decode(),
+	    ("QUIT",))
+	assert lines[1] == b"-ERR malformed PLAIN response", lines
+	lines, _ = continued(pop3, sasl_plain(b"", me, pw.encode()))
+	assert lines[1].startswith(b"+OK ") and lines[2].startswith(b"+OK 1 ")
+
+
 def test_sasl_long_password_the_way_the_rfc_says(pop3):
 	"""A 200-octet password: too long for AUTH PLAIN inline (the line
 	would pass 255 octets), so sent after "+ "; it logs in, as USER and
