@@ -853,7 +853,14 @@ cmd_quit_trans(struct pop_sess *s, char *argv[])
 		    POP3D_NAME, (unsigned long)md_count(s->md));
 		return RES_QUIT;
 	}
-	/* UPDATE */
+	/* UPDATE, but only while the client can still be written to: the
+	 * replies of commands it sent with the QUIT (a RETR, the DELE) wait
+	 * in the buffer, and a connection reset before them means that it
+	 * never got the message it deletes. */
+	if (pop_flush(s->c) == -1) {
+		s->end = "write failed";
+		return RES_FAIL;
+	}
 	if ((r = md_update(s->md)) == MD_OK) {
 		(void)pop_reply(s->c, "+OK %s signing off (%lu messages left)",
 		    POP3D_NAME, (unsigned long)s->live);

@@ -38,6 +38,7 @@ import pytest
 from conftest import (LIMITS, REPO, ROOT, SAN_EXIT, SESSION_LOCK, Pop3Env,
     login, make_hash, mbox, need, pop3d_check)
 from messages import M1
+import test_session_poplib as P
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 NSS_WRAPPER = LIBDIR / "libnss_wrapper.so"
@@ -1251,6 +1252,20 @@ def test_login_line_has_the_client_address(root):
 	    d.stderr(), d.stderr()
 	ev = root.pam_events()
 	assert ev and all(e[4] == "rhost=127.0.0.1" for e in ev), ev
+
+
+def test_reset_before_a_pipelined_quit_deletes_nothing_here_too(root):
+	"""test_session_poplib.py's test in root mode, where the user's process
+	is the pid inetd started: RETR 1, DELE 1, QUIT pipelined and the
+	connection reset before a reply was written delete nothing; read to
+	the end, they delete message 1."""
+	data = root.mailbox().read_bytes()
+	rc, _ = P.pipelined_retr_dele_quit(root, True, "alice", PW)
+	assert rc == LIMITS["POP3_EX_CLOSED"]
+	assert root.mailbox().read_bytes() == data
+	rc, got = P.pipelined_retr_dele_quit(root, False, "alice", PW)
+	assert rc == 0 and got.startswith(b"+OK "), got
+	assert root.mailbox().read_bytes() == mbox(MSGS[1:])
 
 
 def test_client_address_from_the_environment(root):

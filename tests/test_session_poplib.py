@@ -1,7 +1,9 @@
 """The core session over a real TCP socket, as inetd gives it to pop3d,
 driven by Python's poplib (a real client) and by raw socket writes."""
 
+import os
 import poplib
+import signal
 import socket
 import time
 
@@ -170,6 +172,56 @@ def test_client_vanishes_during_retr(pop3):
 	assert d.wait(20) != 0
 	assert pop3.read_mbox() == data
 	assert pop3.spool_files() == [USER]
+
+
+def pipelined_retr_dele_quit(pop3, reset, user=USER, password=PASSWORD):
+	"""Logs in over TCP, then sends RETR 1, DELE 1 and QUIT in one write;
+	reset: with pop3d stopped (SIGSTOP) from before the write until the
+	connection is reset (SO_LINGER 0), as a busy machine may hold it, so
+	that the three wait for it with their replies unsent.  pop3d's exit
+	status and what the client got after the login."""
+	d = pop3.inetd()
+	s = socket.create_connection(("127.0.0.1", d.port), timeout=20)
+	f = s.makefile("rb")
+	s.sendall(("USER %s\r\nPASS %s\r\n" % (user, password)).encode())
+	for _ in range(3):
+		assert f.readline().startswith(b"+OK"), "login"
+	if reset:
+		d.started.wait(5)
+		os.kill(d.proc.pid, signal.SIGSTOP)
+	s.sendall(b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
+	got = b""
+	if reset:
+		s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+		    b"\1\0\0\0\0\0\0\0")
+		f.close()
+		s.close()			# RST
+		time.sleep(0.3)
+		os.kill(d.proc.pid, signal.SIGCONT)
+	else:
+		got = f.read()
+		f.close()
+		s.close()
+	return d.wait(20), got
+
+
+def test_reset_before_a_pipelined_quit_deletes_nothing(pop3):
+	"""RETR 1, DELE 1, QUIT pipelined, and the connection reset before
+	pop3d wrote a reply: the message never reached the client, so the
+	QUIT deletes nothing (the replies are written before the update, and
+	their write fails); the session ends as for any failed write.  Read
+	to the end, the same three delete message 1."""
+	data = pop3.write_mbox(MSGS)
+	rc, _ = pipelined_retr_dele_quit(pop3, True)
+	assert rc == LIMITS["POP3_EX_CLOSED"]
+	assert pop3.read_mbox() == data
+	assert pop3.spool_files() == [USER]
+	rc, got = pipelined_retr_dele_quit(pop3, False)
+	assert rc == LIMITS["POP3_EX_OK"], got
+	retr, _, rest = got.partition(b"\r\n.\r\n")
+	assert retr.startswith(b"+OK ") and [ln[:4] for ln in
+	    rest.split(b"\r\n")] == [b"+OK ", b"+OK ", b""], got
+	assert pop3.read_mbox() == mbox(MSGS[1:])
 
 
 def test_idle_timeout_over_socket(pop3):
