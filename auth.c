@@ -1445,8 +1445,9 @@ auth_cachedir(struct pop_user *u, int root)
 }
 
 /*
- * Waits for pid; its exit status, POP3_EX_CLOSED if a signal we forwarded
- * (or SIGPIPE) ended it, else POP3_EX_SOFTWARE if it was killed.  The
+ * Waits for pid; its exit status, POP3_EX_CLOSED if a signal that ends a
+ * session (one of those we forward, from us or not, or SIGPIPE) ended it,
+ * else POP3_EX_SOFTWARE if it was killed.  The
  * child stops being the one signals go to while it is still a zombie, so
  * its pid cannot be anyone else's yet.
  */
@@ -1454,6 +1455,7 @@ static int
 auth_wait(pid_t pid)
 {
 	siginfo_t	 si;
+	sigset_t	 fwd;
 	int		 st;
 
 	memset(&si, 0, sizeof(si));
@@ -1467,7 +1469,11 @@ auth_wait(pid_t pid)
 			fatal("waitpid");
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
-	if (WIFSIGNALED(st) && auth_sig != 0 && WTERMSIG(st) == auth_sig) {
+	/* One of the signals that end a session, whether we forwarded it or
+	 * it came to the child itself (systemd's stop sends SIGTERM to every
+	 * process of the service at once). */
+	auth_fwdset(&fwd);
+	if (WIFSIGNALED(st) && sigismember(&fwd, WTERMSIG(st)) == 1) {
 		pop_log(LOG_INFO, "session ended by signal %d", WTERMSIG(st));
 		return POP3_EX_CLOSED;
 	}

@@ -976,6 +976,26 @@ def test_signal_to_the_session_pid_ends_the_session_and_pam(root, extra,
 		assert ev[-3:] == ["close", "setcred-delete", "end"], ev
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP,
+    signal.SIGINT], ids=["TERM", "HUP", "INT"])
+def test_signal_to_the_prelogin_child_ends_the_session(root, sig):
+	"""SIGTERM, SIGHUP or SIGINT sent to the pre-login child itself, not
+	through the monitor: status 1, as for the pid inetd started, not an
+	internal error (70); and with the monitor signalled at the same time,
+	as systemd's stop signals every process of a service, 20 rounds."""
+	s = root.session()
+	assert s.greeting().ok
+	os.kill(one_child(s.proc.pid), sig)
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	for i in range(20):
+		s = root.session()
+		assert s.greeting().ok
+		k = one_child(s.proc.pid)
+		os.kill(k, sig)
+		os.kill(s.proc.pid, sig)
+		assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], (i, s.stderr())
+
+
 def wait_for_pam(root, event, timeout=10):
 	"""Waits until the test PAM module has logged event."""
 	deadline = time.monotonic() + timeout
