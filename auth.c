@@ -1627,6 +1627,7 @@ struct auth_mon {
 	char		 empty[64];
 	int		 tmp;		/* empty is ours to remove */
 	int		 in, out;	/* the client */
+	time_t		 start;		/* the session's, pop_clock() */
 };
 
 /* The monitor's phases end with an exit status, or with one of these. */
@@ -1648,6 +1649,7 @@ auth_root(void)
 	gid_t		 pre_gid;
 	int		 status;
 
+	m.start = pop_clock();
 	auth_hygiene();
 	auth_signals();
 	if (auth_prelogin_ids(&pre_uid, &pre_gid) == -1)
@@ -1923,6 +1925,7 @@ auth_user_process(struct auth_mon *m)
 	auth_cachedir(&m->u, 1);
 	auth_become(&m->u, m->in, m->out);
 	pop_conn_init(&conn, 0, 1);
+	conn.start = m->start;		/* the limit counts from there */
 	memcpy(conn.ibuf, m->rec.ibuf, m->rec.ilen);
 	conn.ilen = m->rec.ilen;
 	pop_wipe(&m->rec, sizeof(m->rec));

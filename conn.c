@@ -32,6 +32,12 @@ pop_now_ms(void)
 	return (int64_t)io_ms();
 }
 
+time_t
+pop_clock(void)
+{
+	return (time_t)(pop_now_ms() / 1000);
+}
+
 /* The deadline of one wait: the idle timeout, within the session limit. */
 static int64_t
 pop_deadline(const struct pop_conn *c)
@@ -81,7 +87,7 @@ pop_conn_init(struct pop_conn *c, int in, int out)
 	memset(c, 0, offsetof(struct pop_conn, ibuf));
 	c->in = in;
 	c->out = out;
-	c->start = (time_t)(pop_now_ms() / 1000);
+	c->start = pop_clock();
 	/*
 	 * Non-blocking, so that a write to a client that does not read and
 	 * a read after a spurious wake-up end at our deadline.  A terminal

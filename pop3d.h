@@ -239,8 +239,11 @@ struct pop_user {
 					   ready at login, or "": none */
 };
 
-/* Sets the fds (in, out) O_NONBLOCK unless a tty; starts the session clock. */
+/* Sets the fds (in, out) O_NONBLOCK unless a tty; starts the session clock
+ * (start: pop_clock(), which the root monitor reads at its own start, so
+ * that the user's process counts the session limit from there). */
 void	pop_conn_init(struct pop_conn *, int, int);
+time_t	pop_clock(void);
 /*
  * Sends the greeting, then runs the AUTHORIZATION state until the client
  * gives a complete login (USER+PASS or AUTH PLAIN).  Returns 1 with *cred

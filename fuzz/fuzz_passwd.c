@@ -31,6 +31,12 @@ pop_conn_init(struct pop_conn *c, int in, int out)
 	abort();
 }
 
+time_t
+pop_clock(void)
+{
+	abort();
+}
+
 int
 pop_authorize(struct pop_conn *c, struct pop_cred *cred, int greet)
 {

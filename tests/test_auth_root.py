@@ -183,8 +183,55 @@ SHIM = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "auth.h"
+
+/* POP3D_TEST_CLOCK="S:UID": the monotonic clock S seconds ahead in a
+ * process once it has become UID (read at start: pop3d may clear the
+ * environment). */
+static long clock_skew, clock_uid = -1, clock_on;
+
+__attribute__((constructor)) static void
+clock_init(void)
+{
+	const char *m = getenv("POP3D_TEST_CLOCK");
+
+	if (m != NULL && strchr(m, ':') != NULL) {
+		clock_skew = atol(m);
+		clock_uid = atol(strchr(m, ':') + 1);
+	}
+}
+
+int
+setresuid(uid_t r, uid_t e, uid_t s)
+{
+	static int (*real)(uid_t, uid_t, uid_t);
+	int rc;
+
+	if (real == NULL)
+		real = (int (*)(uid_t, uid_t, uid_t))dlsym(RTLD_NEXT,
+		    "setresuid");
+	rc = real(r, e, s);
+	if (rc == 0 && (long)r == clock_uid)
+		clock_on = 1;
+	return rc;
+}
+
+int
+clock_gettime(clockid_t id, struct timespec *ts)
+{
+	static int (*real)(clockid_t, struct timespec *);
+	int rc;
+
+	if (real == NULL)
+		real = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT,
+		    "clock_gettime");
+	rc = real(id, ts);
+	if (rc == 0 && clock_on && id == CLOCK_MONOTONIC)
+		ts->tv_sec += clock_skew;
+	return rc;
+}
 
 ssize_t
 send(int fd, const void *buf, size_t len, int flags)
@@ -994,6 +1041,36 @@ def test_signal_to_the_prelogin_child_ends_the_session(root, sig):
 		os.kill(k, sig)
 		os.kill(s.proc.pid, sig)
 		assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], (i, s.stderr())
+
+
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_session_limit_counts_from_the_start_not_the_login(root, extra):
+	"""POP3_SESSION_MAX holds for the whole session: the user's process
+	counts it from the start the monitor took, not from the login.  The
+	shim puts the user's clock POP3_SESSION_MAX - 3 s ahead once it has
+	become alice (uid 2001): a session kept busy (NOOP every 0.25 s,
+	idle timeout 10 s) ends 3 s after the login, with the autologout
+	reply; it answers every NOOP until then.  Counted from the login, it
+	would run on."""
+	skew = LIMITS["POP3_SESSION_MAX"] - 3
+	env = root.env(LD_PRELOAD="%s %s %s" % (root.tools / "shim.so",
+	    PAM_WRAPPER, NSS_WRAPPER), POP3D_TEST_CLOCK="%d:2001" % skew)
+	s = root.session("-t", "10", *extra, env=env)
+	s.login("alice", PW)
+	t0 = time.monotonic()
+	while time.monotonic() - t0 < 9:
+		try:
+			r = s.cmd("NOOP")
+		except BrokenPipeError:		# it said why and left
+			r = s.read_reply(timeout=5)
+		if r is None or not r.ok:
+			break
+		time.sleep(0.25)
+	took = time.monotonic() - t0
+	assert r is not None and r.text.startswith("-ERR autologout"), \
+	    (took, r, s.stderr())
+	assert 1.5 <= took < 6, (took, s.stderr())
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
 
 
 def wait_for_pam(root, event, timeout=10):
