@@ -232,12 +232,22 @@ pop_unreply(struct pop_conn *c)
 }
 
 /* A last word before closing: one try, never waits for the client. */
-void
+static void
 pop_bye(struct pop_conn *c, const char *msg)
 {
 	if (!c->eof && c->olen == 0)
 		(void)!write(c->out, msg, strlen(msg));
 	c->eof = 1;
+}
+
+/* The last words to a client whose wait timed out: the idle timeout, or
+ * the session's limit. */
+void
+pop_timeout(struct pop_conn *c)
+{
+	pop_bye(c, pop_clock() - c->start >= POP3_SESSION_MAX ?
+	    "-ERR autologout: session time limit\r\n" :
+	    "-ERR autologout: idle timeout\r\n");
 }
 
 /*

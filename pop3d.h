@@ -323,8 +323,9 @@ void	pop_item(struct pop_conn *, uint32_t, const char *, size_t);
 char	*pop_utoa(char *, uint64_t);
 /* Takes back the last reply line still queued: 0, or -1 if none is. */
 int	pop_unreply(struct pop_conn *);
-/* A last word before closing: one try, never waits; the session is over. */
-void	pop_bye(struct pop_conn *, const char *);
+/* After a wait timed out (ETIMEDOUT): "-ERR autologout" saying which
+ * limit, one try that never waits; the session is over. */
+void	pop_timeout(struct pop_conn *);
 /* Reads one line of at most size octets with its CRLF into line[size]
  * (a command: POP3_CMD_MAX; conn.c says how). */
 int	pop_getline(struct pop_conn *, char *, size_t, size_t *);

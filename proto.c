@@ -292,7 +292,7 @@ pop_loop(struct pop_sess *s, const struct pop_cmd *cmds, size_t ncmds,
 				continue;
 			}
 			if (errno == ETIMEDOUT) {
-				pop_bye(c, "-ERR autologout: idle timeout\r\n");
+				pop_timeout(c);
 				s->end = "timeout";
 			} else
 				s->end = "error";
@@ -508,7 +508,7 @@ cmd_auth(struct pop_sess *s, char *argv[])
 		if (errno == ERANGE || errno == EILSEQ)
 			return RES_ERR;		/* answered */
 		if (errno == ETIMEDOUT) {
-			pop_bye(s->c, "-ERR autologout: idle timeout\r\n");
+			pop_timeout(s->c);
 			s->end = "timeout";
 		} else
 			s->end = "error";

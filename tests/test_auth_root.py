@@ -1049,8 +1049,9 @@ def test_session_limit_counts_from_the_start_not_the_login(root, extra):
 	counts it from the start the monitor took, not from the login.  The
 	shim puts the user's clock POP3_SESSION_MAX - 3 s ahead once it has
 	become alice (uid 2001): a session kept busy (NOOP every 0.25 s,
-	idle timeout 10 s) ends 3 s after the login, with the autologout
-	reply; it answers every NOOP until then.  Counted from the login, it
+	idle timeout 10 s) ends 3 s after the login, with an autologout
+	reply that names the session's limit, not the idle timeout; it
+	answers every NOOP until then.  Counted from the login, it
 	would run on."""
 	skew = LIMITS["POP3_SESSION_MAX"] - 3
 	env = root.env(LD_PRELOAD="%s %s %s" % (root.tools / "shim.so",
@@ -1067,7 +1068,8 @@ def test_session_limit_counts_from_the_start_not_the_login(root, extra):
 			break
 		time.sleep(0.25)
 	took = time.monotonic() - t0
-	assert r is not None and r.text.startswith("-ERR autologout"), \
+	assert r is not None and \
+	    r.text == "-ERR autologout: session time limit", \
 	    (took, r, s.stderr())
 	assert 1.5 <= took < 6, (took, s.stderr())
 	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
