@@ -1474,7 +1474,12 @@ auth_wait(pid_t pid)
 	 * process of the service at once). */
 	auth_fwdset(&fwd);
 	if (WIFSIGNALED(st) && sigismember(&fwd, WTERMSIG(st)) == 1) {
-		pop_log(LOG_INFO, "session ended by signal %d", WTERMSIG(st));
+		if (WTERMSIG(st) == auth_sig)
+			pop_log(LOG_INFO, "session ended by signal %d",
+			    WTERMSIG(st));
+		else
+			pop_log(LOG_INFO, "process %ld ended by signal %d",
+			    (long)pid, WTERMSIG(st));
 		return POP3_EX_CLOSED;
 	}
 	if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
@@ -1763,8 +1768,9 @@ auth_monitor_prelogin(struct auth_mon *m, uid_t uid, gid_t gid)
 	else
 		r = auth_logins(m, sp[0]);
 	/* The pre-login child ends before the user's process talks. */
-	if (r == AUTH_LOGGED_IN && (send(sp[0], "y", 1, MSG_NOSIGNAL) != 1 ||
-	    auth_recv(sp[0], &v, 1, AUTH_CHILD_EXIT_MS) != 0))
+	/* (A child that is gone already, signalled, cannot take the "y".) */
+	if (r == AUTH_LOGGED_IN && send(sp[0], "y", 1, MSG_NOSIGNAL) == 1 &&
+	    auth_recv(sp[0], &v, 1, AUTH_CHILD_EXIT_MS) != 0)
 		pop_log(LOG_WARNING, "pre-login process did not end; killing "
 		    "it");
 	if (r != AUTH_CHILD_GONE)
@@ -1777,6 +1783,10 @@ auth_monitor_prelogin(struct auth_mon *m, uid_t uid, gid_t gid)
 		return r;
 	if (auth_sig != 0)
 		return AUTH_SIGNALLED;
+	/* A signal that ends a session, sent to the child itself while the
+	 * login was checked: the session ends so, before the user's. */
+	if (status == POP3_EX_CLOSED)
+		return POP3_EX_CLOSED;
 	if (status != POP3_EX_OK) {
 		pop_log(LOG_ERR, "pre-login process ended with status %d",
 		    status);

@@ -126,6 +126,10 @@ pam_sm_authenticate(pam_handle_t *h, int flags, int argc, const char **argv)
 
 	(void)flags;
 	note(h, log, "auth");
+	/* sleep=N: a check that takes N seconds. */
+	for (int i = 0; i < argc; i++)
+		if (strncmp(argv[i], "sleep=", 6) == 0)
+			(void)sleep((unsigned)atoi(argv[i] + 6));
 	/* Like pam_unix: the password becomes the PAM_AUTHTOK item, which
 	 * libpam keeps until pam_end(). */
 	if (pam_get_authtok(h, PAM_AUTHTOK, &tok, NULL) != PAM_SUCCESS)
@@ -430,16 +434,18 @@ class RootEnv(Pop3Env):
 		self.write_passwd(["alice:" + make_hash(PW)])
 		self.write_mbox("alice", 2001, 2001, mbox(MSGS))
 
-	def write_service(self, name, account_extra=""):
+	def write_service(self, name, account_extra="", auth_extra=""):
+		"""auth_extra: more arguments of the test module's auth line."""
 		m = self.tools / "pam_pop3test.so"
 		log = "log=%s" % self.pamlog
 		(self.pamdir / name).write_text(
 		    "auth required %s passdb=%s verbose\n"
-		    "auth required %s %s\n"
+		    "auth required %s %s %s\n"
 		    "account required %s passdb=%s\n"
 		    "account required %s %s\n%s"
 		    "session required %s %s\n" % (PAM_MATRIX, self.passdb, m, log,
-		    PAM_MATRIX, self.passdb, m, log, account_extra, m, log))
+		    auth_extra, PAM_MATRIX, self.passdb, m, log, account_extra, m,
+		    log))
 
 	def write_passwd(self, lines, mode=0o600, owner=0):
 		self.passwd.write_text("".join(ln + "\n" for ln in lines))
@@ -1041,6 +1047,27 @@ def test_signal_to_the_prelogin_child_ends_the_session(root, sig):
 		os.kill(k, sig)
 		os.kill(s.proc.pid, sig)
 		assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], (i, s.stderr())
+
+
+@pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
+def test_signal_to_the_prelogin_child_during_the_check(root, extra):
+	"""SIGTERM to the pre-login child alone while a good login is checked
+	(the test module takes 2 s): the session ends with status 1 and no
+	user's process starts, rather than 70; every PAM session opened is
+	closed."""
+	root.write_service("pop3", auth_extra="sleep=2")
+	s = root.session(*extra)
+	assert s.greeting().ok and s.cmd("USER alice").ok
+	s.send("PASS %s\r\n" % PW)
+	wait_for_pam(root, "auth")
+	pre = [k for k in children(s.proc.pid)
+	    if proc_status(k)["Uid"].split()[0] != "0"]
+	assert len(pre) == 1, pre
+	os.kill(pre[0], signal.SIGTERM)
+	assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], s.stderr()
+	assert "login: user alice" not in s.stderr(), s.stderr()
+	ev = [e[0] for e in root.pam_events()]
+	assert ev.count("open") == ev.count("close"), ev
 
 
 @pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
