@@ -189,13 +189,6 @@ layers: $(OBJS)
 # unit tests and the pytest runs: passed, failed, skipped.  POP3D_STRICT:
 # a test that would skip fails (tests/conftest.py).  bash for pipefail.
 TESTS_REVERSED = $(shell ls tests/test_*.py | sort -r)
-# What the tests leave outside the tree that make check removes at its
-# end if it was not there at its start: pam_wrapper's directory of a
-# process that dropped root or was killed, pytest's base temporaries, the
-# pre-login root and the index caches of sessions run without -c.
-CHECK_LEFT = /tmp/pam.* /tmp/pytest-of-* /tmp/pytest-of-*/pytest-* \
-	/run/pop3d-empty /var/tmp/pop3d-[0-9]* /var/cache/pop3d
-
 check: SHELL = /bin/bash
 check: deps
 	$(MAKE) -B WERROR=-Werror pop3d san $(UNITS)
@@ -204,22 +197,24 @@ check: deps
 	@$(MAKE) --no-print-directory hardening
 	@$(MAKE) --no-print-directory layers
 	@mkdir -p build/log; rc=0; set -o pipefail; \
-	left=$$(ls -d $(CHECK_LEFT) 2>/dev/null); \
+	bash tests/leftovers.sh before build/log/left; \
+	bt=$$(mktemp -d "$${TMPDIR:-/tmp}/pop3d-check.XXXXXX") || exit 1; \
 	$(MAKE) --no-print-directory unit 2>&1 | tee build/log/unit.log || rc=1; \
 	echo "== pytest, POP3D_BIN=pop3d and POP3D_BIN=build/san/pop3d at once"; \
-	POP3D_STRICT=1 $(PYTEST) -m 'not plain_pass' tests \
-	    > build/log/pytest.log 2>&1 & plain=$$!; \
-	POP3D_STRICT=1 POP3D_BIN=build/san/pop3d $(PYTEST) $(TESTS_REVERSED) \
-	    > build/log/pytest-san.log 2>&1 & san=$$!; \
+	POP3D_STRICT=1 $(PYTEST) --basetemp="$$bt/plain" -m 'not plain_pass' \
+	    tests > build/log/pytest.log 2>&1 & plain=$$!; \
+	POP3D_STRICT=1 POP3D_BIN=build/san/pop3d $(PYTEST) --basetemp="$$bt/san" \
+	    $(TESTS_REVERSED) > build/log/pytest-san.log 2>&1 & san=$$!; \
 	wait $$plain || rc=1; echo "== pytest, POP3D_BIN=pop3d"; \
 	cat build/log/pytest.log; \
 	wait $$san || rc=1; echo "== pytest, POP3D_BIN=build/san/pop3d"; \
 	cat build/log/pytest-san.log; \
 	echo "== pytest, POP3D_BIN=pop3d, the plain_pass tests alone"; \
-	POP3D_STRICT=1 $(PYTEST) -m plain_pass tests 2>&1 | \
-	    tee build/log/pytest-alone.log || rc=1; \
-	for p in $$(ls -d $(CHECK_LEFT) 2>/dev/null); do \
-	    grep -qxF -- "$$p" <<< "$$left" || rm -rf -- "$$p"; done; \
+	POP3D_STRICT=1 $(PYTEST) --basetemp="$$bt/alone" -m plain_pass tests \
+	    2>&1 | tee build/log/pytest-alone.log || rc=1; \
+	bash tests/leftovers.sh after build/log/left; \
+	if [ $$rc = 0 ]; then rm -rf -- "$$bt"; \
+	else echo "== pytest's temporaries kept in $$bt"; fi; \
 	echo "== fuzz, $(FUZZ_CHECK_TIME) s per target"; \
 	$(MAKE) --no-print-directory fuzz-check 2>&1 | tee build/log/fuzz.log || rc=1; \
 	echo "== analyze"; \
