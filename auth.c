@@ -1112,6 +1112,7 @@ static void
 auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
     gid_t gid)
 {
+	const pid_t	 mon = getppid();	/* just forked: the monitor */
 	static struct auth_rec rec;
 	struct pop_cred	 cred;
 	ssize_t		 n;
@@ -1120,6 +1121,12 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 
 	sp = auth_child_fds(in, out, sp);
 	auth_sandbox(root, uid, gid);
+	/* Killed with the monitor (kill -9 of it would leave us talking to
+	 * the client until the timeout); after the drop, which clears it. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
+		fatal("prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != mon)
+		_exit(POP3_EX_SOFTWARE);
 	pop_conn_init(&conn, 0, 1);
 	sbx_prelogin();
 	if (auth_proxied)

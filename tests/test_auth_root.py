@@ -1049,6 +1049,23 @@ def test_signal_to_the_prelogin_child_ends_the_session(root, sig):
 		assert s.wait(10) == LIMITS["POP3_EX_CLOSED"], (i, s.stderr())
 
 
+def test_prelogin_child_ends_with_a_killed_monitor(root):
+	"""kill -9 of the pid inetd started, at the greeting: the pre-login
+	child goes with it (within 2 s) and the client's connection ends,
+	instead of the child talking to the client until the timeout."""
+	s = root.session()
+	assert s.greeting().ok
+	k = one_child(s.proc.pid)
+	os.kill(s.proc.pid, signal.SIGKILL)
+	s.wait(10)
+	deadline = time.monotonic() + 2
+	while os.path.exists("/proc/%d/status" % k) and \
+	    not proc_status(k)["State"].startswith("Z"):
+		assert time.monotonic() < deadline, proc_status(k)
+		time.sleep(0.02)
+	assert s.readline(timeout=5) == b""
+
+
 @pytest.mark.parametrize("extra", MODES, ids=MODE_IDS)
 def test_signal_to_the_prelogin_child_during_the_check(root, extra):
 	"""SIGTERM to the pre-login child alone while a good login is checked
