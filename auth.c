@@ -184,8 +184,8 @@ static void	auth_emptydir(char *, size_t, int *);
 static void	auth_drop(uid_t, gid_t, int, const gid_t *);
 static void	auth_sandbox(const char *, uid_t, gid_t);
 static void	auth_user_sandbox(const struct pop_user *);
-static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t)
-		    __attribute__((noreturn));
+static void	auth_prelogin(int, int, int, const char *, uid_t, gid_t,
+		    pid_t) __attribute__((noreturn));
 static int	auth_rec_check(const struct auth_rec *, size_t);
 static int	auth_verify(const struct auth_rec *, struct pop_user *,
 		    pam_handle_t **);
@@ -1106,13 +1106,13 @@ auth_sandbox(const char *root, uid_t uid, gid_t gid)
 
 /*
  * The pre-login child: runs AUTHORIZATION, sends each login to the root
- * parent over sp as one struct auth_rec, and waits for the verdict byte.
+ * parent (pid mon) over sp as one struct auth_rec, and waits for the
+ * verdict byte.
  */
 static void
 auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
-    gid_t gid)
+    gid_t gid, pid_t mon)
 {
-	const pid_t	 mon = getppid();	/* just forked: the monitor */
 	static struct auth_rec rec;
 	struct pop_cred	 cred;
 	ssize_t		 n;
@@ -1125,7 +1125,7 @@ auth_prelogin(int sp, int in, int out, const char *root, uid_t uid,
 	 * the client until the timeout); after the drop, which clears it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		fatal("prctl(PR_SET_PDEATHSIG)");
-	if (getppid() != mon)
+	if (getppid() != mon)		/* the monitor died before that */
 		_exit(POP3_EX_SOFTWARE);
 	pop_conn_init(&conn, 0, 1);
 	sbx_prelogin();
@@ -1754,6 +1754,7 @@ auth_client_move(int *in, int *out)
 static int
 auth_monitor_prelogin(struct auth_mon *m, uid_t uid, gid_t gid)
 {
+	const pid_t	 mon = getpid();
 	pid_t		 pid;
 	int		 sp[2], r, status;
 	char		 v;
@@ -1766,7 +1767,7 @@ auth_monitor_prelogin(struct auth_mon *m, uid_t uid, gid_t gid)
 		return AUTH_SIGNALLED;
 	if (pid == 0) {
 		(void)close(sp[0]);
-		auth_prelogin(sp[1], m->in, m->out, m->empty, uid, gid);
+		auth_prelogin(sp[1], m->in, m->out, m->empty, uid, gid, mon);
 	}
 	if (close(sp[1]) == -1)
 		fatal("close");
