@@ -197,7 +197,7 @@ check: deps
 	@$(MAKE) --no-print-directory hardening
 	@$(MAKE) --no-print-directory layers
 	@mkdir -p build/log; rc=0; set -o pipefail; \
-	bash tests/leftovers.sh before build/log/left; \
+	bash tests/leftovers.sh before build/log/left || rc=1; \
 	bt=$$(mktemp -d "$${TMPDIR:-/tmp}/pop3d-check.XXXXXX") || exit 1; \
 	$(MAKE) --no-print-directory unit 2>&1 | tee build/log/unit.log || rc=1; \
 	echo "== pytest, POP3D_BIN=pop3d and POP3D_BIN=build/san/pop3d at once"; \
@@ -212,7 +212,7 @@ check: deps
 	echo "== pytest, POP3D_BIN=pop3d, the plain_pass tests alone"; \
 	POP3D_STRICT=1 $(PYTEST) --basetemp="$$bt/alone" -m plain_pass tests \
 	    2>&1 | tee build/log/pytest-alone.log || rc=1; \
-	bash tests/leftovers.sh after build/log/left; \
+	bash tests/leftovers.sh after build/log/left || rc=1; \
 	if [ $$rc = 0 ]; then rm -rf -- "$$bt"; \
 	else echo "== pytest's temporaries kept in $$bt"; fi; \
 	echo "== fuzz, $(FUZZ_CHECK_TIME) s per target"; \
