@@ -4,8 +4,8 @@
 # if it was not in FILE:
 #   /tmp/pam.X          pam_wrapper's copy of the PAM services, left by a
 #                       process that dropped root or was killed: only a
-#                       directory of root's whose pid file (a regular file
-#                       of root's) names a process that is gone
+#                       directory whose pid file (a regular file) names a
+#                       process that is gone
 #   /run/pop3d-empty    the pre-login root of root-mode sessions (rmdir:
 #                       only if empty)
 #   /var/tmp/pop3d-UID  the index caches of sessions run without -c, as
@@ -29,12 +29,13 @@ list() {
 	done
 }
 
-# A pam_wrapper directory of a process that is gone.
+# A pam_wrapper directory of a process that is gone.  (Its owner is the
+# process's uid, root's or a test user's; the pid is read with a bound on
+# time and size, so that a user's FIFO or endless file cannot hold us.)
 stale_pam() {
-	local pid=
-	[[ -d $1 && ! -L $1 && -O $1 && -f $1/pid && ! -L $1/pid &&
-	    -O $1/pid ]] || return 1
-	read -r -n 20 pid < "$1/pid" || [[ -n $pid ]] || return 1
+	local pid
+	[[ -d $1 && ! -L $1 && -f $1/pid && ! -L $1/pid ]] || return 1
+	pid=$(timeout 2 head -c 20 -- "$1/pid" 2>/dev/null)
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	! kill -0 "$pid" 2>/dev/null
 }
